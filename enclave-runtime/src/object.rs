@@ -1,0 +1,689 @@
+//! A resident object: one long-lived wasmtime store and instance, its canonical fields, inbox
+//! and schedule. Every entry is a transaction validated against the object's own descriptor.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use sha2::{Digest as _, Sha256};
+use sojourn_policy::{Descriptor, EntryPoint, Fields, Rollback, Violation};
+use wasmtime::{Global, Store, Trap, TypedFunc, Val};
+
+use crate::abi::{linker, GuestFault, HostState, Txn};
+use crate::engine::{ObjectEngine, ObjectModule, EPOCH_MS};
+use crate::module::GLOBAL_EXPORT_PREFIX;
+use crate::record::{Decision, Digest, EntryInputs, ObjectId, Outcome, TransitionRecord};
+use crate::RuntimeError;
+
+/// When the object runs next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schedule {
+    /// At this time (ms since the epoch).
+    WakeAt(i64),
+    /// When a message arrives.
+    AwaitMessage,
+}
+
+/// Whether the object runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// Runs on its schedule.
+    Active,
+    /// Stopped after a fault (or by an operator); inspectable, resumable.
+    Suspended {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A message could not be queued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InboxError {
+    /// The object exports no `sojourn_on_message`.
+    #[error("the object accepts no messages (it exports no sojourn_on_message)")]
+    NotAccepted,
+    /// Larger than `cycle.max_message_bytes`.
+    #[error("message of {len} bytes exceeds the object's limit of {max} bytes")]
+    TooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: u32,
+    },
+    /// The inbox holds `cycle.inbox_capacity` messages already.
+    #[error("the object's inbox is full ({capacity} messages)")]
+    Full {
+        /// The capacity.
+        capacity: u32,
+    },
+}
+
+/// The pre-entry image of linear memory, kept for `rollback = "memory"`. Entries compare
+/// memory with it chunk by chunk and copy only the chunks that differ, so untouched pages
+/// cost a comparison, never a copy.
+#[derive(Debug, Clone)]
+pub(crate) struct MemoryShadow {
+    image: Vec<u8>,
+}
+
+/// Comparison granularity of [`MemoryShadow`].
+const CHUNK: usize = 4096;
+
+impl MemoryShadow {
+    pub(crate) fn capture(mem: &[u8]) -> MemoryShadow {
+        MemoryShadow {
+            image: mem.to_vec(),
+        }
+    }
+
+    /// After an accepted entry: bring the image up to date. Returns the dirty chunk count.
+    pub(crate) fn sync(&mut self, mem: &[u8]) -> usize {
+        let mut dirty = 0;
+        for (dst, src) in self.image.chunks_mut(CHUNK).zip(mem.chunks(CHUNK)) {
+            if dst != src {
+                dst.copy_from_slice(src);
+                dirty += 1;
+            }
+        }
+        if mem.len() > self.image.len() {
+            self.image
+                .extend_from_slice(mem.get(self.image.len()..).unwrap_or_default());
+        }
+        dirty
+    }
+
+    /// After a rejected entry: put memory back. Pages grown during the entry cannot be
+    /// un-grown; they are zeroed. Returns the dirty chunk count.
+    pub(crate) fn restore(&self, mem: &mut [u8]) -> usize {
+        let mut dirty = 0;
+        let (head, tail) = mem.split_at_mut(self.image.len().min(mem.len()));
+        for (dst, src) in head.chunks_mut(CHUNK).zip(self.image.chunks(CHUNK)) {
+            if dst != src {
+                dst.copy_from_slice(src);
+                dirty += 1;
+            }
+        }
+        tail.fill(0);
+        dirty
+    }
+}
+
+/// The raw result of calling into the guest.
+struct EntryRun {
+    ret: Result<i64, String>,
+    txn: Txn,
+    fuel_used: u64,
+    before: Digest,
+}
+
+/// A memory-resident object.
+pub struct ResidentObject {
+    pub(crate) id: ObjectId,
+    pub(crate) module: ObjectModule,
+    pub(crate) descriptor: Arc<Descriptor>,
+    pub(crate) descriptor_bytes: Vec<u8>,
+    pub(crate) descriptor_digest: Digest,
+    pub(crate) store: Store<HostState>,
+    tick_fn: TypedFunc<i64, i64>,
+    msg_fn: Option<TypedFunc<i32, i32>>,
+    init_fn: Option<TypedFunc<i64, i64>>,
+    pub(crate) globals: Vec<(u32, Global)>,
+    pub(crate) seq: u64,
+    pub(crate) inbox: VecDeque<Vec<u8>>,
+    pub(crate) schedule: Schedule,
+    pub(crate) status: Status,
+    shadow: Option<MemoryShadow>,
+    globals_image: Vec<Val>,
+}
+
+impl std::fmt::Debug for ResidentObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResidentObject")
+            .field("id", &self.id)
+            .field("name", &self.descriptor.name)
+            .field("seq", &self.seq)
+            .field("status", &self.status)
+            .field("schedule", &self.schedule)
+            .finish()
+    }
+}
+
+fn fault_reason(e: &wasmtime::Error) -> String {
+    if let Some(g) = e.downcast_ref::<GuestFault>() {
+        return g.0.clone();
+    }
+    if let Some(t) = e.downcast_ref::<Trap>() {
+        return match t {
+            Trap::OutOfFuel => "fuel budget exhausted (limits.fuel_per_entry)".into(),
+            Trap::Interrupt => "time budget exceeded (limits.time_per_entry_ms)".into(),
+            other => format!("trap: {other}"),
+        };
+    }
+    e.to_string().lines().next().unwrap_or("fault").to_string()
+}
+
+/// Seed of entry `seq` derived from a wake's seed.
+fn entry_seed(seed: &[u8; 32], seq: u64) -> [u8; 32] {
+    Sha256::new()
+        .chain_update(seed)
+        .chain_update(seq.to_le_bytes())
+        .finalize()
+        .into()
+}
+
+impl ResidentObject {
+    /// Instantiates an object and runs its creation entry (`sojourn_init`, or an empty
+    /// transition if it has none). The descriptor must name this module's digest.
+    pub fn create(
+        engine: &ObjectEngine,
+        module: &ObjectModule,
+        descriptor: Descriptor,
+        id: ObjectId,
+        now_ms: i64,
+        seed: [u8; 32],
+    ) -> Result<(ResidentObject, TransitionRecord), RuntimeError> {
+        let fields = descriptor.initial_state();
+        let mut obj = Self::instantiate(engine, module, descriptor, id, fields)?;
+        let rec = obj.run_init(now_ms, seed);
+        Ok((obj, rec))
+    }
+
+    pub(crate) fn instantiate(
+        engine: &ObjectEngine,
+        module: &ObjectModule,
+        descriptor: Descriptor,
+        id: ObjectId,
+        fields: Fields,
+    ) -> Result<ResidentObject, RuntimeError> {
+        let module_digest = sojourn_policy::canonical::sha256(module.original_bytes());
+        if module_digest != descriptor.module_sha256 {
+            return Err(RuntimeError::DescriptorMismatch {
+                expected: hex::encode(descriptor.module_sha256),
+                found: hex::encode(module_digest),
+            });
+        }
+        let descriptor_bytes = descriptor.encode();
+        let descriptor_digest = Digest(sojourn_policy::canonical::sha256(&descriptor_bytes));
+        let descriptor = Arc::new(descriptor);
+        let mut store = Store::new(
+            engine.wasmtime(),
+            HostState::new(descriptor.clone(), fields),
+        );
+        store.limiter(|s| s as &mut dyn wasmtime::ResourceLimiter);
+        // Instantiation (data segments, start function) gets a budget too.
+        store
+            .set_fuel(descriptor.limits.fuel_per_entry)
+            .map_err(|e| RuntimeError::Instantiate(e.to_string()))?;
+        store.set_epoch_deadline(Self::deadline_epochs(&descriptor));
+        store.epoch_deadline_trap();
+        let linker = linker(engine.wasmtime()).map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        let instance = linker
+            .instantiate(&mut store, module.module())
+            .map_err(|e| RuntimeError::Instantiate(fault_reason(&e)))?;
+        let memory = instance
+            .get_memory(&mut store, "memory")
+            .ok_or_else(|| RuntimeError::Instantiate("no `memory` export".into()))?;
+        store.data_mut().memory = Some(memory);
+        let typed = |r: Result<TypedFunc<i64, i64>, wasmtime::Error>, name: &str| {
+            r.map_err(|e| RuntimeError::Instantiate(format!("export `{name}`: {e}")))
+        };
+        let tick_fn = typed(
+            instance.get_typed_func::<i64, i64>(&mut store, "sojourn_tick"),
+            "sojourn_tick",
+        )?;
+        let init_fn = if module.info().has_init {
+            Some(typed(
+                instance.get_typed_func::<i64, i64>(&mut store, "sojourn_init"),
+                "sojourn_init",
+            )?)
+        } else {
+            None
+        };
+        let msg_fn = if module.info().accepts_messages {
+            Some(
+                instance
+                    .get_typed_func::<i32, i32>(&mut store, "sojourn_on_message")
+                    .map_err(|e| {
+                        RuntimeError::Instantiate(format!("export `sojourn_on_message`: {e}"))
+                    })?,
+            )
+        } else {
+            None
+        };
+        let mut globals = Vec::new();
+        for idx in &module.info().mutable_globals {
+            let g = instance
+                .get_global(&mut store, &format!("{GLOBAL_EXPORT_PREFIX}{idx}"))
+                .ok_or_else(|| RuntimeError::Instantiate(format!("global {idx} not exported")))?;
+            globals.push((*idx, g));
+        }
+        let shadow = match descriptor.limits.rollback {
+            Rollback::Memory => Some(MemoryShadow::capture(memory.data(&store))),
+            Rollback::Fields => None,
+        };
+        Ok(ResidentObject {
+            id,
+            module: module.clone(),
+            descriptor,
+            descriptor_bytes,
+            descriptor_digest,
+            store,
+            tick_fn,
+            msg_fn,
+            init_fn,
+            globals,
+            seq: 0,
+            inbox: VecDeque::new(),
+            schedule: Schedule::WakeAt(0),
+            status: Status::Active,
+            shadow,
+            globals_image: Vec::new(),
+        })
+        .map(|mut o| {
+            o.globals_image = o.read_globals();
+            o
+        })
+    }
+
+    /// Current values of the mutable globals, in `globals` order.
+    pub(crate) fn read_globals(&mut self) -> Vec<Val> {
+        let globals: Vec<Global> = self.globals.iter().map(|(_, g)| *g).collect();
+        globals.iter().map(|g| g.get(&mut self.store)).collect()
+    }
+
+    /// Sets the mutable globals (values in `globals` order).
+    pub(crate) fn write_globals(&mut self, values: &[Val]) -> Result<(), RuntimeError> {
+        let globals: Vec<Global> = self.globals.iter().map(|(_, g)| *g).collect();
+        for (g, v) in globals.iter().zip(values) {
+            g.set(&mut self.store, *v)
+                .map_err(|e| RuntimeError::Instantiate(format!("global: {e}")))?;
+        }
+        Ok(())
+    }
+
+    fn deadline_epochs(d: &Descriptor) -> u64 {
+        (d.limits.time_per_entry_ms / EPOCH_MS).max(1)
+    }
+
+    /// The object's id.
+    pub fn id(&self) -> ObjectId {
+        self.id
+    }
+    /// The descriptor in force.
+    pub fn descriptor(&self) -> &Descriptor {
+        &self.descriptor
+    }
+    /// Digest of the descriptor in force.
+    pub fn descriptor_digest(&self) -> Digest {
+        self.descriptor_digest
+    }
+    /// The canonical fields.
+    pub fn fields(&self) -> &Fields {
+        &self.store.data().fields
+    }
+    /// Digest of the canonical fields.
+    pub fn state_digest(&self) -> Digest {
+        self.store.data().fields_digest
+    }
+    /// Next sequence number.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+    /// When it runs next.
+    pub fn schedule(&self) -> Schedule {
+        self.schedule
+    }
+    /// Whether it runs.
+    pub fn status(&self) -> &Status {
+        &self.status
+    }
+    /// Queued messages.
+    pub fn inbox_len(&self) -> usize {
+        self.inbox.len()
+    }
+    /// The current linear memory size in bytes.
+    pub fn memory_size(&self) -> usize {
+        self.store
+            .data()
+            .memory
+            .map_or(0, |m| m.data_size(&self.store))
+    }
+
+    /// Suspends the object (operator action).
+    pub fn suspend(&mut self, reason: impl Into<String>) {
+        self.status = Status::Suspended {
+            reason: reason.into(),
+        };
+    }
+
+    /// Resumes a suspended object; its next wake is `now_ms` unless it awaits a message.
+    pub fn resume(&mut self, now_ms: i64) {
+        self.status = Status::Active;
+        if let Schedule::WakeAt(at) = self.schedule {
+            self.schedule = Schedule::WakeAt(at.max(now_ms));
+        }
+    }
+
+    /// Queues a message. Returns whether the object should be woken now (it sleeps until a
+    /// message arrives).
+    pub fn enqueue(&mut self, message: Vec<u8>) -> Result<bool, InboxError> {
+        if self.msg_fn.is_none() {
+            return Err(InboxError::NotAccepted);
+        }
+        let cycle = &self.descriptor.cycle;
+        if message.len() > cycle.max_message_bytes as usize {
+            return Err(InboxError::TooLarge {
+                len: message.len(),
+                max: cycle.max_message_bytes,
+            });
+        }
+        if self.inbox.len() >= cycle.inbox_capacity as usize {
+            return Err(InboxError::Full {
+                capacity: cycle.inbox_capacity,
+            });
+        }
+        self.inbox.push_back(message);
+        Ok(self.status == Status::Active && self.schedule == Schedule::AwaitMessage)
+    }
+
+    /// One wake: offer the queued messages in order, then tick. Returns the transitions.
+    pub fn wake(&mut self, now_ms: i64, seed: [u8; 32]) -> Vec<TransitionRecord> {
+        let mut out = Vec::new();
+        if self.status != Status::Active {
+            return out;
+        }
+        let mut i = 0;
+        let offered = self.inbox.len();
+        for _ in 0..offered {
+            let Some(msg) = self.inbox.get(i).cloned() else {
+                break;
+            };
+            let (rec, keep) = self.run_message(now_ms, entry_seed(&seed, self.seq), msg);
+            out.push(rec);
+            if keep {
+                i += 1;
+            } else {
+                self.inbox.remove(i);
+            }
+            if self.status != Status::Active {
+                return out;
+            }
+        }
+        let s = entry_seed(&seed, self.seq);
+        out.push(self.run_tick(now_ms, s));
+        out
+    }
+
+    fn run_init(&mut self, now_ms: i64, seed: [u8; 32]) -> TransitionRecord {
+        let seed = entry_seed(&seed, self.seq);
+        match self.init_fn.clone() {
+            Some(f) => {
+                let run = self.call(EntryPoint::Init, now_ms, seed, None, |store| {
+                    f.call(store, now_ms)
+                });
+                self.finish_scheduled(run, EntryPoint::Init)
+            }
+            None => {
+                // No init export: an empty, accepted creation transition; first tick now.
+                let txn = Txn::new(EntryPoint::Init, now_ms, seed, None);
+                let before = self.state_digest();
+                self.schedule = Schedule::WakeAt(now_ms);
+                self.record(
+                    txn,
+                    before,
+                    Outcome::Accepted,
+                    Some(Decision::WakeAt {
+                        at_ms: now_ms,
+                        requested_ms: None,
+                    }),
+                    0,
+                )
+            }
+        }
+    }
+
+    fn run_tick(&mut self, now_ms: i64, seed: [u8; 32]) -> TransitionRecord {
+        let f = self.tick_fn.clone();
+        let run = self.call(EntryPoint::Tick, now_ms, seed, None, |store| {
+            f.call(store, now_ms)
+        });
+        self.finish_scheduled(run, EntryPoint::Tick)
+    }
+
+    /// Returns the record and whether the message stays queued.
+    fn run_message(
+        &mut self,
+        now_ms: i64,
+        seed: [u8; 32],
+        msg: Vec<u8>,
+    ) -> (TransitionRecord, bool) {
+        let Some(f) = self.msg_fn.clone() else {
+            // Unreachable in practice: enqueue refuses messages without on_message.
+            let txn = Txn::new(EntryPoint::Message, now_ms, seed, Some(msg));
+            let before = self.state_digest();
+            return (self.record(txn, before, Outcome::Refused, None, 0), false);
+        };
+        let len = i32::try_from(msg.len()).unwrap_or(i32::MAX);
+        let run = self.call(EntryPoint::Message, now_ms, seed, Some(msg), |store| {
+            f.call(store, len).map(i64::from)
+        });
+        match run.ret {
+            Err(ref reason) => {
+                let reason = reason.clone();
+                (self.fault(run, reason), true)
+            }
+            Ok(0) => {
+                let rec = self.commit(run, None);
+                (rec, false)
+            }
+            Ok(1) => {
+                self.sync_shadow();
+                let rec = self.record(run.txn, run.before, Outcome::Deferred, None, run.fuel_used);
+                (rec, true)
+            }
+            Ok(2) => {
+                self.sync_shadow();
+                let rec = self.record(run.txn, run.before, Outcome::Refused, None, run.fuel_used);
+                (rec, false)
+            }
+            Ok(other) => {
+                let reason = format!(
+                    "sojourn_on_message returned {other}: expected 0 (consume), 1 (defer) or 2 (reject)"
+                );
+                (self.fault(run, reason), true)
+            }
+        }
+    }
+
+    fn call(
+        &mut self,
+        entry: EntryPoint,
+        now_ms: i64,
+        seed: [u8; 32],
+        msg: Option<Vec<u8>>,
+        f: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<i64>,
+    ) -> EntryRun {
+        let fuel = self.descriptor.limits.fuel_per_entry;
+        let before = self.state_digest();
+        self.store.data_mut().txn = Some(Txn::new(entry, now_ms, seed, msg));
+        let ret = match self.store.set_fuel(fuel) {
+            Ok(()) => {
+                self.store
+                    .set_epoch_deadline(Self::deadline_epochs(&self.descriptor));
+                f(&mut self.store).map_err(|e| fault_reason(&e))
+            }
+            Err(e) => Err(format!("fuel: {e}")),
+        };
+        let fuel_used = fuel.saturating_sub(self.store.get_fuel().unwrap_or(0));
+        let txn = self
+            .store
+            .data_mut()
+            .txn
+            .take()
+            .unwrap_or_else(|| Txn::new(entry, now_ms, seed, None));
+        EntryRun {
+            ret,
+            txn,
+            fuel_used,
+            before,
+        }
+    }
+
+    /// Init and tick: the return value is a schedule decision.
+    fn finish_scheduled(&mut self, run: EntryRun, entry: EntryPoint) -> TransitionRecord {
+        let now = run.txn.now_ms;
+        let decision = match run.ret {
+            Err(ref reason) => {
+                let reason = reason.clone();
+                return self.fault(run, reason);
+            }
+            Ok(-1) => match self.descriptor.cycle.max_interval_ms {
+                None => Decision::AwaitMessage,
+                Some(max) => Decision::WakeAt {
+                    at_ms: now.saturating_add(max as i64),
+                    requested_ms: Some(-1),
+                },
+            },
+            Ok(d) if d >= 0 => {
+                let min = self.descriptor.cycle.min_interval_ms as i64;
+                let max = self
+                    .descriptor
+                    .cycle
+                    .max_interval_ms
+                    .map_or(i64::MAX, |m| m as i64);
+                let clamped = d.clamp(min, max.max(min));
+                Decision::WakeAt {
+                    at_ms: now.saturating_add(clamped),
+                    requested_ms: (clamped != d).then_some(d),
+                }
+            }
+            Ok(d) => {
+                return self.fault(
+                    run,
+                    format!("sojourn_{entry} returned {d}: expected a delay >= 0 or -1 (sleep until a message)"),
+                );
+            }
+        };
+        self.schedule = match decision {
+            Decision::WakeAt { at_ms, .. } => Schedule::WakeAt(at_ms),
+            Decision::AwaitMessage => Schedule::AwaitMessage,
+        };
+        self.commit(run, Some(decision))
+    }
+
+    /// Validates the staged writes and applies them, or rejects the entry.
+    fn commit(&mut self, run: EntryRun, decision: Option<Decision>) -> TransitionRecord {
+        let entry = run.txn.entry;
+        let verdict: Result<Fields, Violation> = match &run.txn.write_error {
+            Some(v) => Err(v.clone()),
+            None if run.txn.writes.is_empty() => Ok(self.store.data().fields.clone()),
+            None => {
+                self.descriptor
+                    .check_transition(entry, &self.store.data().fields, &run.txn.writes)
+            }
+        };
+        let outcome = match verdict {
+            Ok(after) => {
+                if !run.txn.writes.is_empty() {
+                    let st = self.store.data_mut();
+                    st.fields_digest = Digest(sojourn_policy::state_digest(&after));
+                    st.fields = after;
+                }
+                self.store.data_mut().last_rejection = None;
+                self.sync_shadow();
+                Outcome::Accepted
+            }
+            Err(v) => {
+                let reason = v.to_string();
+                self.store.data_mut().last_rejection = Some(reason.clone());
+                self.restore_shadow();
+                Outcome::Rejected { reason }
+            }
+        };
+        self.record(run.txn, run.before, outcome, decision, run.fuel_used)
+    }
+
+    fn fault(&mut self, run: EntryRun, reason: String) -> TransitionRecord {
+        self.restore_shadow();
+        self.status = Status::Suspended {
+            reason: format!("fault in {}: {reason}", run.txn.entry),
+        };
+        self.record(
+            run.txn,
+            run.before,
+            Outcome::Faulted { reason },
+            None,
+            run.fuel_used,
+        )
+    }
+
+    /// Re-captures the rollback image from the current memory and globals.
+    pub(crate) fn reset_shadow(&mut self) {
+        if let (Some(shadow), Some(mem)) = (self.shadow.as_mut(), self.store.data().memory) {
+            *shadow = MemoryShadow::capture(mem.data(&self.store));
+        }
+        self.globals_image = self.read_globals();
+    }
+
+    fn sync_shadow(&mut self) {
+        if let (Some(shadow), Some(mem)) = (self.shadow.as_mut(), self.store.data().memory) {
+            shadow.sync(mem.data(&self.store));
+        }
+        if self.shadow.is_some() {
+            self.globals_image = self.read_globals();
+        }
+    }
+
+    fn restore_shadow(&mut self) {
+        let Some(shadow) = self.shadow.as_ref() else {
+            return;
+        };
+        if let Some(mem) = self.store.data().memory {
+            shadow.restore(mem.data_mut(&mut self.store));
+        }
+        let image = self.globals_image.clone();
+        let _ = self.write_globals(&image);
+    }
+}
+
+impl ResidentObject {
+    fn record(
+        &mut self,
+        mut txn: Txn,
+        before: Digest,
+        outcome: Outcome,
+        decision: Option<Decision>,
+        fuel_used: u64,
+    ) -> TransitionRecord {
+        if txn.logs_dropped > 0 {
+            txn.logs
+                .push(format!("({} more log lines dropped)", txn.logs_dropped));
+        }
+        let accepted = outcome == Outcome::Accepted;
+        let rec = TransitionRecord {
+            object_id: self.id,
+            seq: self.seq,
+            entry: txn.entry,
+            inputs: EntryInputs {
+                now_ms: txn.now_ms,
+                random_seed: Digest(txn.seed),
+                random_bytes: txn.random_drawn,
+                message_digest: txn
+                    .message
+                    .as_ref()
+                    .map(|m| Digest(sojourn_policy::canonical::sha256(m))),
+            },
+            state_before: before,
+            state_after: self.state_digest(),
+            outcome,
+            writes: txn.writes,
+            emitted: if accepted { txn.emitted } else { Vec::new() },
+            logs: txn.logs,
+            decision,
+            fuel_used,
+            descriptor_digest: self.descriptor_digest,
+        };
+        self.seq += 1;
+        rec
+    }
+}

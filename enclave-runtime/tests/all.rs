@@ -1,0 +1,515 @@
+//! Runtime behaviour: transactions, rejections, rollback, containment, snapshots.
+
+use sojourn_policy::{parse_descriptor, Value};
+use sojourn_runtime::{
+    Decision, InboxError, ObjectEngine, ObjectId, Outcome, ResidentObject, Schedule, Status,
+    TransitionRecord,
+};
+
+pub const GUEST: &str = r#"(module
+  (import "sojourn" "field_get_i64" (func $get (param i32 i32) (result i64)))
+  (import "sojourn" "field_set_i64" (func $set (param i32 i32 i64)))
+  (import "sojourn" "field_set_bytes" (func $setb (param i32 i32 i32 i32)))
+  (import "sojourn" "msg_read" (func $msg_read (param i32 i32) (result i32)))
+  (import "sojourn" "emit" (func $emit (param i32 i32)))
+  (import "sojourn" "random" (func $random (param i32 i32)))
+  (import "sojourn" "last_rejection" (func $lastrej (param i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (global $ticks (mut i64) (i64.const 0))
+  (global $seen_rejections (mut i32) (i32.const 0))
+  (data (i32.const 0) "count")
+  (data (i32.const 16) "label")
+  (data (i32.const 32) "seen")
+  (func $note
+    (if (i32.gt_s (call $lastrej (i32.const 128) (i32.const 128)) (i32.const 0))
+      (then (global.set $seen_rejections (i32.add (global.get $seen_rejections) (i32.const 1))))))
+  (func (export "sojourn_tick") (param $now i64) (result i64)
+    (call $note)
+    (global.set $ticks (i64.add (global.get $ticks) (i64.const 1)))
+    (call $set (i32.const 0) (i32.const 5) (i64.add (call $get (i32.const 0) (i32.const 5)) (i64.const 1)))
+    (i64.store (i32.const 256) (global.get $ticks))
+    (i64.const 100))
+  (func (export "sojourn_on_message") (param $len i32) (result i32)
+    (local $c i32)
+    (call $note)
+    (drop (call $msg_read (i32.const 64) (i32.const 64)))
+    (local.set $c (i32.load8_u (i32.const 64)))
+    (if (i32.eq (local.get $c) (i32.const 105)) (then ;; i: increment
+       (call $set (i32.const 0) (i32.const 5) (i64.add (call $get (i32.const 0) (i32.const 5)) (i64.const 1)))
+       (return (i32.const 0))))
+    (if (i32.eq (local.get $c) (i32.const 100)) (then (return (i32.const 1)))) ;; d: defer
+    (if (i32.eq (local.get $c) (i32.const 114)) (then (return (i32.const 2)))) ;; r: refuse
+    (if (i32.eq (local.get $c) (i32.const 122)) (then ;; z: reset a monotonic field
+       (call $set (i32.const 0) (i32.const 5) (i64.const 0)) (return (i32.const 0))))
+    (if (i32.eq (local.get $c) (i32.const 108)) (then ;; l: change the immutable label
+       (call $setb (i32.const 16) (i32.const 5) (i32.const 64) (i32.const 1)) (return (i32.const 0))))
+    (if (i32.eq (local.get $c) (i32.const 109)) (then ;; m: scribble on memory, then an invalid write
+       (i32.store (i32.const 512) (i32.const 0xdeadbeef))
+       (call $set (i32.const 32) (i32.const 4) (i64.const -1)) (return (i32.const 0))))
+    (if (i32.eq (local.get $c) (i32.const 120)) (then ;; x: randomness into a field
+       (call $random (i32.const 300) (i32.const 8))
+       (call $set (i32.const 32) (i32.const 4) (i64.and (i64.load (i32.const 300)) (i64.const 0xffff)))
+       (return (i32.const 0))))
+    (if (i32.eq (local.get $c) (i32.const 101)) (then ;; e: emit the tick global and rejections seen
+       (i64.store (i32.const 400) (global.get $ticks))
+       (i32.store (i32.const 408) (global.get $seen_rejections))
+       (call $emit (i32.const 400) (i32.const 12)) (return (i32.const 0))))
+    (if (i32.eq (local.get $c) (i32.const 116)) (then unreachable)) ;; t: trap
+    (i32.const 0)))"#;
+
+pub fn descriptor_toml(rollback: &str) -> String {
+    format!(
+        r#"
+[object]
+name = "probe"
+version = 1
+module = "probe.wasm"
+[cycle]
+min_interval_ms = 10
+max_interval_ms = 1000
+inbox_capacity = 4
+max_message_bytes = 16
+[limits]
+fuel_per_entry = 100000
+memory_pages_max = 4
+rollback = "{rollback}"
+[schema.fields.count]
+type = "int"
+min = 0
+default = 0
+monotonic = true
+[schema.fields.label]
+type = "string"
+max_len = 8
+default = "obj"
+immutable = true
+[schema.fields.seen]
+type = "int"
+min = 0
+max = 65535
+default = 0
+[policy.writers]
+tick = ["count"]
+message = ["count", "seen", "label"]
+[[policy.invariants]]
+name = "count_is_small"
+expr = "count < 1000"
+"#
+    )
+}
+
+pub fn probe(engine: &ObjectEngine, rollback: &str) -> (ResidentObject, TransitionRecord) {
+    let wasm = wat::parse_str(GUEST).unwrap();
+    let d = parse_descriptor("probe/object.toml", &descriptor_toml(rollback), &wasm).unwrap();
+    let m = engine.compile(&wasm).unwrap();
+    ResidentObject::create(engine, &m, d, ObjectId([7; 16]), 1_000, [1; 32]).unwrap()
+}
+
+fn int(obj: &ResidentObject, f: &str) -> i64 {
+    match obj.fields().get(f) {
+        Some(Value::Int(i)) => *i,
+        other => panic!("{f}: {other:?}"),
+    }
+}
+
+fn send(obj: &mut ResidentObject, now: i64, msg: &str) -> Vec<TransitionRecord> {
+    obj.enqueue(msg.as_bytes().to_vec()).unwrap();
+    obj.wake(now, [2; 32])
+}
+
+mod transactions {
+    use super::*;
+
+    #[test]
+    fn ticks_commit_and_the_object_chooses_its_cadence() {
+        let engine = ObjectEngine::new().unwrap();
+        let (mut obj, init) = probe(&engine, "fields");
+        assert_eq!(init.outcome, Outcome::Accepted);
+        assert_eq!(obj.schedule(), Schedule::WakeAt(1_000));
+        let recs = obj.wake(1_000, [0; 32]);
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].outcome, Outcome::Accepted);
+        assert_ne!(recs[0].state_before, recs[0].state_after);
+        assert_eq!(int(&obj, "count"), 1);
+        assert_eq!(obj.schedule(), Schedule::WakeAt(1_100));
+        assert_eq!(
+            recs[0].decision,
+            Some(Decision::WakeAt {
+                at_ms: 1_100,
+                requested_ms: None
+            })
+        );
+        assert!(recs[0].fuel_used > 0);
+        assert_eq!(recs[0].seq, 1);
+    }
+
+    #[test]
+    fn rejected_writes_leave_state_untouched_and_are_visible_next_entry() {
+        let engine = ObjectEngine::new().unwrap();
+        let (mut obj, _) = probe(&engine, "fields");
+        obj.wake(1_000, [0; 32]);
+        let before = obj.state_digest();
+        for (msg, needle) in [
+            ("z", "monotonic"),
+            ("l", "immutable"),
+            ("m", "below the minimum"),
+        ] {
+            let recs = send(&mut obj, 2_000, msg);
+            match &recs[0].outcome {
+                Outcome::Rejected { reason } => assert!(reason.contains(needle), "{reason}"),
+                o => panic!("{msg}: {o:?}"),
+            }
+            assert_eq!(recs[0].state_before, recs[0].state_after);
+            // The tick that follows in the same wake commits normally.
+            assert_eq!(recs[1].outcome, Outcome::Accepted);
+        }
+        assert_ne!(obj.state_digest(), before); // only the ticks moved it
+        assert_eq!(int(&obj, "count"), 4);
+        // Each rejection was seen by the next entry (the tick after it).
+        let recs = send(&mut obj, 3_000, "e");
+        let out = &recs[0].emitted[0];
+        assert_eq!(i32::from_le_bytes(out[8..12].try_into().unwrap()), 3);
+    }
+
+    #[test]
+    fn policy_writers_and_invariants_are_enforced() {
+        let wasm = wat::parse_str(GUEST).unwrap();
+        let toml = descriptor_toml("fields")
+            .replace("tick = [\"count\"]", "tick = []")
+            .replace("count < 1000", "count < 2");
+        let d = parse_descriptor("x", &toml, &wasm).unwrap();
+        let engine = ObjectEngine::new().unwrap();
+        let m = engine.compile(&wasm).unwrap();
+        let (mut obj, _) =
+            ResidentObject::create(&engine, &m, d, ObjectId([1; 16]), 0, [0; 32]).unwrap();
+        let r = obj.wake(0, [0; 32]);
+        assert!(
+            matches!(&r[0].outcome, Outcome::Rejected { reason } if reason.contains("tick may not write field `count`"))
+        );
+        send(&mut obj, 1, "i");
+        let r = send(&mut obj, 2, "i");
+        assert!(
+            matches!(&r[0].outcome, Outcome::Rejected { reason } if reason.contains("count_is_small")),
+            "{r:?}"
+        );
+        assert_eq!(int(&obj, "count"), 1);
+    }
+
+    #[test]
+    fn elections_consume_defer_refuse() {
+        let engine = ObjectEngine::new().unwrap();
+        let (mut obj, _) = probe(&engine, "fields");
+        obj.enqueue(b"d".to_vec()).unwrap();
+        obj.enqueue(b"r".to_vec()).unwrap();
+        obj.enqueue(b"i".to_vec()).unwrap();
+        let recs = obj.wake(5, [0; 32]);
+        let outs: Vec<&str> = recs.iter().map(|r| r.outcome.label()).collect();
+        assert_eq!(outs, ["deferred", "refused", "accepted", "accepted"]);
+        assert_eq!(obj.inbox_len(), 1, "the deferred message stays queued");
+        let recs = obj.wake(200, [0; 32]);
+        assert_eq!(recs[0].outcome, Outcome::Deferred);
+        assert_eq!(recs[0].inputs.message_digest, recs[0].inputs.message_digest);
+    }
+
+    #[test]
+    fn inbox_limits_are_clear_errors() {
+        let engine = ObjectEngine::new().unwrap();
+        let (mut obj, _) = probe(&engine, "fields");
+        assert_eq!(
+            obj.enqueue(vec![b'i'; 17]),
+            Err(InboxError::TooLarge { len: 17, max: 16 })
+        );
+        for _ in 0..4 {
+            obj.enqueue(b"d".to_vec()).unwrap();
+        }
+        assert_eq!(
+            obj.enqueue(b"d".to_vec()),
+            Err(InboxError::Full { capacity: 4 })
+        );
+        let silent = wat::parse_str(
+            r#"(module (memory (export "memory") 1)
+                 (func (export "sojourn_tick") (param i64) (result i64) (i64.const -1)))"#,
+        )
+        .unwrap();
+        let toml = "[object]\nname='s'\nversion=1\nmodule='s.wasm'\n[limits]\nfuel_per_entry=1000\nmemory_pages_max=1\n[schema.fields]\n";
+        let d = parse_descriptor("s", toml, &silent).unwrap();
+        let m = engine.compile(&silent).unwrap();
+        let (mut s, _) =
+            ResidentObject::create(&engine, &m, d, ObjectId([2; 16]), 0, [0; 32]).unwrap();
+        assert_eq!(s.enqueue(b"hi".to_vec()), Err(InboxError::NotAccepted));
+        s.wake(0, [0; 32]);
+        assert_eq!(s.schedule(), Schedule::AwaitMessage);
+    }
+
+    #[test]
+    fn cadence_is_clamped_to_policy() {
+        let engine = ObjectEngine::new().unwrap();
+        for (ret, min, max, expect_at, asked) in [
+            ("5", "10", "1000", 10, Some(5)),
+            ("5000", "10", "1000", 1000, Some(5000)),
+            ("-1", "10", "1000", 1000, Some(-1)),
+            ("50", "10", "1000", 50, None),
+        ] {
+            let wasm = wat::parse_str(format!(
+                r#"(module (memory (export "memory") 1)
+                     (func (export "sojourn_tick") (param i64) (result i64) (i64.const {ret})))"#
+            ))
+            .unwrap();
+            let toml = format!("[object]\nname='c'\nversion=1\nmodule='c.wasm'\n[cycle]\nmin_interval_ms={min}\nmax_interval_ms={max}\n[limits]\nfuel_per_entry=1000\nmemory_pages_max=1\n[schema.fields]\n");
+            let d = parse_descriptor("c", &toml, &wasm).unwrap();
+            let m = engine.compile(&wasm).unwrap();
+            let (mut o, _) =
+                ResidentObject::create(&engine, &m, d, ObjectId([3; 16]), 0, [0; 32]).unwrap();
+            let r = o.wake(0, [0; 32]);
+            assert_eq!(
+                r[0].decision,
+                Some(Decision::WakeAt {
+                    at_ms: expect_at,
+                    requested_ms: asked
+                }),
+                "tick returned {ret}"
+            );
+        }
+    }
+
+    #[test]
+    fn randomness_is_recorded_and_replays() {
+        let engine = ObjectEngine::new().unwrap();
+        let (mut a, _) = probe(&engine, "fields");
+        let (mut b, _) = probe(&engine, "fields");
+        let ra = send(&mut a, 10, "x");
+        let rb = send(&mut b, 10, "x");
+        assert_eq!(ra[0].inputs.random_bytes, 8);
+        assert_eq!(ra, rb, "same inputs, same transitions");
+        assert_eq!(a.fields(), b.fields());
+        b.enqueue(b"x".to_vec()).unwrap();
+        let rc = b.wake(20, [9; 32]);
+        assert_ne!(rc[0].inputs.random_seed, ra[0].inputs.random_seed);
+    }
+}
+
+mod rollback {
+    use super::*;
+
+    fn scribble_present(obj: &mut ResidentObject) -> u32 {
+        // The snapshot carries the non-zero memory chunks verbatim: look for the scribble.
+        let snap = obj.snapshot().unwrap();
+        let needle = 0xdeadbeef_u32.to_le_bytes();
+        u32::from(snap.windows(4).any(|w| w == needle))
+    }
+
+    #[test]
+    fn memory_rollback_restores_linear_memory_on_rejection() {
+        let engine = ObjectEngine::new().unwrap();
+        let (mut with, _) = probe(&engine, "memory");
+        let (mut without, _) = probe(&engine, "fields");
+        for obj in [&mut with, &mut without] {
+            let r = send(obj, 10, "m");
+            assert!(matches!(r[0].outcome, Outcome::Rejected { .. }));
+        }
+        assert_eq!(
+            scribble_present(&mut with),
+            0,
+            "rollback = memory undoes the scribble"
+        );
+        assert_eq!(
+            scribble_present(&mut without),
+            1,
+            "rollback = fields keeps memory as left"
+        );
+    }
+}
+
+mod containment {
+    use super::*;
+
+    fn hostile(body: &str, pages_max: u32) -> (ObjectEngine, ResidentObject, TransitionRecord) {
+        let wasm = wat::parse_str(format!(
+            r#"(module (memory (export "memory") 1)
+                 (func (export "sojourn_tick") (param i64) (result i64) {body}))"#
+        ))
+        .unwrap();
+        let toml = format!("[object]\nname='h'\nversion=1\nmodule='h.wasm'\n[limits]\nfuel_per_entry=200000\nmemory_pages_max={pages_max}\nrollback='memory'\n[schema.fields]\n");
+        let d = parse_descriptor("h", &toml, &wasm).unwrap();
+        let engine = ObjectEngine::new().unwrap();
+        let m = engine.compile(&wasm).unwrap();
+        let (mut o, _) =
+            ResidentObject::create(&engine, &m, d, ObjectId([4; 16]), 0, [0; 32]).unwrap();
+        let r = o.wake(0, [0; 32]).remove(0);
+        (engine, o, r)
+    }
+
+    #[test]
+    fn runaway_entries_are_stopped_and_the_object_suspended() {
+        for (body, needle) in [
+            ("(loop $l (br $l)) (i64.const 0)", "fuel budget exhausted"),
+            (
+                "(loop $l (drop (memory.grow (i32.const 1))) (br $l)) (i64.const 0)",
+                "exceeds the cap of 8 pages",
+            ),
+            ("unreachable", "unreachable"),
+            ("(i64.const -7)", "returned -7"),
+        ] {
+            let (_e, mut o, r) = hostile(body, 8);
+            match &r.outcome {
+                Outcome::Faulted { reason } => assert!(reason.contains(needle), "{reason}"),
+                other => panic!("{body}: {other:?}"),
+            }
+            assert!(matches!(o.status(), Status::Suspended { reason } if reason.contains(needle)));
+            // A suspended object does not run, but stays inspectable and snapshot-able.
+            assert!(o.wake(10_000, [0; 32]).is_empty());
+            assert!(o.snapshot().is_ok());
+        }
+    }
+
+    #[test]
+    fn initial_memory_above_the_cap_is_refused_at_creation() {
+        let wasm = wat::parse_str(
+            r#"(module (memory (export "memory") 3)
+                 (func (export "sojourn_tick") (param i64) (result i64) (i64.const 0)))"#,
+        )
+        .unwrap();
+        let toml = "[object]\nname='h'\nversion=1\nmodule='h.wasm'\n[limits]\nfuel_per_entry=1000\nmemory_pages_max=2\n[schema.fields]\n";
+        let d = parse_descriptor("h", toml, &wasm).unwrap();
+        let engine = ObjectEngine::new().unwrap();
+        let m = engine.compile(&wasm).unwrap();
+        let err =
+            ResidentObject::create(&engine, &m, d, ObjectId([4; 16]), 0, [0; 32]).unwrap_err();
+        assert!(err.to_string().contains("cap of 2 pages"), "{err}");
+    }
+
+    #[test]
+    fn a_descriptor_for_another_module_is_refused() {
+        let engine = ObjectEngine::new().unwrap();
+        let wasm = wat::parse_str(GUEST).unwrap();
+        let d = parse_descriptor("p", &descriptor_toml("fields"), b"other bytes").unwrap();
+        let m = engine.compile(&wasm).unwrap();
+        let err =
+            ResidentObject::create(&engine, &m, d, ObjectId([0; 16]), 0, [0; 32]).unwrap_err();
+        assert!(err.to_string().contains("names module sha256"), "{err}");
+    }
+}
+
+mod snapshots {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn round_trip_preserves_memory_globals_fields_inbox_and_schedule() {
+        let engine = ObjectEngine::new().unwrap();
+        let (mut obj, _) = probe(&engine, "memory");
+        obj.wake(0, [0; 32]);
+        obj.wake(100, [0; 32]);
+        send(&mut obj, 150, "x");
+        obj.enqueue(b"d".to_vec()).unwrap();
+        let snap = obj.snapshot().unwrap();
+        let other = ObjectEngine::new().unwrap();
+        let mut back = ResidentObject::restore(&other, &snap).unwrap();
+        assert_eq!(
+            back.full_state_digest().unwrap(),
+            obj.full_state_digest().unwrap()
+        );
+        assert_eq!(back.fields(), obj.fields());
+        assert_eq!(back.inbox_len(), 1);
+        assert_eq!(back.schedule(), obj.schedule());
+        // The tick counter lives in a wasm global: it must have survived.
+        let a = send(&mut obj, 300, "e");
+        let b = send(&mut back, 300, "e");
+        assert_eq!(a, b);
+        // Three ticks ran before the message (which is offered before this wake's tick).
+        assert_eq!(
+            u64::from_le_bytes(a[1].emitted[0][..8].try_into().unwrap()),
+            3
+        );
+    }
+
+    #[test]
+    fn truncated_or_corrupted_snapshots_are_rejected() {
+        let engine = ObjectEngine::new().unwrap();
+        let (mut obj, _) = probe(&engine, "fields");
+        obj.wake(0, [0; 32]);
+        let snap = obj.snapshot().unwrap();
+        let mut lens: Vec<usize> = (0..snap.len()).step_by(97).collect();
+        lens.extend([0, 1, 7, 8, 39, 40, snap.len() - 1]);
+        for len in lens {
+            let err = ResidentObject::restore(&engine, &snap[..len]).unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                msg.contains("checksum") || msg.contains("not a Sojourn snapshot"),
+                "{len}: {msg}"
+            );
+        }
+        for i in (0..snap.len()).step_by(61) {
+            let mut bad = snap.clone();
+            bad[i] ^= 0x10;
+            assert!(
+                ResidentObject::restore(&engine, &bad).is_err(),
+                "flip at {i}"
+            );
+        }
+        let mut v2 = snap.clone();
+        v2[7] = 2;
+        assert!(ResidentObject::restore(&engine, &v2)
+            .unwrap_err()
+            .to_string()
+            .contains("version 2"));
+    }
+
+    #[derive(Debug, Clone)]
+    enum Ev {
+        Wake(u16),
+        Send(u8),
+    }
+
+    fn ev() -> impl Strategy<Value = Ev> {
+        prop_oneof![
+            (0u16..500).prop_map(Ev::Wake),
+            prop::sample::select(b"idrzlmxet".to_vec()).prop_map(Ev::Send),
+        ]
+    }
+
+    fn apply(obj: &mut ResidentObject, now: &mut i64, e: &Ev, out: &mut Vec<String>) {
+        match e {
+            Ev::Wake(dt) => {
+                *now += i64::from(*dt);
+                let seed = [(*now % 251) as u8; 32];
+                for r in obj.wake(*now, seed) {
+                    out.push(format!("{r:?}"));
+                }
+            }
+            Ev::Send(c) => out.push(format!("{:?}", obj.enqueue(vec![*c]))),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+        #[test]
+        fn n_steps_equal_k_steps_snapshot_restore_and_the_rest(
+            events in prop::collection::vec(ev(), 1..24),
+            split in 0usize..24,
+            memory_rollback in any::<bool>(),
+        ) {
+            let rb = if memory_rollback { "memory" } else { "fields" };
+            let k = split.min(events.len());
+            let e1 = ObjectEngine::new().unwrap();
+            let (mut a, _) = probe(&e1, rb);
+            let (mut b, _) = probe(&e1, rb);
+            let (mut now_a, mut now_b) = (1_000, 1_000);
+            let (mut out_a, mut out_b) = (Vec::new(), Vec::new());
+            for e in &events {
+                apply(&mut a, &mut now_a, e, &mut out_a);
+            }
+            for e in &events[..k] {
+                apply(&mut b, &mut now_b, e, &mut out_b);
+            }
+            let snap = b.snapshot().unwrap();
+            let e2 = ObjectEngine::new().unwrap();
+            let mut b = ResidentObject::restore(&e2, &snap).unwrap();
+            for e in &events[k..] {
+                apply(&mut b, &mut now_b, e, &mut out_b);
+            }
+            prop_assert_eq!(out_a, out_b);
+            prop_assert_eq!(a.full_state_digest().unwrap(), b.full_state_digest().unwrap());
+        }
+    }
+}
