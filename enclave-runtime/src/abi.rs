@@ -42,6 +42,7 @@ fn fault(msg: impl Into<String>) -> wasmtime::Error {
 pub(crate) struct Txn {
     pub entry: EntryPoint,
     pub now_ms: i64,
+    pub seq: u64,
     pub seed: [u8; 32],
     pub random_drawn: u32,
     pub message: Option<Vec<u8>>,
@@ -53,10 +54,17 @@ pub(crate) struct Txn {
 }
 
 impl Txn {
-    pub fn new(entry: EntryPoint, now_ms: i64, seed: [u8; 32], message: Option<Vec<u8>>) -> Txn {
+    pub fn new(
+        entry: EntryPoint,
+        now_ms: i64,
+        seq: u64,
+        seed: [u8; 32],
+        message: Option<Vec<u8>>,
+    ) -> Txn {
         Txn {
             entry,
             now_ms,
+            seq,
             seed,
             random_drawn: 0,
             message,
@@ -69,13 +77,15 @@ impl Txn {
     }
 }
 
-/// Expands an entry's seed into its random stream: block `i` is SHA-256(seed ‖ i).
-pub(crate) fn random_bytes(seed: &[u8; 32], offset: u32, out: &mut [u8]) {
+/// Expands a wake's seed into entry `seq`'s random stream: block `i` is
+/// SHA-256(seed ‖ seq ‖ i) (little-endian u64s). Nothing is hashed unless the entry draws.
+pub(crate) fn random_bytes(seed: &[u8; 32], seq: u64, offset: u32, out: &mut [u8]) {
     let mut pos = offset as usize;
     for b in out.iter_mut() {
         let block = (pos / 32) as u64;
         let digest = Sha256::new()
             .chain_update(seed)
+            .chain_update(seq.to_le_bytes())
             .chain_update(block.to_le_bytes())
             .finalize();
         *b = digest.get(pos % 32).copied().unwrap_or(0);
@@ -132,13 +142,13 @@ impl HostState {
         name: String,
         make: impl FnOnce(&FieldType) -> Result<Value, String>,
     ) -> wasmtime::Result<()> {
-        let spec_ty = self.descriptor.field(&name).map(|s| s.ty.clone());
+        let descriptor = self.descriptor.clone();
         let txn = self.txn()?;
-        let result = match spec_ty {
+        let result = match descriptor.field(&name).map(|s| &s.ty) {
             None => Err(Violation::UnknownField {
                 field: name.clone(),
             }),
-            Some(ty) => make(&ty).map_err(|reason| Violation::Schema {
+            Some(ty) => make(ty).map_err(|reason| Violation::Schema {
                 field: name.clone(),
                 reason,
             }),
@@ -432,7 +442,7 @@ pub fn linker(engine: &wasmtime::Engine) -> Result<Linker<HostState>, wasmtime::
                 )));
             }
             let mut buf = vec![0u8; n];
-            random_bytes(&txn.seed, txn.random_drawn, &mut buf);
+            random_bytes(&txn.seed, txn.seq, txn.random_drawn, &mut buf);
             txn.random_drawn = drawn;
             write_out(&mut c, out, len, &buf).map(|_| ())
         },

@@ -87,7 +87,7 @@ impl FunctionHost {
         let tick = instance
             .get_typed_func::<i64, i64>(&mut store, "sojourn_tick")
             .map_err(|e| RuntimeError::Instantiate(e.to_string()))?;
-        store.data_mut().txn = Some(Txn::new(EntryPoint::Tick, now_ms, seed, None));
+        store.data_mut().txn = Some(Txn::new(EntryPoint::Tick, now_ms, 0, seed, None));
         if let Err(e) = tick.call(&mut store, now_ms) {
             return Ok(Outcome::Faulted {
                 reason: e.to_string(),

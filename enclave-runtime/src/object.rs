@@ -4,7 +4,6 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use sha2::{Digest as _, Sha256};
 use sojourn_policy::{Descriptor, EntryPoint, Fields, Rollback, Violation};
 use wasmtime::{Global, Store, Trap, TypedFunc, Val};
 
@@ -160,15 +159,6 @@ fn fault_reason(e: &wasmtime::Error) -> String {
         };
     }
     e.to_string().lines().next().unwrap_or("fault").to_string()
-}
-
-/// Seed of entry `seq` derived from a wake's seed.
-fn entry_seed(seed: &[u8; 32], seq: u64) -> [u8; 32] {
-    Sha256::new()
-        .chain_update(seed)
-        .chain_update(seq.to_le_bytes())
-        .finalize()
-        .into()
 }
 
 impl ResidentObject {
@@ -398,7 +388,7 @@ impl ResidentObject {
             let Some(msg) = self.inbox.get(i).cloned() else {
                 break;
             };
-            let (rec, keep) = self.run_message(now_ms, entry_seed(&seed, self.seq), msg);
+            let (rec, keep) = self.run_message(now_ms, seed, msg);
             out.push(rec);
             if keep {
                 i += 1;
@@ -409,13 +399,11 @@ impl ResidentObject {
                 return out;
             }
         }
-        let s = entry_seed(&seed, self.seq);
-        out.push(self.run_tick(now_ms, s));
+        out.push(self.run_tick(now_ms, seed));
         out
     }
 
     fn run_init(&mut self, now_ms: i64, seed: [u8; 32]) -> TransitionRecord {
-        let seed = entry_seed(&seed, self.seq);
         match self.init_fn.clone() {
             Some(f) => {
                 let run = self.call(EntryPoint::Init, now_ms, seed, None, |store| {
@@ -425,7 +413,7 @@ impl ResidentObject {
             }
             None => {
                 // No init export: an empty, accepted creation transition; first tick now.
-                let txn = Txn::new(EntryPoint::Init, now_ms, seed, None);
+                let txn = Txn::new(EntryPoint::Init, now_ms, self.seq, seed, None);
                 let before = self.state_digest();
                 self.schedule = Schedule::WakeAt(now_ms);
                 self.record(
@@ -459,7 +447,7 @@ impl ResidentObject {
     ) -> (TransitionRecord, bool) {
         let Some(f) = self.msg_fn.clone() else {
             // Unreachable in practice: enqueue refuses messages without on_message.
-            let txn = Txn::new(EntryPoint::Message, now_ms, seed, Some(msg));
+            let txn = Txn::new(EntryPoint::Message, now_ms, self.seq, seed, Some(msg));
             let before = self.state_digest();
             return (self.record(txn, before, Outcome::Refused, None, 0), false);
         };
@@ -505,7 +493,7 @@ impl ResidentObject {
     ) -> EntryRun {
         let fuel = self.descriptor.limits.fuel_per_entry;
         let before = self.state_digest();
-        self.store.data_mut().txn = Some(Txn::new(entry, now_ms, seed, msg));
+        self.store.data_mut().txn = Some(Txn::new(entry, now_ms, self.seq, seed, msg));
         let ret = match self.store.set_fuel(fuel) {
             Ok(()) => {
                 self.store
@@ -520,7 +508,7 @@ impl ResidentObject {
             .data_mut()
             .txn
             .take()
-            .unwrap_or_else(|| Txn::new(entry, now_ms, seed, None));
+            .unwrap_or_else(|| Txn::new(entry, now_ms, self.seq, seed, None));
         EntryRun {
             ret,
             txn,

@@ -103,7 +103,8 @@ impl Outcome {
 pub struct EntryInputs {
     /// The entry's time (what `now` returned and what `sojourn_tick` got).
     pub now_ms: i64,
-    /// Seed of the entry's randomness; `random` expands it deterministically.
+    /// Seed of the wake this entry ran in; `random` expands it with the entry's `seq`
+    /// (SHA-256(seed ‖ seq ‖ block)), so the record replays exactly.
     pub random_seed: Digest,
     /// How many random bytes the entry drew.
     pub random_bytes: u32,

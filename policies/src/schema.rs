@@ -316,10 +316,111 @@ pub fn fields_to_cbor(fields: &Fields) -> Cbor {
 }
 
 /// SHA-256 of the canonical encoding of `fields`: the state digest of transition records.
+/// This is on every entry's path, so it encodes directly (no intermediate CBOR tree); a test
+/// checks it against the generic canonical encoder.
 pub fn state_digest(fields: &Fields) -> [u8; 32] {
-    // Encoding a map of text keys to plain values cannot fail.
-    let bytes = crate::canonical::encode(&fields_to_cbor(fields)).unwrap_or_default();
-    crate::canonical::sha256(&bytes)
+    let mut buf = Vec::with_capacity(64 + fields.len() * 16);
+    encode_fields_canonical(fields, &mut buf);
+    crate::canonical::sha256(&buf)
+}
+
+fn header(major: u8, n: u64, out: &mut Vec<u8>) {
+    let m = major << 5;
+    if n < 24 {
+        out.push(m | n as u8);
+    } else if n <= 0xff {
+        out.extend_from_slice(&[m | 24, n as u8]);
+    } else if n <= 0xffff {
+        out.push(m | 25);
+        out.extend_from_slice(&(n as u16).to_be_bytes());
+    } else if n <= 0xffff_ffff {
+        out.push(m | 26);
+        out.extend_from_slice(&(n as u32).to_be_bytes());
+    } else {
+        out.push(m | 27);
+        out.extend_from_slice(&n.to_be_bytes());
+    }
+}
+
+/// Text keys in deterministic order: the encoded form sorts shorter strings first, then
+/// bytewise (RFC 8949 §4.2.1).
+fn sorted_keys<'a, V>(m: &'a BTreeMap<String, V>) -> Vec<(&'a String, &'a V)> {
+    let mut keys: Vec<_> = m.iter().collect();
+    keys.sort_by(|a, b| (a.0.len(), a.0.as_bytes()).cmp(&(b.0.len(), b.0.as_bytes())));
+    keys
+}
+
+fn encode_value(v: &Value, out: &mut Vec<u8>) {
+    match v {
+        Value::Int(i) if *i >= 0 => header(0, *i as u64, out),
+        Value::Int(i) => header(1, !(*i as u64), out),
+        Value::Bool(b) => out.push(if *b { 0xf5 } else { 0xf4 }),
+        Value::Str(s) | Value::Enum(s) => {
+            header(3, s.len() as u64, out);
+            out.extend_from_slice(s.as_bytes());
+        }
+        Value::Bytes(b) => {
+            header(2, b.len() as u64, out);
+            out.extend_from_slice(b);
+        }
+        Value::List(items) => {
+            header(4, items.len() as u64, out);
+            for i in items {
+                encode_value(i, out);
+            }
+        }
+        Value::Map(m) => {
+            header(5, m.len() as u64, out);
+            for (k, v) in sorted_keys(m) {
+                header(3, k.len() as u64, out);
+                out.extend_from_slice(k.as_bytes());
+                encode_value(v, out);
+            }
+        }
+    }
+}
+
+/// Appends the deterministic CBOR of `fields` (a map from name to value) to `out`.
+pub fn encode_fields_canonical(fields: &Fields, out: &mut Vec<u8>) {
+    header(5, fields.len() as u64, out);
+    for (k, v) in sorted_keys(fields) {
+        header(3, k.len() as u64, out);
+        out.extend_from_slice(k.as_bytes());
+        encode_value(v, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            any::<i64>().prop_map(Value::Int),
+            any::<bool>().prop_map(Value::Bool),
+            "[a-z]{0,30}".prop_map(Value::Str),
+            prop::collection::vec(any::<u8>(), 0..40).prop_map(Value::Bytes),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::List),
+                prop::collection::btree_map("[a-z]{0,30}", inner, 0..6).prop_map(Value::Map),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn direct_encoding_matches_the_canonical_encoder(
+            fields in prop::collection::btree_map("[a-z_]{1,40}", value(), 0..8)
+        ) {
+            let mut direct = Vec::new();
+            encode_fields_canonical(&fields, &mut direct);
+            let generic = crate::canonical::encode(&fields_to_cbor(&fields)).unwrap();
+            prop_assert_eq!(direct, generic);
+        }
+    }
 }
 
 /// Decodes fields from CBOR against a schema (each field present, typed and within bounds).

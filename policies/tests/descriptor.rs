@@ -1,0 +1,319 @@
+//! Descriptor parsing: good descriptors round-trip canonically; bad ones get errors that name
+//! the file, the field and what was expected.
+
+use sojourn_policy::{parse_descriptor, Descriptor, EntryPoint, Fields, Value, Violation};
+
+const GOOD: &str = r#"
+[object]
+name = "escrow"
+version = 3
+module = "escrow.wasm"
+[cycle]
+min_interval_ms = 10
+max_interval_ms = 60000
+[limits]
+fuel_per_entry = 1000000
+memory_pages_max = 2
+rollback = "memory"
+[schema.fields.owner]
+type = "string"
+max_len = 16
+default = "alice"
+immutable = true
+[schema.fields.balance]
+type = "int"
+min = 0
+default = 0
+[schema.fields.total]
+type = "int"
+default = 0
+monotonic = true
+[schema.fields.state]
+type = "enum"
+variants = ["open", "frozen"]
+default = "open"
+[schema.fields.history]
+type = "list"
+max_items = 3
+items = { type = "int", min = 0 }
+default = [1]
+monotonic = true
+[schema.fields.tags]
+type = "map"
+max_entries = 2
+max_key_len = 4
+values = { type = "bool" }
+default = { a = true }
+[schema.fields.secret]
+type = "bytes"
+max_len = 4
+default = "00ff"
+attestation_required = true
+[policy.writers]
+message = ["balance", "total", "state", "history", "tags", "owner"]
+[[policy.invariants]]
+name = "no_overdraft"
+expr = "balance <= total && (state == \"open\" || balance == prev.balance)"
+"#;
+
+fn good() -> Descriptor {
+    parse_descriptor("escrow/object.toml", GOOD, b"module").unwrap()
+}
+
+#[test]
+fn canonical_encoding_round_trips_and_is_stable() {
+    let d = good();
+    let bytes = d.encode();
+    let back = Descriptor::decode(&bytes).unwrap();
+    assert_eq!(back, d);
+    assert_eq!(back.digest(), d.digest());
+    // The same descriptor written with keys in another order has the same digest.
+    let shuffled = GOOD.replace(
+        "[object]\nname = \"escrow\"\nversion = 3\nmodule = \"escrow.wasm\"",
+        "[object]\nmodule = \"escrow.wasm\"\nversion = 3\nname = \"escrow\"",
+    );
+    assert_eq!(
+        parse_descriptor("x", &shuffled, b"module")
+            .unwrap()
+            .digest(),
+        d.digest()
+    );
+    // Another module, another digest.
+    assert_ne!(
+        parse_descriptor("x", GOOD, b"other").unwrap().digest(),
+        d.digest()
+    );
+    assert!(d.field("secret").unwrap().attestation_required);
+    // Any byte change breaks decoding or changes the digest; none panics.
+    for i in 0..bytes.len() {
+        let mut b = bytes.clone();
+        b[i] ^= 0x01;
+        if let Ok(x) = Descriptor::decode(&b) {
+            assert_ne!(x.digest(), d.digest());
+        }
+        assert!(Descriptor::decode(&bytes[..i]).is_err());
+    }
+}
+
+#[test]
+fn malformed_descriptors_name_file_field_and_expectation() {
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "max_len = 16",
+            "max_len = 16\nmaxlen = 3",
+            "line",
+            "unknown field `maxlen`",
+        ),
+        (
+            "version = 3",
+            "version = 3\ncolour = 1",
+            "line",
+            "unknown field `colour`",
+        ),
+        (
+            "type = \"string\"",
+            "type = \"text\"",
+            "schema.fields.owner.type",
+            "one of int",
+        ),
+        (
+            "default = \"alice\"",
+            "default = 5",
+            "schema.fields.owner.default",
+            "type string",
+        ),
+        (
+            "default = \"alice\"",
+            "default = \"much too long a name\"",
+            "schema.fields.owner.default",
+            "above the maximum 16",
+        ),
+        (
+            "min = 0\ndefault = 0",
+            "min = 0\nmax_len = 3\ndefault = 0",
+            "schema.fields.balance.max_len",
+            "no `max_len`",
+        ),
+        (
+            "rollback = \"memory\"",
+            "rollback = \"all\"",
+            "limits.rollback",
+            "\"fields\" or \"memory\"",
+        ),
+        (
+            "fuel_per_entry = 1000000",
+            "fuel_per_entry = 0",
+            "limits.fuel_per_entry",
+            "positive",
+        ),
+        (
+            "max_interval_ms = 60000",
+            "max_interval_ms = 1",
+            "cycle.max_interval_ms",
+            "at least",
+        ),
+        (
+            "message = [",
+            "tock = [\"balance\"]\nmessage = [",
+            "policy.writers.tock",
+            "init, tick or message",
+        ),
+        (
+            "\"history\", ",
+            "\"nope\", ",
+            "policy.writers.message",
+            "`nope` is not one",
+        ),
+        (
+            "balance <= total &&",
+            "balance <= totl &&",
+            "policy.invariants[0].expr",
+            "unknown field `totl`",
+        ),
+        (
+            "state == \\\"open\\\"",
+            "state == \\\"opne\\\"",
+            "policy.invariants[0].expr",
+            "not a variant",
+        ),
+        (
+            "default = [1]",
+            "default = [-1]",
+            "schema.fields.history.default",
+            "below the minimum",
+        ),
+        (
+            "name = \"escrow\"",
+            "name = \"Escrow!\"",
+            "object.name",
+            "[a-z0-9_-]",
+        ),
+        (
+            "immutable = true",
+            "immutable = true\nmonotonic = true",
+            "schema.fields.owner.monotonic",
+            "monotonic only on",
+        ),
+        (
+            "expr = \"balance <= total",
+            "expr = \"balance < 0 || balance <= total",
+            "",
+            "",
+        ),
+    ];
+    for (from, to, field, expected) in cases {
+        assert!(GOOD.contains(from), "case does not apply: {from}");
+        let text = GOOD.replacen(from, to, 1);
+        let r = parse_descriptor("escrow/object.toml", &text, b"module");
+        if field.is_empty() {
+            assert!(r.is_ok(), "{to}: {r:?}");
+            continue;
+        }
+        let e = r.expect_err(to);
+        assert_eq!(e.file, "escrow/object.toml");
+        assert!(e.field.contains(field), "{to}: field {:?}", e.field);
+        assert!(e.expected.contains(expected), "{to}: {:?}", e.expected);
+        assert!(e.to_string().starts_with("escrow/object.toml: "));
+    }
+    let e = parse_descriptor("f.toml", "[object\n", b"").unwrap_err();
+    assert!(e.field.starts_with("line 1"), "{e}");
+    let e = parse_descriptor("f.toml", "", b"").unwrap_err();
+    assert!(e.expected.contains("missing field"), "{e}");
+}
+
+#[test]
+fn transitions_are_checked_against_schema_and_policy() {
+    let d = good();
+    let before = d.initial_state();
+    let w = |pairs: &[(&str, Value)]| -> Fields {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    };
+    let ok = d
+        .check_transition(
+            EntryPoint::Message,
+            &before,
+            &w(&[("total", Value::Int(5)), ("balance", Value::Int(5))]),
+        )
+        .unwrap();
+    assert_eq!(ok.get("balance"), Some(&Value::Int(5)));
+    let cases = [
+        (
+            EntryPoint::Tick,
+            w(&[("balance", Value::Int(0))]),
+            "tick may not write",
+        ),
+        (
+            EntryPoint::Message,
+            w(&[("nope", Value::Int(0))]),
+            "does not exist",
+        ),
+        (
+            EntryPoint::Message,
+            w(&[("owner", Value::Str("bob".into()))]),
+            "immutable",
+        ),
+        (
+            EntryPoint::Message,
+            w(&[("total", Value::Int(-1))]),
+            "monotonic",
+        ),
+        (
+            EntryPoint::Message,
+            w(&[("history", Value::List(vec![]))]),
+            "monotonic",
+        ),
+        (
+            EntryPoint::Message,
+            w(&[(
+                "history",
+                Value::List(vec![
+                    Value::Int(1),
+                    Value::Int(2),
+                    Value::Int(3),
+                    Value::Int(4),
+                ]),
+            )]),
+            "more than the maximum 3",
+        ),
+        (
+            EntryPoint::Message,
+            w(&[(
+                "tags",
+                Value::Map([("toolong".to_string(), Value::Bool(true))].into()),
+            )]),
+            "longer than",
+        ),
+        (
+            EntryPoint::Message,
+            w(&[("state", Value::Enum("closed".into()))]),
+            "not one of the variants",
+        ),
+        (
+            EntryPoint::Message,
+            w(&[("balance", Value::Int(1))]),
+            "no_overdraft",
+        ),
+        (
+            EntryPoint::Message,
+            w(&[("balance", Value::Bool(true))]),
+            "expected int",
+        ),
+    ];
+    for (entry, writes, needle) in cases {
+        let err: Violation = d.check_transition(entry, &before, &writes).unwrap_err();
+        assert!(err.to_string().contains(needle), "{writes:?}: {err}");
+    }
+    // Appending to a monotonic list is fine; owner written with its own value is fine.
+    d.check_transition(
+        EntryPoint::Message,
+        &before,
+        &w(&[
+            ("history", Value::List(vec![Value::Int(1), Value::Int(9)])),
+            ("owner", Value::Str("alice".into())),
+        ]),
+    )
+    .unwrap();
+}
