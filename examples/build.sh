@@ -10,6 +10,7 @@
 #                                 byte for byte from the committed one
 #   examples/build.sh --install   first apt-get install the toolchains if any is missing
 #                                 (combines with --check)
+# Exit status: 0 ok; 1 a module differs or fails its checks; 3 (or apt's) toolchain missing.
 #
 # The outputs are reproducible: no debug info, no names or producers sections, source paths
 # remapped. Byte-for-byte equality needs the same toolchain versions (Debian 12 packages:
@@ -57,7 +58,7 @@ fi
 if ! tools_present; then
     echo "build.sh: missing toolchain; need $CLANG, $WASM_LD, $WAT2WASM, $RUSTC with the wasm32-unknown-unknown std and $RUST_LLD (lld-14)." >&2
     echo "build.sh: run 'examples/build.sh --install' (as root, Debian 12)." >&2
-    exit 1
+    exit 3
 fi
 
 if [ "$check" = 1 ]; then
