@@ -2,8 +2,9 @@
 //!
 //! `cargo bench -p sojourn-runtime --bench resident_vs_per_request` prints a table of
 //! per-event medians and ends with `resident_vs_per_request_ratio: <R>`.
-//! Set `SOJOURN_BENCH_EVENTS` to change the number of events per case (default 20000).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Set `SOJOURN_BENCH_EVENTS` to change the number of events per case (default 20000), and
+//! `SOJOURN_BENCH_SKIP_ROLLBACK=1` to skip the memory-rollback table.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a bench binary: failures abort
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -128,6 +129,14 @@ fn main() {
     );
 
     // (d) rollback = "memory": cost per MiB of resident memory, one dirty chunk per tick.
+    if std::env::var_os("SOJOURN_BENCH_SKIP_ROLLBACK").is_some() {
+        println!();
+        println!(
+            "resident_vs_per_request_ratio: {:.1}",
+            ns(per_request) / ns(resident)
+        );
+        return;
+    }
     println!();
     println!(
         "{:<14} {:>14} {:>14} {:>16} {:>16}",

@@ -81,15 +81,24 @@ impl Txn {
 /// SHA-256(seed ‖ seq ‖ i) (little-endian u64s). Nothing is hashed unless the entry draws.
 pub(crate) fn random_bytes(seed: &[u8; 32], seq: u64, offset: u32, out: &mut [u8]) {
     let mut pos = offset as usize;
-    for b in out.iter_mut() {
+    let mut filled = 0;
+    while filled < out.len() {
         let block = (pos / 32) as u64;
-        let digest = Sha256::new()
+        let digest: [u8; 32] = Sha256::new()
             .chain_update(seed)
             .chain_update(seq.to_le_bytes())
             .chain_update(block.to_le_bytes())
-            .finalize();
-        *b = digest.get(pos % 32).copied().unwrap_or(0);
-        pos += 1;
+            .finalize()
+            .into();
+        let from = pos % 32;
+        let n = (32 - from).min(out.len() - filled);
+        if let (Some(dst), Some(src)) =
+            (out.get_mut(filled..filled + n), digest.get(from..from + n))
+        {
+            dst.copy_from_slice(src);
+        }
+        filled += n;
+        pos += n;
     }
 }
 
@@ -104,13 +113,20 @@ pub struct HostState {
     pub(crate) last_rejection: Option<String>,
     pub(crate) memory: Option<Memory>,
     pub(crate) mem_cap_bytes: usize,
+    /// Field names in canonical order and a scratch buffer, for the per-entry state digest.
+    key_order: Vec<String>,
+    digest_buf: Vec<u8>,
 }
 
 impl HostState {
     pub(crate) fn new(descriptor: Arc<Descriptor>, fields: Fields) -> HostState {
         let fields_digest = Digest(sojourn_policy::state_digest(&fields));
         let mem_cap_bytes = (descriptor.limits.memory_pages_max as usize) * 65536;
+        let key_order =
+            sojourn_policy::schema::canonical_key_order(descriptor.schema.fields.keys());
         HostState {
+            key_order,
+            digest_buf: Vec::new(),
             descriptor,
             fields,
             fields_digest,
@@ -119,6 +135,15 @@ impl HostState {
             memory: None,
             mem_cap_bytes,
         }
+    }
+
+    /// Recomputes the digest of the canonical fields after they changed.
+    pub(crate) fn refresh_digest(&mut self) {
+        self.fields_digest = Digest(sojourn_policy::schema::state_digest_ordered(
+            &self.key_order,
+            &self.fields,
+            &mut self.digest_buf,
+        ));
     }
 
     fn txn(&mut self) -> wasmtime::Result<&mut Txn> {
@@ -220,6 +245,18 @@ fn read(c: &Caller<'_, HostState>, ptr: i32, len: i32, max: usize) -> wasmtime::
     Ok(data.get(r).unwrap_or_default().to_vec())
 }
 
+/// The field name at `(ptr, len)`, borrowed from guest memory (no copy: the read path of every
+/// tick).
+fn name_in(data: &[u8], ptr: i32, len: i32) -> wasmtime::Result<&str> {
+    if usize::try_from(len).map_or(true, |l| l > MAX_NAME) {
+        return Err(fault(format!(
+            "length {len} exceeds the limit of {MAX_NAME} bytes"
+        )));
+    }
+    let bytes = data.get(range(ptr, len, data.len())?).unwrap_or_default();
+    std::str::from_utf8(bytes).map_err(|_| fault("field name is not UTF-8"))
+}
+
 fn read_name(c: &Caller<'_, HostState>, ptr: i32, len: i32) -> wasmtime::Result<String> {
     String::from_utf8(read(c, ptr, len, MAX_NAME)?).map_err(|_| fault("field name is not UTF-8"))
 }
@@ -258,8 +295,9 @@ pub fn linker(engine: &wasmtime::Engine) -> Result<Linker<HostState>, wasmtime::
         m,
         "field_get_i64",
         |c: Caller<'_, HostState>, p: i32, n: i32| {
-            let name = read_name(&c, p, n)?;
-            match c.data().current(&name)? {
+            let mem = memory(&c)?;
+            let name = name_in(mem.data(&c), p, n)?;
+            match c.data().current(name)? {
                 Value::Int(i) => Ok(*i),
                 _ => Err(fault(format!(
                     "field_get_i64: `{name}` is not an int field"
@@ -271,8 +309,9 @@ pub fn linker(engine: &wasmtime::Engine) -> Result<Linker<HostState>, wasmtime::
         m,
         "field_get_bool",
         |c: Caller<'_, HostState>, p: i32, n: i32| {
-            let name = read_name(&c, p, n)?;
-            match c.data().current(&name)? {
+            let mem = memory(&c)?;
+            let name = name_in(mem.data(&c), p, n)?;
+            match c.data().current(name)? {
                 Value::Bool(b) => Ok(i32::from(*b)),
                 _ => Err(fault(format!(
                     "field_get_bool: `{name}` is not a bool field"
@@ -456,4 +495,26 @@ pub fn linker(engine: &wasmtime::Engine) -> Result<Linker<HostState>, wasmtime::
         },
     )?;
     Ok(l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_stream_is_the_same_however_it_is_drawn() {
+        let seed = [5u8; 32];
+        let mut whole = [0u8; 100];
+        random_bytes(&seed, 3, 0, &mut whole);
+        let mut parts = [0u8; 100];
+        let (a, rest) = parts.split_at_mut(7);
+        let (b, c) = rest.split_at_mut(40);
+        random_bytes(&seed, 3, 0, a);
+        random_bytes(&seed, 3, 7, b);
+        random_bytes(&seed, 3, 47, c);
+        assert_eq!(whole, parts);
+        let mut other = [0u8; 100];
+        random_bytes(&seed, 4, 0, &mut other);
+        assert_ne!(whole, other, "another entry, another stream");
+    }
 }

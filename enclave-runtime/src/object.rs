@@ -561,22 +561,34 @@ impl ResidentObject {
 
     /// Validates the staged writes and applies them, or rejects the entry.
     fn commit(&mut self, run: EntryRun, decision: Option<Decision>) -> TransitionRecord {
-        let entry = run.txn.entry;
-        let verdict: Result<Fields, Violation> = match &run.txn.write_error {
+        let txn = run.txn;
+        let entry = txn.entry;
+        // Validate; on success apply. Without invariants the writes apply in place (no copy of
+        // the state); with invariants the post-state is built beside the old one first.
+        let descriptor = self.descriptor.clone();
+        let verdict: Result<(), Violation> = match &txn.write_error {
             Some(v) => Err(v.clone()),
-            None if run.txn.writes.is_empty() => Ok(self.store.data().fields.clone()),
+            None if txn.writes.is_empty() => Ok(()),
             None => {
-                self.descriptor
-                    .check_transition(entry, &self.store.data().fields, &run.txn.writes)
+                let st = self.store.data_mut();
+                descriptor
+                    .check_writes(entry, &st.fields, &txn.writes)
+                    .and_then(|()| {
+                        if descriptor.policy.invariants.is_empty() {
+                            apply(&mut st.fields, &txn.writes);
+                        } else {
+                            let mut after = st.fields.clone();
+                            apply(&mut after, &txn.writes);
+                            descriptor.check_invariants(&after, &st.fields)?;
+                            st.fields = after;
+                        }
+                        st.refresh_digest();
+                        Ok(())
+                    })
             }
         };
         let outcome = match verdict {
-            Ok(after) => {
-                if !run.txn.writes.is_empty() {
-                    let st = self.store.data_mut();
-                    st.fields_digest = Digest(sojourn_policy::state_digest(&after));
-                    st.fields = after;
-                }
+            Ok(()) => {
                 self.store.data_mut().last_rejection = None;
                 self.sync_shadow();
                 Outcome::Accepted
@@ -588,7 +600,7 @@ impl ResidentObject {
                 Outcome::Rejected { reason }
             }
         };
-        self.record(run.txn, run.before, outcome, decision, run.fuel_used)
+        self.record(txn, run.before, outcome, decision, run.fuel_used)
     }
 
     fn fault(&mut self, run: EntryRun, reason: String) -> TransitionRecord {
@@ -631,6 +643,15 @@ impl ResidentObject {
         }
         let image = self.globals_image.clone();
         let _ = self.write_globals(&image);
+    }
+}
+
+/// Applies validated writes (every written field exists: `check_writes` ran).
+fn apply(fields: &mut Fields, writes: &Fields) {
+    for (k, v) in writes {
+        if let Some(slot) = fields.get_mut(k) {
+            slot.clone_from(v);
+        }
     }
 }
 

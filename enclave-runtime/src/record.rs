@@ -270,7 +270,8 @@ impl TransitionRecord {
             Some(Decision::AwaitMessage) => s.push_str(" next=on-message"),
             None => {}
         }
-        s.push_str(&format!(" state={}", &self.state_after.to_string()[..12]));
+        let digest = self.state_after.to_string();
+        s.push_str(&format!(" state={}", digest.get(..12).unwrap_or_default()));
         s
     }
 }

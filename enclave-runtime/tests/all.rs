@@ -1,5 +1,7 @@
 //! Runtime behaviour: transactions, rejections, rollback, containment, snapshots.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a failure is a panic
+
 use sojourn_policy::{parse_descriptor, Value};
 use sojourn_runtime::{
     Decision, InboxError, ObjectEngine, ObjectId, Outcome, ResidentObject, Schedule, Status,

@@ -1,5 +1,7 @@
 //! The `sojourn` binary as a user runs it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a failure is a panic
+
 use std::path::PathBuf;
 use std::process::Command;
 

@@ -919,8 +919,24 @@ impl Descriptor {
         before: &Fields,
         writes: &Fields,
     ) -> Result<Fields, Violation> {
-        let allowed = self.policy.writers.get(&entry);
+        self.check_writes(entry, before, writes)?;
         let mut after = before.clone();
+        for (name, value) in writes {
+            after.insert(name.clone(), value.clone());
+        }
+        self.check_invariants(&after, before)?;
+        Ok(after)
+    }
+
+    /// The per-field half of [`Descriptor::check_transition`]: the field exists, the entry may
+    /// write it, the value fits its type and bounds, and `immutable`/`monotonic` hold.
+    pub fn check_writes(
+        &self,
+        entry: EntryPoint,
+        before: &Fields,
+        writes: &Fields,
+    ) -> Result<(), Violation> {
+        let allowed = self.policy.writers.get(&entry);
         for (name, value) in writes {
             let spec = self
                 .schema
@@ -952,10 +968,15 @@ impl Descriptor {
                     to: value.render(),
                 });
             }
-            after.insert(name.clone(), value.clone());
         }
+        Ok(())
+    }
+
+    /// The cross-field half of [`Descriptor::check_transition`]: every invariant holds over
+    /// the state `after` the entry, with `prev.` reading `before`.
+    pub fn check_invariants(&self, after: &Fields, before: &Fields) -> Result<(), Violation> {
         for inv in &self.policy.invariants {
-            match inv.expr.eval(&after, before) {
+            match inv.expr.eval(after, before) {
                 Ok(true) => {}
                 Ok(false) => {
                     return Err(Violation::InvariantFailed {
@@ -971,7 +992,7 @@ impl Descriptor {
                 }
             }
         }
-        Ok(after)
+        Ok(())
     }
 }
 

@@ -344,7 +344,7 @@ fn header(major: u8, n: u64, out: &mut Vec<u8>) {
 
 /// Text keys in deterministic order: the encoded form sorts shorter strings first, then
 /// bytewise (RFC 8949 §4.2.1).
-fn sorted_keys<'a, V>(m: &'a BTreeMap<String, V>) -> Vec<(&'a String, &'a V)> {
+fn sorted_keys<V>(m: &BTreeMap<String, V>) -> Vec<(&String, &V)> {
     let mut keys: Vec<_> = m.iter().collect();
     keys.sort_by(|a, b| (a.0.len(), a.0.as_bytes()).cmp(&(b.0.len(), b.0.as_bytes())));
     keys
@@ -390,6 +390,60 @@ pub fn encode_fields_canonical(fields: &Fields, out: &mut Vec<u8>) {
     }
 }
 
+/// Field names in deterministic-CBOR key order, computed once per object so that the per-entry
+/// digest ([`state_digest_ordered`]) sorts nothing.
+pub fn canonical_key_order<'a>(names: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let mut v: Vec<String> = names.cloned().collect();
+    v.sort_by(|a, b| (a.len(), a.as_bytes()).cmp(&(b.len(), b.as_bytes())));
+    v
+}
+
+/// [`state_digest`] with a precomputed key order (from [`canonical_key_order`] over exactly
+/// the keys of `fields`) and a reusable buffer: no allocation on the hot path. Falls back to
+/// [`state_digest`] if `order` does not cover `fields`.
+pub fn state_digest_ordered(order: &[String], fields: &Fields, buf: &mut Vec<u8>) -> [u8; 32] {
+    if order.len() != fields.len() {
+        return state_digest(fields);
+    }
+    buf.clear();
+    header(5, fields.len() as u64, buf);
+    for k in order {
+        let Some(v) = fields.get(k) else {
+            return state_digest(fields);
+        };
+        header(3, k.len() as u64, buf);
+        buf.extend_from_slice(k.as_bytes());
+        encode_value(v, buf);
+    }
+    crate::canonical::sha256(buf)
+}
+
+/// Decodes fields from CBOR against a schema (each field present, typed and within bounds).
+pub fn fields_from_cbor(cbor: &Cbor, schema: &Schema) -> Result<Fields, String> {
+    let Cbor::Map(entries) = cbor else {
+        return Err("fields must be a CBOR map".into());
+    };
+    let mut out = Fields::new();
+    for (k, v) in entries {
+        let Cbor::Text(name) = k else {
+            return Err("field names must be text".into());
+        };
+        let spec = schema
+            .fields
+            .get(name)
+            .ok_or_else(|| format!("unknown field {name:?}"))?;
+        let value = Value::from_cbor(v, &spec.ty).map_err(|e| format!("field {name}: {e}"))?;
+        spec.ty
+            .check(&value)
+            .map_err(|e| format!("field {name}: {e}"))?;
+        out.insert(name.clone(), value);
+    }
+    if out.len() != schema.fields.len() {
+        return Err("fields are missing".into());
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -418,33 +472,13 @@ mod tests {
             let mut direct = Vec::new();
             encode_fields_canonical(&fields, &mut direct);
             let generic = crate::canonical::encode(&fields_to_cbor(&fields)).unwrap();
-            prop_assert_eq!(direct, generic);
+            prop_assert_eq!(&direct, &generic);
+            let order = canonical_key_order(fields.keys());
+            let mut buf = Vec::new();
+            prop_assert_eq!(
+                state_digest_ordered(&order, &fields, &mut buf),
+                crate::canonical::sha256(&generic)
+            );
         }
     }
-}
-
-/// Decodes fields from CBOR against a schema (each field present, typed and within bounds).
-pub fn fields_from_cbor(cbor: &Cbor, schema: &Schema) -> Result<Fields, String> {
-    let Cbor::Map(entries) = cbor else {
-        return Err("fields must be a CBOR map".into());
-    };
-    let mut out = Fields::new();
-    for (k, v) in entries {
-        let Cbor::Text(name) = k else {
-            return Err("field names must be text".into());
-        };
-        let spec = schema
-            .fields
-            .get(name)
-            .ok_or_else(|| format!("unknown field {name:?}"))?;
-        let value = Value::from_cbor(v, &spec.ty).map_err(|e| format!("field {name}: {e}"))?;
-        spec.ty
-            .check(&value)
-            .map_err(|e| format!("field {name}: {e}"))?;
-        out.insert(name.clone(), value);
-    }
-    if out.len() != schema.fields.len() {
-        return Err("fields are missing".into());
-    }
-    Ok(out)
 }

@@ -1,6 +1,8 @@
 //! Descriptor parsing: good descriptors round-trip canonically; bad ones get errors that name
 //! the file, the field and what was expected.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a failure is a panic
+
 use sojourn_policy::{parse_descriptor, Descriptor, EntryPoint, Fields, Value, Violation};
 
 const GOOD: &str = r#"

@@ -1,6 +1,8 @@
 //! End to end over the committed example objects: the behaviour each object's README
 //! promises, driven through the host's runner; containment next to hostile guests.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a failure is a panic
+
 use std::path::Path;
 use std::time::Duration;
 
