@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use sojourn_policy::{Descriptor, EntryPoint, Fields, Rollback, Violation};
+use sojourn_policy::{Descriptor, EntryPoint, Fields, Rollback, TrustView, Violation};
 use wasmtime::{Global, Store, Trap, TypedFunc, Val};
 
 use crate::abi::{linker, GuestFault, HostState, Txn};
@@ -133,6 +133,9 @@ pub struct ResidentObject {
     pub(crate) status: Status,
     shadow: Option<MemoryShadow>,
     globals_image: Vec<Val>,
+    /// The trust of the lineage this object carries, kept up to date by the lineage layer;
+    /// `None` when no attested lineage is attached (trust rules then fail closed).
+    trust: Option<TrustView>,
 }
 
 impl std::fmt::Debug for ResidentObject {
@@ -268,6 +271,7 @@ impl ResidentObject {
             status: Status::Active,
             shadow,
             globals_image: Vec::new(),
+            trust: None,
         })
         .map(|mut o| {
             o.globals_image = o.read_globals();
@@ -339,6 +343,16 @@ impl ResidentObject {
             .map_or(0, |m| m.data_size(&self.store))
     }
 
+    /// The lineage trust the object's trust rules are checked against.
+    pub fn trust(&self) -> Option<&TrustView> {
+        self.trust.as_ref()
+    }
+
+    /// Sets the lineage trust (the lineage layer calls this after each append).
+    pub fn set_trust(&mut self, trust: Option<TrustView>) {
+        self.trust = trust;
+    }
+
     /// Suspends the object (operator action).
     pub fn suspend(&mut self, reason: impl Into<String>) {
         self.status = Status::Suspended {
@@ -378,6 +392,19 @@ impl ResidentObject {
 
     /// One wake: offer the queued messages in order, then tick. Returns the transitions.
     pub fn wake(&mut self, now_ms: i64, seed: [u8; 32]) -> Vec<TransitionRecord> {
+        self.wake_with(now_ms, seed, &mut |_, _| {})
+    }
+
+    /// [`ResidentObject::wake`], calling `after_each` with every record as soon as it exists,
+    /// before the next entry runs. The lineage layer appends the entry there and may update
+    /// the trust view, so every entry is checked against the trust of exactly the entries
+    /// before it (which is what a verifier recomputes).
+    pub fn wake_with(
+        &mut self,
+        now_ms: i64,
+        seed: [u8; 32],
+        after_each: &mut dyn FnMut(&TransitionRecord, &mut Option<TrustView>),
+    ) -> Vec<TransitionRecord> {
         let mut out = Vec::new();
         if self.status != Status::Active {
             return out;
@@ -389,6 +416,7 @@ impl ResidentObject {
                 break;
             };
             let (rec, keep) = self.run_message(now_ms, seed, msg);
+            after_each(&rec, &mut self.trust);
             out.push(rec);
             if keep {
                 i += 1;
@@ -399,7 +427,9 @@ impl ResidentObject {
                 return out;
             }
         }
-        out.push(self.run_tick(now_ms, seed));
+        let rec = self.run_tick(now_ms, seed);
+        after_each(&rec, &mut self.trust);
+        out.push(rec);
         out
     }
 
@@ -570,9 +600,11 @@ impl ResidentObject {
             Some(v) => Err(v.clone()),
             None if txn.writes.is_empty() => Ok(()),
             None => {
+                let trust = self.trust.as_ref();
                 let st = self.store.data_mut();
                 descriptor
                     .check_writes(entry, &st.fields, &txn.writes)
+                    .and_then(|()| descriptor.check_trust(&txn.writes, trust))
                     .and_then(|()| {
                         if descriptor.policy.invariants.is_empty() {
                             apply(&mut st.fields, &txn.writes);

@@ -298,6 +298,27 @@ fn render_human(a: &Appraisal) -> String {
     if let Some(k) = &c.signing_key {
         let _ = writeln!(o, "  signing key      {k}");
     }
+    if let Some(d) = &c.snp {
+        let _ = writeln!(
+            o,
+            "  snp report       version {} policy {:#x} guest_svn {} family_id {} image_id {} id_key_digest {}",
+            d.version,
+            d.policy,
+            d.guest_svn,
+            hex::encode(&d.family_id),
+            hex::encode(&d.image_id),
+            hex::encode(&d.id_key_digest)
+        );
+    }
+    if let Some(d) = &c.tdx {
+        let _ = writeln!(
+            o,
+            "  tdx quote        version {} td_attributes {} xfam {}",
+            d.quote_version,
+            hex::encode(&d.td_attributes),
+            hex::encode(&d.xfam)
+        );
+    }
     if let Some(vm) = &c.vm_configuration {
         let _ = writeln!(o, "  vm configuration {vm}");
     }

@@ -134,12 +134,13 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         late.sort_unstable();
         let p50 = late.get(late.len() / 2).copied().unwrap_or(0);
         let (status, fields) = match obj.lock() {
-            Ok(o) => (
-                match o.status() {
+            Ok(h) => (
+                match h.object.status() {
                     Status::Active => "active".to_string(),
                     Status::Suspended { .. } => "suspended".to_string(),
                 },
-                o.fields()
+                h.object
+                    .fields()
                     .iter()
                     .map(|(k, v)| format!("{k}={}", v.render()))
                     .collect::<Vec<_>>()
@@ -158,8 +159,8 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
             status,
             fields
         );
-        if let Ok(o) = obj.lock() {
-            if let Status::Suspended { reason } = o.status() {
+        if let Ok(h) = obj.lock() {
+            if let Status::Suspended { reason } = h.object.status() {
                 println!("  {:<10} suspended: {reason}", "");
             }
         }

@@ -1,6 +1,9 @@
 //! `sojourn`: run memory-resident, self-executing WebAssembly objects.
 #![forbid(unsafe_code)]
 
+mod cmd_attest;
+mod cmd_lineage;
+
 use sojourn_host::{demo, package, runner};
 
 use std::path::PathBuf;
@@ -32,6 +35,12 @@ enum Command {
     Object(ObjectCommand),
     /// Run the sample objects side by side for a few seconds and say what each did.
     Demo(demo::DemoArgs),
+    /// Produce and verify attestation evidence (SEV-SNP, TDX, Azure vTPM, software).
+    #[command(subcommand)]
+    Attest(cmd_attest::AttestCommand),
+    /// Verify exported lineages.
+    #[command(subcommand)]
+    Lineage(cmd_lineage::LineageCommand),
 }
 
 #[derive(clap::Args, Debug)]
@@ -53,6 +62,22 @@ struct RunArgs {
     /// One JSON object per transition instead of text.
     #[arg(long)]
     json: bool,
+    /// Write the run's lineage (signed, chained, evidence-bound) to this file.
+    #[arg(long, value_name = "FILE")]
+    lineage_out: Option<PathBuf>,
+    /// Evidence for the lineage: `software` (insecure, local) or `hardware` (configfs-tsm).
+    #[arg(long, value_enum, default_value = "software", requires = "lineage_out")]
+    attestation: cmd_lineage::AttestationMode,
+    /// Software attestation key (64 hex characters; see `sojourn attest report
+    /// --init-software-key`). Default: an ephemeral key.
+    #[arg(long, value_name = "FILE", requires = "lineage_out")]
+    software_key: Option<PathBuf>,
+    /// Reference values the host appraises its own evidence against (TOML).
+    #[arg(long, value_name = "FILE", requires = "lineage_out")]
+    reference_values: Option<PathBuf>,
+    /// Entries per signed lineage batch.
+    #[arg(long, default_value_t = 256, requires = "lineage_out")]
+    lineage_batch: usize,
 }
 
 #[derive(Subcommand, Debug)]
@@ -137,11 +162,25 @@ async fn cmd_run(a: RunArgs) -> Result<ExitCode> {
             name: pkg.descriptor.name.clone(),
             at_ms: 0,
             lateness_ms: 0,
-            record: init,
+            record: init.clone(),
         },
         a.json,
         false,
     );
+    if let Some(out) = &a.lineage_out {
+        let (writer, note) = cmd_lineage::local_writer(
+            init.object_id.0,
+            &pkg.descriptor,
+            a.attestation,
+            a.software_key.as_deref(),
+            a.reference_values.as_deref(),
+            cmd_lineage::batch_size(a.lineage_batch)?,
+        )?;
+        if !a.json {
+            println!("lineage -> {} ({note})", out.display());
+        }
+        runner.attach_lineage(idx, writer, &init)?;
+    }
     for m in &a.send {
         runner.send_at(0, idx, m.as_bytes());
     }
@@ -158,9 +197,20 @@ async fn cmd_run(a: RunArgs) -> Result<ExitCode> {
             |_, err| eprintln!("message refused: {err}"),
         )
         .await?;
+    if let Some(out) = &a.lineage_out {
+        let bytes = runner.drain_lineage(idx)?;
+        std::fs::write(out, &bytes).with_context(|| format!("writing {}", out.display()))?;
+        if !a.json {
+            println!(
+                "lineage: {} bytes written to {}",
+                bytes.len(),
+                out.display()
+            );
+        }
+    }
     let code = runner
         .objects()
-        .map(|(_, o)| o.lock().map(|o| o.status().clone()).ok())
+        .map(|(_, o)| o.lock().map(|h| h.object.status().clone()).ok())
         .next()
         .flatten();
     match code {
@@ -242,6 +292,8 @@ fn main() -> ExitCode {
             Command::Run(a) => cmd_run(a).await,
             Command::Object(ObjectCommand::Pack { dir, out, json }) => cmd_pack(dir, out, json),
             Command::Demo(a) => demo::run(a).await,
+            Command::Attest(c) => cmd_attest::run(c),
+            Command::Lineage(c) => cmd_lineage::run(c),
         }
     });
     match result {

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context, Result};
+use sojourn_lineage::LineageWriter;
 use sojourn_runtime::{
     ObjectEngine, ObjectId, ResidentObject, Schedule, Status, TransitionRecord, WakeQueue, EPOCH_MS,
 };
@@ -48,9 +49,43 @@ pub enum StopWhen {
     Ticks(u64),
 }
 
+/// A resident object as the host keeps it: the object and, when attached, its lineage.
+#[derive(Debug)]
+pub struct Hosted {
+    /// The object.
+    pub object: ResidentObject,
+    /// Its lineage writer, if one is attached.
+    pub lineage: Option<LineageWriter>,
+}
+
+impl Hosted {
+    /// One wake; each transition is appended to the lineage before the next entry runs, and
+    /// the object's trust view follows the lineage. If an append fails the object is
+    /// suspended: a transition that cannot be recorded must not be followed by another.
+    pub fn wake(&mut self, now_ms: i64, seed: [u8; 32]) -> Vec<TransitionRecord> {
+        let Some(writer) = self.lineage.as_mut() else {
+            return self.object.wake(now_ms, seed);
+        };
+        let mut failure = None;
+        let recs = self.object.wake_with(now_ms, seed, &mut |rec, trust| {
+            if failure.is_some() {
+                return;
+            }
+            match writer.append(rec, now_ms) {
+                Ok(()) => *trust = Some(writer.trust().clone()),
+                Err(e) => failure = Some(e.to_string()),
+            }
+        });
+        if let Some(e) = failure {
+            self.object.suspend(format!("lineage append failed: {e}"));
+        }
+        recs
+    }
+}
+
 struct Slot {
     name: String,
-    obj: Arc<Mutex<ResidentObject>>,
+    obj: Arc<Mutex<Hosted>>,
     ticks: u64,
 }
 
@@ -108,7 +143,7 @@ fn wall_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-fn lock(obj: &Mutex<ResidentObject>) -> std::sync::MutexGuard<'_, ResidentObject> {
+fn lock(obj: &Mutex<Hosted>) -> std::sync::MutexGuard<'_, Hosted> {
     // A panic while holding the lock cannot leave the object half-updated in a way the
     // runtime does not already handle per entry; keep going with the inner value.
     obj.lock().unwrap_or_else(|p| p.into_inner())
@@ -193,10 +228,49 @@ impl Runner {
         }
         self.slots.push(Slot {
             name: pkg.descriptor.name.clone(),
-            obj: Arc::new(Mutex::new(obj)),
+            obj: Arc::new(Mutex::new(Hosted {
+                object: obj,
+                lineage: None,
+            })),
             ticks: 0,
         });
         Ok((idx, rec))
+    }
+
+    /// Attaches a lineage to object `idx`: its creation record (from [`Runner::add`]) is the
+    /// first entry, and from then on every transition is appended as it happens.
+    pub fn attach_lineage(
+        &mut self,
+        idx: usize,
+        mut writer: LineageWriter,
+        init: &TransitionRecord,
+    ) -> Result<()> {
+        let now = self.now_ms();
+        let slot = self
+            .slots
+            .get(idx)
+            .ok_or_else(|| anyhow!("no object {idx}"))?;
+        writer.append(init, now)?;
+        let mut h = lock(&slot.obj);
+        h.object.set_trust(Some(writer.trust().clone()));
+        h.lineage = Some(writer);
+        Ok(())
+    }
+
+    /// Signs what is pending and returns the export bytes written since the last call.
+    pub fn drain_lineage(&mut self, idx: usize) -> Result<Vec<u8>> {
+        let slot = self
+            .slots
+            .get(idx)
+            .ok_or_else(|| anyhow!("no object {idx}"))?;
+        let mut h = lock(&slot.obj);
+        match h.lineage.as_mut() {
+            Some(w) => {
+                w.flush()?;
+                Ok(w.drain_output())
+            }
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Schedules a message to be sent to `object` at `offset_ms` after the run starts.
@@ -207,13 +281,16 @@ impl Runner {
     }
 
     /// The objects, for inspection after a run.
-    pub fn objects(&self) -> impl Iterator<Item = (&str, Arc<Mutex<ResidentObject>>)> {
+    pub fn objects(&self) -> impl Iterator<Item = (&str, Arc<Mutex<Hosted>>)> {
         self.slots.iter().map(|s| (s.name.as_str(), s.obj.clone()))
     }
 
     fn deliver(&mut self, object: usize, msg: Vec<u8>, now: i64) -> Result<(), String> {
         let slot = self.slots.get(object).ok_or("no such object")?;
-        let wake = lock(&slot.obj).enqueue(msg).map_err(|e| e.to_string())?;
+        let wake = lock(&slot.obj)
+            .object
+            .enqueue(msg)
+            .map_err(|e| e.to_string())?;
         if wake {
             self.queue.schedule(object, now);
         }
@@ -242,7 +319,7 @@ impl Runner {
                 let done = self
                     .slots
                     .iter()
-                    .all(|s| s.ticks >= n || *lock(&s.obj).status() != Status::Active);
+                    .all(|s| s.ticks >= n || *lock(&s.obj).object.status() != Status::Active);
                 if done && running.is_empty() {
                     break;
                 }
@@ -325,7 +402,7 @@ impl Runner {
                 };
                 let (schedule, active) = {
                     let o = lock(&slot.obj);
-                    (o.schedule(), *o.status() == Status::Active)
+                    (o.object.schedule(), *o.object.status() == Status::Active)
                 };
                 for record in recs {
                     if record.entry == sojourn_policy::EntryPoint::Tick {

@@ -12,6 +12,7 @@ use crate::expr::Expr;
 use crate::schema::{
     FieldSpec, FieldType, Fields, Schema, Value, MAX_FIELDS, MAX_NAME_LEN, MAX_TYPE_DEPTH,
 };
+use crate::trust::{FieldTrustRule, TrustPolicy, TrustView, MAX_WINDOW};
 
 /// Version of the descriptor's canonical encoding.
 pub const DESCRIPTOR_FORMAT: u64 = 1;
@@ -138,6 +139,8 @@ pub struct Policy {
     pub attestation: AttestationRequirements,
     /// Migration rules.
     pub migration: MigrationRules,
+    /// Trust-slope rules.
+    pub trust: TrustPolicy,
 }
 
 /// Why a transition was rejected.
@@ -190,6 +193,9 @@ pub enum Violation {
         /// Its source.
         source_text: String,
     },
+    /// The lineage's trust does not allow this write.
+    #[error("trust: {0}")]
+    Trust(String),
     /// An invariant could not be evaluated (overflow, division by zero): it fails.
     #[error("invariant `{name}` could not be evaluated: {reason}")]
     InvariantError {
@@ -345,6 +351,25 @@ struct RawPolicy {
     attestation: RawAttestation,
     #[serde(default)]
     migration: RawMigration,
+    #[serde(default)]
+    trust: RawTrust,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrust {
+    read_only_below: Option<u8>,
+    no_fall_on_migration: Option<bool>,
+    #[serde(default)]
+    rules: Vec<RawTrustRule>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrustRule {
+    field: String,
+    window: u32,
+    min_score: u8,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -528,6 +553,7 @@ fn build(
         migration: MigrationRules {
             allowed: raw.policy.migration.allowed.unwrap_or(false),
         },
+        trust: trust_policy(&cx, &raw.policy.trust, &schema)?,
     };
     let d = Descriptor {
         name: raw.object.name.clone(),
@@ -549,6 +575,45 @@ fn build(
         }
     }
     Ok(d)
+}
+
+fn trust_policy(
+    cx: &Ctx<'_>,
+    raw: &RawTrust,
+    schema: &Schema,
+) -> Result<TrustPolicy, DescriptorError> {
+    if raw.read_only_below.is_some_and(|t| t > 100) {
+        return Err(cx.err("policy.trust.read_only_below", "a score from 0 to 100"));
+    }
+    let mut rules = Vec::new();
+    for (i, r) in raw.rules.iter().enumerate() {
+        let path = format!("policy.trust.rules[{i}]");
+        if !schema.fields.contains_key(&r.field) {
+            return Err(cx.err(
+                format!("{path}.field"),
+                format!("a declared field; `{}` is not one", r.field),
+            ));
+        }
+        if r.window == 0 || r.window as usize > MAX_WINDOW {
+            return Err(cx.err(
+                format!("{path}.window"),
+                format!("1 to {MAX_WINDOW} entries"),
+            ));
+        }
+        if r.min_score > 100 {
+            return Err(cx.err(format!("{path}.min_score"), "a score from 0 to 100"));
+        }
+        rules.push(FieldTrustRule {
+            field: r.field.clone(),
+            window: r.window,
+            min_score: r.min_score,
+        });
+    }
+    Ok(TrustPolicy {
+        read_only_below: raw.read_only_below,
+        no_fall_on_migration: raw.no_fall_on_migration.unwrap_or(false),
+        rules,
+    })
 }
 
 fn field_type(
@@ -755,6 +820,31 @@ fn type_to_cbor(ty: &FieldType) -> Cbor {
     map(e)
 }
 
+fn trust_to_cbor(t: &TrustPolicy) -> Cbor {
+    let mut e = vec![
+        ("no_fall_on_migration", Cbor::Bool(t.no_fall_on_migration)),
+        (
+            "rules",
+            Cbor::Array(
+                t.rules
+                    .iter()
+                    .map(|r| {
+                        map(vec![
+                            ("field", text(&r.field)),
+                            ("window", uint(r.window.into())),
+                            ("min_score", uint(r.min_score.into())),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
+    ];
+    if let Some(t) = t.read_only_below {
+        e.push(("read_only_below", uint(t.into())));
+    }
+    map(e)
+}
+
 impl Descriptor {
     /// The descriptor as a CBOR value (maps not yet sorted; see [`Descriptor::encode`]).
     pub fn to_cbor(&self) -> Cbor {
@@ -858,6 +948,7 @@ impl Descriptor {
                         "migration",
                         map(vec![("allowed", Cbor::Bool(self.policy.migration.allowed))]),
                     ),
+                    ("trust", trust_to_cbor(&self.policy.trust)),
                 ]),
             ),
         ])
@@ -967,6 +1058,52 @@ impl Descriptor {
                     from: old.render(),
                     to: value.render(),
                 });
+            }
+        }
+        Ok(())
+    }
+
+    /// The trust-slope rules for a non-empty set of writes, given the trust of the lineage
+    /// before this entry (`None`: no attested lineage is attached, which fails closed for any
+    /// rule that applies).
+    pub fn check_trust(&self, writes: &Fields, trust: Option<&TrustView>) -> Result<(), Violation> {
+        let t = &self.policy.trust;
+        if writes.is_empty() || !t.gates_writes() {
+            return Ok(());
+        }
+        if let Some(threshold) = t.read_only_below {
+            match trust.and_then(TrustView::ewma) {
+                Some(e) if e >= threshold => {}
+                Some(e) => {
+                    return Err(Violation::Trust(format!(
+                        "the object is read-only: trust {e} is below {threshold}"
+                    )))
+                }
+                None => {
+                    return Err(Violation::Trust(
+                        "the object is read-only without an attested lineage".into(),
+                    ))
+                }
+            }
+        }
+        for r in &t.rules {
+            if !writes.contains_key(&r.field) {
+                continue;
+            }
+            match trust.and_then(|v| v.window_min(r.window as usize)) {
+                Some(m) if m >= r.min_score => {}
+                Some(m) => {
+                    return Err(Violation::Trust(format!(
+                        "field `{}` needs the last {} entries at trust >= {}, lowest is {m}",
+                        r.field, r.window, r.min_score
+                    )))
+                }
+                None => {
+                    return Err(Violation::Trust(format!(
+                        "field `{}` needs {} attested entries before it may change",
+                        r.field, r.window
+                    )))
+                }
             }
         }
         Ok(())
@@ -1144,6 +1281,47 @@ fn cbor_to_toml(v: &Cbor) -> Result<toml::Value, String> {
     })
 }
 
+fn raw_trust_from_cbor(v: Option<&Cbor>) -> Result<RawTrust, DecodeErr> {
+    let t = as_map(v, "policy.trust")?;
+    known_keys(
+        t,
+        "policy.trust",
+        &["read_only_below", "no_fall_on_migration", "rules"],
+    )?;
+    let read_only_below = opt_u64(t, "read_only_below", "policy.trust")?
+        .map(|v| {
+            u8::try_from(v).map_err(|_| {
+                (
+                    "policy.trust.read_only_below".to_string(),
+                    "0..=100".to_string(),
+                )
+            })
+        })
+        .transpose()?;
+    let mut rules = Vec::new();
+    match get(t, "rules") {
+        Some(Cbor::Array(a)) => {
+            for (i, r) in a.iter().enumerate() {
+                let path = format!("policy.trust.rules[{i}]");
+                let m = as_map(Some(r), &path)?;
+                known_keys(m, &path, &["field", "window", "min_score"])?;
+                rules.push(RawTrustRule {
+                    field: req(opt_text(m, "field", &path)?, &path)?,
+                    window: req(opt_u32(m, "window", &path)?, &path)?,
+                    min_score: u8::try_from(req(opt_u64(m, "min_score", &path)?, &path)?)
+                        .map_err(|_| (path.clone(), "0..=100".to_string()))?,
+                });
+            }
+        }
+        _ => return Err(("policy.trust.rules".into(), "a list".into())),
+    }
+    Ok(RawTrust {
+        read_only_below,
+        no_fall_on_migration: opt_bool(t, "no_fall_on_migration", "policy.trust")?,
+        rules,
+    })
+}
+
 fn raw_from_cbor(v: &Cbor) -> Result<(RawDescriptor, [u8; 32]), DecodeErr> {
     let top = as_map(Some(v), "(document)")?;
     known_keys(
@@ -1205,7 +1383,7 @@ fn raw_from_cbor(v: &Cbor) -> Result<(RawDescriptor, [u8; 32]), DecodeErr> {
     known_keys(
         p,
         "policy",
-        &["writers", "invariants", "attestation", "migration"],
+        &["writers", "invariants", "attestation", "migration", "trust"],
     )?;
     let mut writers = BTreeMap::new();
     for (k, list) in as_map(get(p, "writers"), "policy.writers")? {
@@ -1270,6 +1448,7 @@ fn raw_from_cbor(v: &Cbor) -> Result<(RawDescriptor, [u8; 32]), DecodeErr> {
             migration: RawMigration {
                 allowed: opt_bool(mg, "allowed", "policy.migration")?,
             },
+            trust: raw_trust_from_cbor(get(p, "trust"))?,
         },
     };
     Ok((raw, module_sha256))

@@ -14,9 +14,11 @@ pub mod canonical;
 pub mod descriptor;
 pub mod expr;
 pub mod schema;
+pub mod trust;
 
 pub use descriptor::{
     parse_descriptor, AttestationRequirements, Cycle, Descriptor, DescriptorError,
     DescriptorSource, EntryPoint, Invariant, Limits, MigrationRules, Policy, Rollback, Violation,
 };
 pub use schema::{state_digest, FieldSpec, FieldType, Fields, Schema, Value};
+pub use trust::{FieldTrustRule, TrustPolicy, TrustView};

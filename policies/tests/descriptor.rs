@@ -319,3 +319,103 @@ fn transitions_are_checked_against_schema_and_policy() {
     )
     .unwrap();
 }
+
+mod trust {
+    use super::*;
+    use sojourn_policy::TrustView;
+
+    const GATED: &str = r#"
+[object]
+name = "vault"
+version = 1
+module = "v.wasm"
+[limits]
+fuel_per_entry = 1000
+memory_pages_max = 1
+[schema.fields.secret]
+type = "int"
+default = 0
+[schema.fields.note]
+type = "int"
+default = 0
+[policy.writers]
+message = ["secret", "note"]
+[policy.trust]
+read_only_below = 40
+no_fall_on_migration = true
+[[policy.trust.rules]]
+field = "secret"
+window = 3
+min_score = 100
+"#;
+
+    #[test]
+    fn window_minimum_and_weighted_mean_are_exact_integers() {
+        let mut v = TrustView::new();
+        assert_eq!(v.ewma(), None);
+        assert_eq!(v.window_min(1), None);
+        v.push(100);
+        assert_eq!(v.ewma(), Some(100));
+        v.push(0);
+        // 100 - 100/8 = 87.5 -> 87 (fixed point, rounded down)
+        assert_eq!(v.ewma(), Some(87));
+        v.push(100);
+        assert_eq!(v.window_min(2), Some(0));
+        assert_eq!(v.window_min(1), Some(100));
+        assert_eq!(v.window_min(4), None);
+        for _ in 0..300 {
+            v.push(50);
+        }
+        assert_eq!(v.window_min(256), Some(50));
+        assert_eq!(v.entries(), 303);
+        assert!(v.ewma().unwrap() <= 51 && v.ewma().unwrap() >= 50);
+    }
+
+    #[test]
+    fn trust_rules_gate_writes_and_fail_closed() {
+        let d = parse_descriptor("vault/object.toml", GATED, b"m").unwrap();
+        assert_eq!(Descriptor::decode(&d.encode()).unwrap(), d);
+        let secret: Fields = [("secret".to_string(), Value::Int(1))].into();
+        let note: Fields = [("note".to_string(), Value::Int(1))].into();
+        // No lineage: fail closed.
+        let e = d.check_trust(&note, None).unwrap_err().to_string();
+        assert!(e.contains("read-only without an attested lineage"), "{e}");
+        let mut v = TrustView::new();
+        v.push(100);
+        v.push(100);
+        d.check_trust(&note, Some(&v)).unwrap();
+        let e = d.check_trust(&secret, Some(&v)).unwrap_err().to_string();
+        assert!(e.contains("needs 3 attested entries"), "{e}");
+        v.push(100);
+        d.check_trust(&secret, Some(&v)).unwrap();
+        v.push(50);
+        let e = d.check_trust(&secret, Some(&v)).unwrap_err().to_string();
+        assert!(e.contains("lowest is 50"), "{e}");
+        for _ in 0..20 {
+            v.push(0);
+        }
+        let e = d.check_trust(&note, Some(&v)).unwrap_err().to_string();
+        assert!(e.contains("read-only: trust"), "{e}");
+        // Nothing written: nothing to gate.
+        d.check_trust(&Fields::new(), None).unwrap();
+
+        for (from, to, field) in [
+            ("window = 3", "window = 0", "policy.trust.rules[0].window"),
+            (
+                "field = \"secret\"",
+                "field = \"nope\"",
+                "policy.trust.rules[0].field",
+            ),
+            (
+                "read_only_below = 40",
+                "read_only_below = 101",
+                "read_only_below",
+            ),
+            ("read_only_below = 40", "read_only_below = 400", "line 18"),
+            ("min_score = 100", "min_score = 100\nscore = 1", "line"),
+        ] {
+            let e = parse_descriptor("v", &GATED.replace(from, to), b"m").unwrap_err();
+            assert!(e.field.contains(field), "{to}: {e}");
+        }
+    }
+}

@@ -59,8 +59,8 @@ fn messages(events: &[RunEvent]) -> Vec<(String, Vec<String>)> {
 
 fn field(runner: &Runner, f: &str) -> Value {
     let (_, obj) = runner.objects().next().unwrap();
-    let o = obj.lock().unwrap();
-    o.fields().get(f).cloned().unwrap()
+    let h = obj.lock().unwrap();
+    h.object.fields().get(f).cloned().unwrap()
 }
 
 #[test]
@@ -218,8 +218,8 @@ fn hostile_guests_are_contained_while_others_keep_running() {
         "the good object ticked only {good_ticks} times"
     );
     for (name, obj) in runner.objects() {
-        let o = obj.lock().unwrap();
-        match (name, o.status()) {
+        let h = obj.lock().unwrap();
+        match (name, h.object.status()) {
             ("counter", Status::Active) => {}
             ("spin", Status::Suspended { reason }) => {
                 assert!(

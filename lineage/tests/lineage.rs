@@ -1,0 +1,401 @@
+//! Lineage: valid histories verify; every kind of tampering is caught with a precise error.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a failure is a panic
+
+use sojourn_attestation::danger::software::{SoftwareAttester, SoftwareKey};
+use sojourn_attestation::ReferenceValues;
+use sojourn_lineage::export::Item;
+use sojourn_lineage::{verify_lineage, LineageWriter, P256Signer, VerifyOptions, WriterConfig};
+use sojourn_policy::parse_descriptor;
+use sojourn_runtime::{ObjectEngine, ObjectId, Outcome, ResidentObject};
+
+const GUEST: &str = r#"(module
+  (import "sojourn" "field_get_i64" (func $get (param i32 i32) (result i64)))
+  (import "sojourn" "field_set_i64" (func $set (param i32 i32 i64)))
+  (import "sojourn" "msg_read" (func $msg_read (param i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "count")
+  (data (i32.const 16) "secret")
+  (data (i32.const 32) "gated")
+  (func (export "sojourn_tick") (param i64) (result i64)
+    (call $set (i32.const 0) (i32.const 5) (i64.add (call $get (i32.const 0) (i32.const 5)) (i64.const 1)))
+    (i64.const 10))
+  (func (export "sojourn_on_message") (param i32) (result i32)
+    (drop (call $msg_read (i32.const 64) (i32.const 16)))
+    (if (i32.eq (i32.load8_u (i32.const 64)) (i32.const 115)) (then ;; s: secret := count
+      (call $set (i32.const 16) (i32.const 6) (call $get (i32.const 0) (i32.const 5)))))
+    (if (i32.eq (i32.load8_u (i32.const 64)) (i32.const 103)) (then ;; g: gated := 1
+      (call $set (i32.const 32) (i32.const 5) (i64.const 1))))
+    (if (i32.eq (i32.load8_u (i32.const 64)) (i32.const 122)) (then ;; z: count := 0 (monotonic)
+      (call $set (i32.const 0) (i32.const 5) (i64.const 0))))
+    (i32.const 0)))"#;
+
+fn toml(allow_software: bool) -> String {
+    format!(
+        r#"
+[object]
+name = "ledger"
+version = 1
+module = "l.wasm"
+[limits]
+fuel_per_entry = 100000
+memory_pages_max = 1
+[schema.fields.count]
+type = "int"
+default = 0
+monotonic = true
+[schema.fields.secret]
+type = "int"
+default = 0
+attestation_required = true
+[schema.fields.gated]
+type = "int"
+default = 0
+[policy.writers]
+tick = ["count"]
+message = ["count", "secret", "gated"]
+[policy.attestation]
+allow_software = {allow_software}
+[[policy.trust.rules]]
+field = "gated"
+window = 2
+min_score = 100
+"#
+    )
+}
+
+fn software_reference() -> ReferenceValues {
+    ReferenceValues::default().allowing_software()
+}
+
+/// Runs the object through `script` ('t' = wake, other = message then wake) and returns the
+/// export bytes.
+fn history(object: u8, script: &str, cfg: WriterConfig, allow_software: bool) -> Vec<u8> {
+    let wasm = wat::parse_str(GUEST).unwrap();
+    let d = parse_descriptor("ledger/object.toml", &toml(allow_software), &wasm).unwrap();
+    let engine = ObjectEngine::new().unwrap();
+    let m = engine.compile(&wasm).unwrap();
+    let id = ObjectId([object; 16]);
+    let mut now = 1_800_000_000_000i64;
+    let (mut obj, init) = ResidentObject::create(&engine, &m, d.clone(), id, now, [1; 32]).unwrap();
+    let key = SoftwareKey::from_seed([7; 32]).unwrap();
+    let mut w = LineageWriter::new(
+        id.0,
+        &d,
+        Box::new(P256Signer::from_secret(&[object.max(1); 32]).unwrap()),
+        Box::new(SoftwareAttester::new(key)),
+        software_reference(),
+        cfg,
+    );
+    w.append(&init, now).unwrap();
+    obj.set_trust(Some(w.trust().clone()));
+    for c in script.chars() {
+        now += 10;
+        if c != 't' {
+            obj.enqueue(c.to_string().into_bytes()).unwrap();
+        }
+        obj.wake_with(now, [2; 32], &mut |rec, trust| {
+            w.append(rec, now).unwrap();
+            *trust = Some(w.trust().clone());
+        });
+    }
+    w.flush().unwrap();
+    w.drain_output()
+}
+
+fn opts() -> VerifyOptions {
+    VerifyOptions {
+        reference: Some(software_reference()),
+        at: None,
+    }
+}
+
+fn items(bytes: &[u8]) -> Vec<Item> {
+    let mut input = bytes;
+    let mut out = Vec::new();
+    while let Some(i) = Item::read(&mut input).unwrap() {
+        out.push(i);
+    }
+    out
+}
+
+fn join(items: &[Item]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for i in items {
+        i.write(&mut out);
+    }
+    out
+}
+
+fn small() -> WriterConfig {
+    WriterConfig {
+        batch_size: 4,
+        epoch_max_entries: 5,
+        epoch_max_age_ms: 60_000,
+    }
+}
+
+#[test]
+fn a_valid_history_verifies_and_summarises() {
+    let bytes = history(1, "ttstzgt", small(), false);
+    let s = verify_lineage(&bytes, &opts()).unwrap();
+    assert!(s.entries >= 10, "{s:?}");
+    assert_eq!(s.hosts.len(), 1);
+    assert_eq!(s.platforms.iter().collect::<Vec<_>>(), ["software"]);
+    assert!(
+        s.outcomes["rejected"] >= 2,
+        "monotonic reset and trust-gated write: {s:?}"
+    );
+    assert!(s.batches >= 3);
+    // Software evidence never accrues trust.
+    assert!(s.trust.iter().all(|(_, score, _)| *score == 0));
+}
+
+#[test]
+fn software_evidence_is_refused_unless_allowed() {
+    let bytes = history(1, "tt", small(), false);
+    let e = verify_lineage(&bytes, &VerifyOptions::default()).unwrap_err();
+    assert_eq!(e.field, "evidence", "{e}");
+    assert!(
+        e.reason.contains("host-key evidence does not verify"),
+        "{e}"
+    );
+    // The object's own policy may allow it.
+    let bytes = history(1, "tt", small(), true);
+    verify_lineage(&bytes, &VerifyOptions::default()).unwrap();
+}
+
+#[test]
+fn trust_gated_and_attested_writes() {
+    // With software evidence (score 0) the gated field can never change: the runtime rejects
+    // it from the lineage it holds, and the rejection is in the lineage.
+    let bytes = history(1, "tgt", small(), false);
+    let its = items(&bytes);
+    let rejected: Vec<String> = its
+        .iter()
+        .filter_map(|i| match i {
+            Item::Entry { bytes, .. } => {
+                let e = sojourn_lineage::LineageEntry::decode(bytes).unwrap();
+                e.reason
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(rejected.iter().any(|r| r.contains("trust")), "{rejected:?}");
+    // Changing the attestation-required field carries evidence bound to that entry;
+    // removing that evidence is detected.
+    let bytes = history(1, "ts", small(), false);
+    let its = items(&bytes);
+    let entry_ev = its
+        .iter()
+        .position(|i| {
+            matches!(
+                i,
+                Item::Evidence {
+                    purpose: sojourn_lineage::export::EvidencePurpose::Entry,
+                    ..
+                }
+            )
+        })
+        .expect("entry evidence");
+    let mut cut = its.clone();
+    cut.remove(entry_ev);
+    let e = verify_lineage(&join(&cut), &opts()).unwrap_err();
+    assert_eq!(e.field, "entry_evidence", "{e}");
+}
+
+#[test]
+fn tampering_with_any_byte_is_detected() {
+    let bytes = history(
+        1,
+        "tst",
+        WriterConfig {
+            batch_size: 3,
+            ..small()
+        },
+        false,
+    );
+    verify_lineage(&bytes, &opts()).unwrap();
+    let stride = if cfg!(debug_assertions) { 7 } else { 1 };
+    for i in (0..bytes.len()).step_by(stride) {
+        let mut b = bytes.clone();
+        b[i] ^= 0x04;
+        assert!(
+            verify_lineage(&b, &opts()).is_err(),
+            "flip at byte {i} of {}",
+            bytes.len()
+        );
+    }
+    for len in (0..bytes.len()).step_by(13) {
+        assert!(
+            verify_lineage(&bytes[..len], &opts()).is_err(),
+            "truncated to {len}"
+        );
+    }
+}
+
+#[test]
+fn dropped_reordered_duplicated_forked_and_foreign_entries_are_detected() {
+    let bytes = history(
+        1,
+        "tttttt",
+        WriterConfig {
+            batch_size: 100,
+            ..small()
+        },
+        false,
+    );
+    let its = items(&bytes);
+    let entries: Vec<usize> = its
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| matches!(i, Item::Entry { .. }))
+        .map(|(n, _)| n)
+        .collect();
+    let expect = |v: Vec<Item>, field: &str, what: &str| {
+        let e = verify_lineage(&join(&v), &opts()).unwrap_err();
+        assert_eq!(e.field, field, "{what}: {e}");
+        e
+    };
+    let mut dropped = its.clone();
+    dropped.remove(entries[2]);
+    expect(dropped, "batch", "drop");
+    let mut swapped = its.clone();
+    swapped.swap(entries[2], entries[3]);
+    expect(swapped, "batch", "reorder");
+    // A duplicate or a fork placed as the next entry: the sequence number gives it away.
+    let mut dup = its.clone();
+    let (
+        Item::Entry { bytes: b2, .. },
+        Item::Entry {
+            batch, index, path, ..
+        },
+    ) = (&its[entries[2]], &its[entries[3]])
+    else {
+        panic!()
+    };
+    dup[entries[3]] = Item::Entry {
+        bytes: b2.clone(),
+        batch: *batch,
+        index: *index,
+        path: path.clone(),
+    };
+    let e = expect(dup, "seq", "duplicate");
+    assert_eq!(e.seq, Some(2));
+    // Another object's entries do not belong here.
+    let other = items(&history(
+        2,
+        "tttttt",
+        WriterConfig {
+            batch_size: 100,
+            ..small()
+        },
+        false,
+    ));
+    let mut foreign = its.clone();
+    let Item::Entry { bytes: ob, .. } = &other[entries[2]] else {
+        panic!()
+    };
+    if let Item::Entry { bytes, .. } = &mut foreign[entries[2]] {
+        *bytes = ob.clone();
+    }
+    expect(foreign, "object_id", "replayed entry of another object");
+    // Entries after the last signature are refused.
+    let mut unsigned = its.clone();
+    unsigned.pop();
+    expect(unsigned, "batch", "unsigned tail");
+}
+
+#[test]
+fn keys_must_be_bound_by_fresh_evidence_for_that_key() {
+    let bytes = history(1, "ttt", small(), false);
+    let its = items(&bytes);
+    let ev = its
+        .iter()
+        .position(|i| matches!(i, Item::Evidence { .. }))
+        .unwrap();
+    // Evidence presented for a different key.
+    let mut other_key = its.clone();
+    if let Item::Evidence { public_key, .. } = &mut other_key[ev] {
+        *public_key = P256Signer::from_secret(&[9; 32])
+            .map(|s| sojourn_lineage::LineageSigner::public_key(&s))
+            .unwrap();
+    }
+    let e = verify_lineage(&join(&other_key), &opts()).unwrap_err();
+    assert_eq!(e.field, "host_key_id", "{e}");
+    // Evidence claimed for another point of the lineage (stale or replayed).
+    let mut stale = its.clone();
+    if let Item::Evidence { epoch_prev, .. } = &mut stale[ev] {
+        epoch_prev[0] ^= 1;
+    }
+    let e = verify_lineage(&join(&stale), &opts()).unwrap_err();
+    assert!(e.reason.contains("another point of the lineage"), "{e}");
+    // A batch signed by a key no evidence binds.
+    let mut resigned = its.clone();
+    let b = resigned
+        .iter()
+        .position(|i| matches!(i, Item::Batch { .. }))
+        .unwrap();
+    if let Item::Batch { cose, .. } = &mut resigned[b] {
+        let n = cose.len();
+        cose[n - 5] ^= 0x55;
+    }
+    let e = verify_lineage(&join(&resigned), &opts()).unwrap_err();
+    assert_eq!(e.field, "cose.signature", "{e}");
+    // An epoch that outlives its entry budget.
+    let mut cfg = small();
+    cfg.epoch_max_entries = 1_000;
+    let long = history(1, "tttttttt", cfg, false);
+    let mut its = items(&long);
+    if let Item::Header {
+        epoch_max_entries, ..
+    } = &mut its[0]
+    {
+        *epoch_max_entries = 3;
+    }
+    let e = verify_lineage(&join(&its), &opts()).unwrap_err();
+    assert!(e.reason.contains("without fresh evidence"), "{e}");
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+        #[test]
+        fn random_histories_verify_and_any_single_mutation_fails(
+            script in "[tszg]{1,10}",
+            batch in 1usize..6,
+            flip in any::<prop::sample::Index>(),
+            bit in 0u8..8,
+        ) {
+            let cfg = WriterConfig { batch_size: batch, epoch_max_entries: 4, epoch_max_age_ms: 60_000 };
+            let bytes = history(3, &script, cfg, false);
+            prop_assert!(verify_lineage(&bytes, &opts()).is_ok());
+            let mut b = bytes.clone();
+            let i = flip.index(b.len());
+            b[i] ^= 1 << bit;
+            prop_assert!(verify_lineage(&b, &opts()).is_err(), "flip bit {} of byte {}", bit, i);
+        }
+    }
+}
+
+#[test]
+fn outcomes_match_the_runtime() {
+    let bytes = history(1, "tz", small(), false);
+    let its = items(&bytes);
+    let outcomes: Vec<String> = its
+        .iter()
+        .filter_map(|i| match i {
+            Item::Entry { bytes, .. } => Some(
+                sojourn_lineage::LineageEntry::decode(bytes)
+                    .unwrap()
+                    .outcome,
+            ),
+            _ => None,
+        })
+        .collect();
+    // init, tick (count 1), message z (count back to 0: monotonic, rejected), tick.
+    assert_eq!(outcomes, ["accepted", "accepted", "rejected", "accepted"]);
+    let _ = Outcome::Accepted;
+}
