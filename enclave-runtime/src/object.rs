@@ -521,7 +521,13 @@ impl ResidentObject {
         msg: Option<Vec<u8>>,
         f: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<i64>,
     ) -> EntryRun {
-        let fuel = self.descriptor.limits.fuel_per_entry;
+        // Replayable objects are budgeted in fuel (the same on every host); the epoch deadline
+        // is only a backstop. Others are budgeted in wall time alone.
+        let fuel = if self.descriptor.limits.replayable {
+            self.descriptor.limits.fuel_per_entry
+        } else {
+            u64::MAX
+        };
         let before = self.state_digest();
         self.store.data_mut().txn = Some(Txn::new(entry, now_ms, self.seq, seed, msg));
         let ret = match self.store.set_fuel(fuel) {

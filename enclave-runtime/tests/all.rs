@@ -365,6 +365,42 @@ mod containment {
     }
 
     #[test]
+    fn non_replayable_objects_are_budgeted_in_wall_time_replayable_ones_in_fuel() {
+        for (replayable, needle) in [
+            (false, "time budget exceeded"),
+            (true, "fuel budget exhausted"),
+        ] {
+            let wasm = wat::parse_str(
+                r#"(module (memory (export "memory") 1)
+                     (func (export "sojourn_tick") (param i64) (result i64) (loop $l (br $l)) (i64.const 0)))"#,
+            )
+            .unwrap();
+            let toml = format!("[object]\nname='h'\nversion=1\nmodule='h.wasm'\n[limits]\nfuel_per_entry=100000\ntime_per_entry_ms=50\nmemory_pages_max=1\nreplayable={replayable}\n[schema.fields]\n");
+            let d = parse_descriptor("h", &toml, &wasm).unwrap();
+            let engine = ObjectEngine::new().unwrap();
+            let m = engine.compile(&wasm).unwrap();
+            let (mut o, _) =
+                ResidentObject::create(&engine, &m, d, ObjectId([4; 16]), 0, [0; 32]).unwrap();
+            // The host's epoch ticker.
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let (e2, s2) = (engine.clone(), stop.clone());
+            let ticker = std::thread::spawn(move || {
+                while !s2.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    e2.tick_epoch();
+                }
+            });
+            let r = o.wake(0, [0; 32]).remove(0);
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            ticker.join().unwrap();
+            match &r.outcome {
+                Outcome::Faulted { reason } => assert!(reason.contains(needle), "{reason}"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn initial_memory_above_the_cap_is_refused_at_creation() {
         let wasm = wat::parse_str(
             r#"(module (memory (export "memory") 3)
