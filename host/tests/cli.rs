@@ -148,21 +148,50 @@ fn run_writes_a_lineage_that_verifies_offline_and_tampering_is_reported() {
     std::fs::create_dir_all(&dir).unwrap();
     let out_file = dir.join("escrow.lineage");
     let run = sojourn()
-        .args(["run", "--virtual-time", "--ticks", "2", "--send", "deposit 10", "--send", "withdraw 50", "--lineage-batch", "2", "--lineage-out"])
+        .args([
+            "run",
+            "--virtual-time",
+            "--ticks",
+            "2",
+            "--send",
+            "deposit 10",
+            "--send",
+            "withdraw 50",
+            "--lineage-batch",
+            "2",
+            "--lineage-out",
+        ])
         .arg(&out_file)
         .arg(examples().join("escrow"))
         .output()
         .unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     assert!(String::from_utf8_lossy(&run.stdout).contains("SOFTWARE (insecure"));
     let rv = examples().join("reference-values/software-dev.toml");
-    let ok = sojourn().args(["lineage", "verify", "--json", "--reference-values"]).arg(&rv).arg(&out_file).output().unwrap();
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stdout));
+    let ok = sojourn()
+        .args(["lineage", "verify", "--json", "--reference-values"])
+        .arg(&rv)
+        .arg(&out_file)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
     let v: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
     assert_eq!(v["verified"], true);
     assert_eq!(v["summary"]["outcomes"]["rejected"], 1);
     // The escrow's own policy does not allow software evidence.
-    let refused = sojourn().args(["lineage", "verify", "--json"]).arg(&out_file).output().unwrap();
+    let refused = sojourn()
+        .args(["lineage", "verify", "--json"])
+        .arg(&out_file)
+        .output()
+        .unwrap();
     assert_eq!(refused.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&refused.stdout).unwrap();
     assert_eq!(v["failure"]["field"], "evidence");
@@ -171,7 +200,12 @@ fn run_writes_a_lineage_that_verifies_offline_and_tampering_is_reported() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x20;
     std::fs::write(&out_file, &bytes).unwrap();
-    let bad = sojourn().args(["lineage", "verify", "--reference-values"]).arg(&rv).arg(&out_file).output().unwrap();
+    let bad = sojourn()
+        .args(["lineage", "verify", "--reference-values"])
+        .arg(&rv)
+        .arg(&out_file)
+        .output()
+        .unwrap();
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("does NOT verify: item"));
     let _ = std::fs::remove_dir_all(&dir);
@@ -193,9 +227,18 @@ fn attest_verify_checks_real_evidence_and_its_report_data() {
     };
     let good = "d447b55d197491bfe15cf298f9de9986b7a7c4be2468b4f6e2d53b71d7c645810b0f2cdfca0040433be063fc1a8293f0f3f8dae7b79fecb3d1cd82bd6a93ebfd";
     let ok = base(&["--report-data", good]);
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     let mut wrong = good.to_string();
     wrong.replace_range(0..2, "00");
     let bad = base(&["--report-data", &wrong]);
-    assert_eq!(bad.status.code(), Some(1), "{}", String::from_utf8_lossy(&bad.stdout));
+    assert_eq!(
+        bad.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&bad.stdout)
+    );
 }
