@@ -15,7 +15,7 @@ use crate::error::{AttestError, ParseError};
 use crate::evidence::{Evidence, Platform};
 
 /// Where the kernel mounts the report interface.
-pub const DEFAULT_ROOT: &str = "/sys/kernel/config/tsm/report";
+pub const DEFAULT_ROOT: &str = crate::CONFIGFS_TSM_ROOT;
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -114,7 +114,8 @@ pub(crate) fn attest_in_entry(dir: &Path, report_data: &[u8; 64]) -> Result<Evid
 /// The SNP certificate table: entries of (GUID, offset u32, length u32), ended by an
 /// all-zero entry; offsets are from the start of the table. Every entry that parses as an
 /// X.509 certificate is returned as DER (GUIDs are not trusted: the verifier classifies
-/// certificates by their subject and checks them against pinned roots).
+/// certificates by their subject and checks them against pinned roots). The same rule as
+/// the `/dev/sev-guest` attester applies to `sev`'s parsed table.
 pub fn parse_cert_table(table: &[u8]) -> Result<Vec<Vec<u8>>, ParseError> {
     const W: &str = "SNP certificate table";
     let mut r = Reader::new(table, W);
@@ -127,16 +128,7 @@ pub fn parse_cert_table(table: &[u8]) -> Result<Vec<Vec<u8>>, ParseError> {
             break;
         }
         let data = crate::bytes::slice(table, offset, len, W)?;
-        if crate::x509::parse_cert(data).is_ok() {
-            certs.push(data.to_vec());
-        }
-        if certs.len() > 16 {
-            return Err(ParseError::InvalidField {
-                what: W,
-                field: "entries",
-                reason: "more than 16 certificates".into(),
-            });
-        }
+        crate::cert_table::collect(&mut certs, data, W)?;
     }
     Ok(certs)
 }

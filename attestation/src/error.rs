@@ -253,6 +253,20 @@ pub enum AttestError {
         /// The cargo feature that enables it.
         feature: &'static str,
     },
+    /// The attester is compiled in but none of the kernel interfaces it may use exists on
+    /// this machine (not a confidential VM, or a kernel without them). Never answered by
+    /// falling back to the software TEE.
+    #[error(
+        "no hardware attestation interface on this machine (tried: {})",
+        .tried.join(", ")
+    )]
+    NoHardwareInterface {
+        /// The interfaces looked for, in order, as `name (path)`.
+        tried: Vec<&'static str>,
+    },
+    /// The requested VMPL is not one the SNP firmware knows (0..=3).
+    #[error("VMPL {0} is outside 0..=3")]
+    InvalidVmpl(u32),
     /// Reading or writing an interface file failed.
     #[error("{path}: {source}")]
     Io {

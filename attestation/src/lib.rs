@@ -52,8 +52,12 @@ pub mod danger;
 pub mod snp;
 pub mod tdx;
 
+#[cfg(any(feature = "configfs-tsm", feature = "sev-guest"))]
+mod cert_table;
 #[cfg(feature = "configfs-tsm")]
 pub mod configfs_tsm;
+#[cfg(feature = "sev-guest")]
+pub mod sev_guest;
 
 pub use claims::{
     Appraisal, Claims, ComponentAppraisal, Measurement, SnpDetails, SnpTcb, TcbClaims, TdxDetails,
@@ -67,6 +71,8 @@ pub use reference::{
 };
 pub use time::{Timestamp, TimestampError};
 pub use x509::certs_from_pem_bundle;
+
+use std::path::Path;
 
 /// Produces evidence over caller-chosen report data on the machine it runs on.
 pub trait Attester {
@@ -109,24 +115,90 @@ pub fn verifier_for(platform: Platform) -> Result<Box<dyn Verifier + Send + Sync
     }
 }
 
-/// The attester for the confidential VM this process runs in: configfs-tsm (SEV-SNP or
-/// TDX, as the kernel's provider says) under `/sys/kernel/config/tsm/report`. With the
-/// `configfs-tsm` feature off, [`AttestError::BackendDisabled`]. Never falls back to the
-/// software TEE: that is [`danger::software::SoftwareAttester`], chosen explicitly.
-pub fn hardware_attester() -> Result<Box<dyn Attester + Send + Sync>, AttestError> {
-    #[cfg(feature = "configfs-tsm")]
-    {
-        Ok(Box::new(configfs_tsm::ConfigfsTsmAttester::open(
-            configfs_tsm::DEFAULT_ROOT,
-        )?))
+/// Where the kernel mounts configfs-tsm's report interface.
+const CONFIGFS_TSM_ROOT: &str = "/sys/kernel/config/tsm/report";
+/// The SEV-SNP guest device.
+const SEV_GUEST_DEVICE: &str = "/dev/sev-guest";
+
+/// A kernel interface [`hardware_attester`] can produce evidence through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Interface {
+    ConfigfsTsm,
+    SevGuest,
+}
+
+/// Which interface to use, given where they would be: configfs-tsm first (feature
+/// `configfs-tsm`, `configfs_root` exists), then `/dev/sev-guest` (feature `sev-guest`,
+/// `sev_guest` exists). The order is fixed, so turning a feature on never changes the
+/// choice when the preferred interface is present.
+fn choose_interface(configfs_root: &Path, sev_guest: &Path) -> Result<Interface, AttestError> {
+    let mut tried = Vec::new();
+    if cfg!(feature = "configfs-tsm") {
+        if configfs_root.exists() {
+            return Ok(Interface::ConfigfsTsm);
+        }
+        tried.push("configfs-tsm (/sys/kernel/config/tsm/report)");
     }
-    #[cfg(not(feature = "configfs-tsm"))]
-    {
-        Err(AttestError::BackendDisabled {
+    if cfg!(feature = "sev-guest") {
+        if sev_guest.exists() {
+            return Ok(Interface::SevGuest);
+        }
+        tried.push("sev-guest (/dev/sev-guest)");
+    }
+    if tried.is_empty() {
+        return Err(AttestError::BackendDisabled {
             backend: "configfs-tsm",
             feature: "configfs-tsm",
-        })
+        });
     }
+    Err(AttestError::NoHardwareInterface { tried })
+}
+
+/// The attester for the confidential VM this process runs in, by the first interface
+/// present:
+///
+/// 1. configfs-tsm (feature `configfs-tsm`; SEV-SNP or TDX, as the kernel's provider
+///    says) when `/sys/kernel/config/tsm/report` exists;
+/// 2. `/dev/sev-guest` (feature `sev-guest`; SEV-SNP, extended report at VMPL 0) when it
+///    exists.
+///
+/// An interface that is present but fails to open is an error, not a reason to try the
+/// next. None present: [`AttestError::NoHardwareInterface`] naming those tried. Both
+/// features off: [`AttestError::BackendDisabled`]. Never falls back to the software TEE:
+/// that is [`danger::software::SoftwareAttester`], chosen explicitly.
+pub fn hardware_attester() -> Result<Box<dyn Attester + Send + Sync>, AttestError> {
+    match choose_interface(Path::new(CONFIGFS_TSM_ROOT), Path::new(SEV_GUEST_DEVICE))? {
+        Interface::ConfigfsTsm => open_configfs_tsm(),
+        Interface::SevGuest => open_sev_guest(),
+    }
+}
+
+#[cfg(feature = "configfs-tsm")]
+fn open_configfs_tsm() -> Result<Box<dyn Attester + Send + Sync>, AttestError> {
+    Ok(Box::new(configfs_tsm::ConfigfsTsmAttester::open(
+        CONFIGFS_TSM_ROOT,
+    )?))
+}
+
+#[cfg(not(feature = "configfs-tsm"))]
+fn open_configfs_tsm() -> Result<Box<dyn Attester + Send + Sync>, AttestError> {
+    Err(AttestError::BackendDisabled {
+        backend: "configfs-tsm",
+        feature: "configfs-tsm",
+    })
+}
+
+#[cfg(feature = "sev-guest")]
+fn open_sev_guest() -> Result<Box<dyn Attester + Send + Sync>, AttestError> {
+    Ok(Box::new(sev_guest::SevGuestAttester::open()?))
+}
+
+#[cfg(not(feature = "sev-guest"))]
+fn open_sev_guest() -> Result<Box<dyn Attester + Send + Sync>, AttestError> {
+    Err(AttestError::BackendDisabled {
+        backend: "sev-guest",
+        feature: "sev-guest",
+    })
 }
 
 /// Verify evidence with the backend its platform names: the one call the host needs.
@@ -140,4 +212,89 @@ pub fn verify_evidence(
     now: Timestamp,
 ) -> Result<Appraisal, VerifyError> {
     verifier_for(evidence.platform)?.verify(evidence, expected_report_data, reference, now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scratch directory with `configfs` and/or `sev-guest` present.
+    fn layout(
+        name: &str,
+        configfs: bool,
+        sev_guest: bool,
+    ) -> (std::path::PathBuf, [std::path::PathBuf; 2]) {
+        let dir =
+            std::env::temp_dir().join(format!("sojourn-choose-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (c, d) = (dir.join("tsm/report"), dir.join("sev-guest"));
+        if configfs {
+            std::fs::create_dir_all(&c).unwrap();
+        }
+        if sev_guest {
+            std::fs::write(&d, b"").unwrap();
+        }
+        (dir, [c, d])
+    }
+
+    #[test]
+    fn interface_order_is_fixed_and_absence_is_typed() {
+        let tsm = cfg!(feature = "configfs-tsm");
+        let sg = cfg!(feature = "sev-guest");
+        for (name, has_c, has_d) in [
+            ("none", false, false),
+            ("both", true, true),
+            ("tsm", true, false),
+            ("dev", false, true),
+        ] {
+            let (dir, [c, d]) = layout(name, has_c, has_d);
+            let got = choose_interface(&c, &d);
+            let want = if tsm && has_c {
+                Some(Interface::ConfigfsTsm)
+            } else if sg && has_d {
+                Some(Interface::SevGuest)
+            } else {
+                None
+            };
+            match (got, want) {
+                (Ok(i), Some(w)) => assert_eq!(i, w, "{name}"),
+                (Err(AttestError::BackendDisabled { .. }), None) => {
+                    assert!(!tsm && !sg, "{name}")
+                }
+                (Err(AttestError::NoHardwareInterface { tried }), None) => {
+                    assert!(tsm || sg, "{name}");
+                    let mut expected = Vec::new();
+                    if tsm {
+                        expected.push("configfs-tsm (/sys/kernel/config/tsm/report)");
+                    }
+                    if sg {
+                        expected.push("sev-guest (/dev/sev-guest)");
+                    }
+                    assert_eq!(tried, expected, "{name}");
+                }
+                (got, want) => panic!("{name}: got {got:?}, want {want:?}"),
+            }
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+
+    #[test]
+    fn hardware_attester_without_hardware_is_a_typed_error() {
+        let present = Path::new(CONFIGFS_TSM_ROOT).exists() || Path::new(SEV_GUEST_DEVICE).exists();
+        if present {
+            return; // a real CVM: covered by hardware runs, not here
+        }
+        let r = hardware_attester();
+        if cfg!(any(feature = "configfs-tsm", feature = "sev-guest")) {
+            let e = r.err().unwrap();
+            assert!(
+                matches!(e, AttestError::NoHardwareInterface { .. }),
+                "{e:?}"
+            );
+            assert!(e.to_string().contains("tried:"), "{e}");
+        } else {
+            assert!(matches!(r, Err(AttestError::BackendDisabled { .. })));
+        }
+    }
 }

@@ -39,7 +39,8 @@ pub enum AttestationMode {
     /// The software TEE: an Ed25519 key signs reports. INSECURE: for local runs; refused by
     /// any policy that does not allow software evidence.
     Software,
-    /// This machine's SEV-SNP or TDX through configfs-tsm (needs the `configfs-tsm` feature).
+    /// This machine's SEV-SNP or TDX through configfs-tsm, or /dev/sev-guest (needs the
+    /// `configfs-tsm` or `sev-guest` feature).
     Hardware,
 }
 
@@ -97,7 +98,7 @@ pub fn local_writer(
                 (
                     Box::new(HardwareAttester(a)),
                     rv,
-                    format!("evidence: {platform} (configfs-tsm)"),
+                    format!("evidence: {platform} (configfs-tsm or /dev/sev-guest)"),
                 )
             }
         };

@@ -224,14 +224,25 @@ impl Item {
     }
 }
 
+/// The epoch limits of the header, which every batch signature also covers (so they cannot
+/// be raised after the fact).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpochLimits {
+    /// Most entries per evidence epoch.
+    pub max_entries: u64,
+    /// Longest epoch, ms.
+    pub max_age_ms: u64,
+}
+
 /// The payload a batch signature covers: canonical CBOR
-/// `[object_id, batch, first_seq, count, root]`.
+/// `[object_id, batch, first_seq, count, root, epoch_max_entries, epoch_max_age_ms]`.
 pub fn batch_payload(
     object_id: &[u8; 16],
     batch: u64,
     first_seq: u64,
     count: u64,
     root: &[u8; 32],
+    epoch: EpochLimits,
 ) -> Vec<u8> {
     canonical::encode(&Cbor::Array(vec![
         b(object_id),
@@ -239,6 +250,8 @@ pub fn batch_payload(
         u(first_seq),
         u(count),
         b(root),
+        u(epoch.max_entries),
+        u(epoch.max_age_ms),
     ]))
     .unwrap_or_default()
 }

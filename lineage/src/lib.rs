@@ -12,12 +12,14 @@
 
 pub mod entry;
 pub mod export;
+pub mod fast;
 pub mod merkle;
 pub mod signer;
 pub mod verify;
 pub mod writer;
 
 pub use entry::LineageEntry;
+pub use fast::{verify_chain_and_signatures, verify_chain_and_signatures_parallel, ChainSummary};
 pub use signer::{LineageSigner, P256Signer};
 pub use verify::{verify_lineage, LineageSummary, VerifyFailure, VerifyOptions};
 pub use writer::{LineageWriter, WriterConfig};

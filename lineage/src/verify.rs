@@ -9,9 +9,9 @@ use sha2::{Digest as _, Sha256};
 use sojourn_attestation::{verify_evidence, Evidence, ReferenceValues, Timestamp};
 use sojourn_policy::{canonical, state_digest, Descriptor, EntryPoint, Fields, TrustView, Value};
 
-use crate::entry::{entry_report_data, host_key_report_data, LineageEntry};
-use crate::export::{batch_payload, EvidencePurpose, Item};
-use crate::merkle::{leaf_hash, root_and_proofs, root_from_proof};
+use crate::entry::{entry_report_data, host_key_report_data};
+use crate::export::{batch_payload, EpochLimits, EvidencePurpose, Item};
+use crate::fast::{check_batch_signature, next_item, EntryRef, ItemRef, OpenBatch};
 use crate::signer::{key_id, verify_es256};
 use crate::writer::{epoch_freshness, score, trust_codes};
 
@@ -73,16 +73,12 @@ struct EvidenceRec {
     uses: u64,
 }
 
-struct Open {
-    digest: [u8; 32],
-    index: u64,
-    path: Vec<[u8; 32]>,
-    seq: u64,
-    host_key_id: [u8; 32],
-    evidence_id: [u8; 32],
-}
-
 /// Verifies an export; on success, summarises it.
+///
+/// This is the full check: chain, inclusion proofs and batch signatures (what
+/// [`crate::fast::verify_chain_and_signatures`] checks alone), plus the appraisal of every
+/// piece of evidence, the trust vectors and scores, the replay of every mutation against the
+/// descriptor and the state digests, and the trust slope.
 pub fn verify_lineage(bytes: &[u8], opts: &VerifyOptions) -> Result<LineageSummary, VerifyFailure> {
     let mut input = bytes;
     let mut item_no = 0usize;
@@ -124,7 +120,9 @@ pub fn verify_lineage(bytes: &[u8], opts: &VerifyOptions) -> Result<LineageSumma
     let mut prev = [0u8; 32];
     let mut next_seq = 0u64;
     let mut batch_no = 0u64;
-    let mut open: Vec<Open> = Vec::new();
+    let mut open = OpenBatch::default();
+    // The host key id last added to `summary.hosts` (one hex string per host, not per entry).
+    let mut last_host: Option<[u8; 32]> = None;
     let mut trust = TrustView::new();
     let mut summary = LineageSummary {
         object_id: hex::encode(object_id),
@@ -140,23 +138,31 @@ pub fn verify_lineage(bytes: &[u8], opts: &VerifyOptions) -> Result<LineageSumma
 
     loop {
         item_no += 1;
-        let item = match Item::read(&mut input) {
+        let item = match next_item(&mut input) {
             Ok(Some(i)) => i,
             Ok(None) => break,
-            Err(e) => return Err(fail(item_no, None, "item", e.0)),
+            Err(e) => return Err(fail(item_no, None, "item", e)),
         };
         match item {
-            Item::Header { .. } => {
+            ItemRef::Other(Item::Header { .. }) => {
                 return Err(fail(item_no, None, "header", "a second header".into()));
             }
-            Item::Evidence {
+            ItemRef::Other(Item::Entry { .. }) => {
+                return Err(fail(
+                    item_no,
+                    None,
+                    "item",
+                    "entry item not canonical".into(),
+                ));
+            }
+            ItemRef::Other(Item::Evidence {
                 id,
                 evidence: ev,
                 purpose,
                 public_key,
                 epoch_prev,
                 issued_at_ms,
-            } => {
+            }) => {
                 let real: [u8; 32] = Sha256::digest(&ev).into();
                 if real != id {
                     return Err(fail(
@@ -187,13 +193,11 @@ pub fn verify_lineage(bytes: &[u8], opts: &VerifyOptions) -> Result<LineageSumma
                     },
                 );
             }
-            Item::Entry {
-                bytes: eb,
-                batch,
-                index,
-                path,
-            } => {
-                let entry = LineageEntry::decode(&eb)
+            ItemRef::Entry(item) => {
+                let (eb, batch, index) = (item.bytes, item.batch, item.index);
+                // One pass over the entry's CBOR headers; the mutation map alone is decoded
+                // (and its canonical encoding checked) by `decode_writes` below.
+                let entry = EntryRef::parse(eb)
                     .map_err(|e| fail(item_no, Some(next_seq), e.field, e.reason))?;
                 let seq = Some(entry.seq);
                 let f = |field: &str, reason: String| fail(item_no, seq, field, reason);
@@ -286,34 +290,39 @@ pub fn verify_lineage(bytes: &[u8], opts: &VerifyOptions) -> Result<LineageSumma
                         parsed.platform.as_str().to_string(),
                     ));
                 }
-                let Some((codes, platform)) = ev.appraised.clone() else {
+                let Some((codes, platform)) = &ev.appraised else {
                     return Err(f("evidence", "not appraised".into()));
                 };
-                if entry.trust_vector != codes || entry.score != score(&codes) {
+                if entry.trust_vector != *codes || entry.score != score(codes) {
                     return Err(f(
                         "trust_vector",
                         "does not match the appraisal of its evidence".into(),
                     ));
                 }
-                summary.platforms.insert(platform);
-                summary.hosts.insert(hex::encode(entry.host_key_id));
+                if !summary.platforms.contains(platform) {
+                    summary.platforms.insert(platform.clone());
+                }
+                if last_host != Some(entry.host_key_id) {
+                    summary.hosts.insert(hex::encode(entry.host_key_id));
+                    last_host = Some(entry.host_key_id);
+                }
 
                 // Re-validate the mutation and replay the canonical state.
                 let writes =
-                    decode_writes(&entry.mutation, &descriptor).map_err(|r| f("mutation", r))?;
+                    decode_writes(entry.mutation, &descriptor).map_err(|r| f("mutation", r))?;
                 if entry.state_before != current {
                     return Err(f(
                         "state_before",
                         "does not match the state the lineage reached".into(),
                     ));
                 }
-                let ep = match entry.kind.as_str() {
+                let ep = match entry.kind {
                     "init" => EntryPoint::Init,
                     "tick" => EntryPoint::Tick,
                     "message" => EntryPoint::Message,
                     k => return Err(f("kind", format!("unknown entry kind {k:?}"))),
                 };
-                match entry.outcome.as_str() {
+                match entry.outcome {
                     "accepted" => {
                         if !writes.is_empty() {
                             descriptor.check_trust(&writes, Some(&trust)).map_err(|v| {
@@ -367,8 +376,10 @@ pub fn verify_lineage(bytes: &[u8], opts: &VerifyOptions) -> Result<LineageSumma
                             ev.uses += 1;
                             let parsed = Evidence::from_bytes(&ev.evidence)
                                 .map_err(|e| f("entry_evidence", e.to_string()))?;
-                            let unbound =
-                                entry.unbound_digest().map_err(|e| f(e.field, e.reason))?;
+                            let unbound = entry
+                                .to_entry()
+                                .unbound_digest()
+                                .map_err(|e| f(e.field, e.reason))?;
                             let at = opts.at.unwrap_or_else(|| {
                                 Timestamp::from_unix_secs(
                                     u64::try_from(ev.issued_at_ms / 1000).unwrap_or(0),
@@ -401,21 +412,25 @@ pub fn verify_lineage(bytes: &[u8], opts: &VerifyOptions) -> Result<LineageSumma
                 } else {
                     trust.push(entry.score);
                 }
-                *summary.outcomes.entry(entry.outcome.clone()).or_default() += 1;
-                let digest: [u8; 32] = Sha256::digest(&eb).into();
-                open.push(Open {
+                match summary.outcomes.get_mut(entry.outcome) {
+                    Some(n) => *n += 1,
+                    None => {
+                        summary.outcomes.insert(entry.outcome.to_string(), 1);
+                    }
+                }
+                let digest: [u8; 32] = Sha256::digest(eb).into();
+                open.push(
                     digest,
-                    index,
-                    path,
-                    seq: entry.seq,
-                    host_key_id: entry.host_key_id,
-                    evidence_id: entry.evidence_id,
-                });
+                    entry.seq,
+                    entry.host_key_id,
+                    entry.evidence_id,
+                    item.path(),
+                );
                 prev = digest;
                 next_seq += 1;
                 summary.entries += 1;
             }
-            Item::Batch { batch, cose } => {
+            ItemRef::Other(Item::Batch { batch, cose }) => {
                 let f = |field: &str, reason: String| fail(item_no, None, field, reason);
                 if batch != batch_no {
                     return Err(f(
@@ -423,65 +438,55 @@ pub fn verify_lineage(bytes: &[u8], opts: &VerifyOptions) -> Result<LineageSumma
                         format!("batch {batch} out of order (expected {batch_no})"),
                     ));
                 }
-                let Some(first) = open.first() else {
+                let root = open.root_checked().map_err(|seq| {
+                    fail(
+                        item_no,
+                        Some(seq),
+                        "inclusion_proof",
+                        "does not lead to the batch root".into(),
+                    )
+                })?;
+                let Some(first) = open.entries.first() else {
                     return Err(f("batch", "signs no entries".into()));
                 };
-                let leaves: Vec<[u8; 32]> = open.iter().map(|o| leaf_hash(&o.digest)).collect();
-                let (root, _) = root_and_proofs(&leaves);
-                for o in &open {
-                    if root_from_proof(&leaf_hash(&o.digest), o.index as usize, open.len(), &o.path)
-                        != Some(root)
-                    {
-                        return Err(fail(
-                            item_no,
-                            Some(o.seq),
-                            "inclusion_proof",
-                            "does not lead to the batch root".into(),
-                        ));
-                    }
-                    if o.host_key_id != first.host_key_id {
-                        return Err(fail(
-                            item_no,
-                            Some(o.seq),
-                            "host_key_id",
-                            "a batch holds entries of two hosts".into(),
-                        ));
-                    }
-                }
-                let sign1 =
-                    <coset::CoseSign1 as coset::TaggedCborSerializable>::from_tagged_slice(&cose)
-                        .map_err(|e| f("cose", format!("not a tagged COSE_Sign1: {e}")))?;
-                if sign1.protected.header.alg
-                    != Some(coset::RegisteredLabelWithPrivate::Assigned(
-                        coset::iana::Algorithm::ES256,
-                    ))
+                if let Some(o) = open
+                    .entries
+                    .iter()
+                    .find(|o| o.host_key_id != first.host_key_id)
                 {
-                    return Err(f("cose.alg", "only ES256 is accepted".into()));
-                }
-                if sign1.protected.header.key_id != first.host_key_id.to_vec() {
-                    return Err(f("cose.kid", "does not name the entries' host key".into()));
-                }
-                let payload = batch_payload(&object_id, batch, first.seq, open.len() as u64, &root);
-                if sign1.payload.as_deref() != Some(payload.as_slice()) {
-                    return Err(f(
-                        "cose.payload",
-                        "does not commit to these entries (root, range or object)".into(),
+                    return Err(fail(
+                        item_no,
+                        Some(o.seq),
+                        "host_key_id",
+                        "a batch holds entries of two hosts".into(),
                     ));
                 }
+                let payload = batch_payload(
+                    &object_id,
+                    batch,
+                    first.seq,
+                    open.len() as u64,
+                    &root,
+                    EpochLimits {
+                        max_entries: epoch_max_entries,
+                        max_age_ms: epoch_max_age_ms,
+                    },
+                );
                 let pk = evidence
                     .get(&first.evidence_id)
-                    .map(|e| e.public_key.clone())
+                    .map(|e| e.public_key.as_slice())
                     .unwrap_or_default();
-                sign1
-                    .verify_signature(&[], |sig, data| verify_es256(&pk, data, sig))
-                    .map_err(|e| f("cose.signature", e))?;
+                check_batch_signature(&cose, &first.host_key_id, &payload, |sig, data| {
+                    verify_es256(pk, data, sig)
+                })
+                .map_err(|(field, reason)| f(field, reason))?;
                 open.clear();
                 batch_no += 1;
                 summary.batches += 1;
             }
         }
     }
-    if let Some(o) = open.first() {
+    if let Some(o) = open.entries.first() {
         return Err(fail(
             item_no,
             Some(o.seq),

@@ -11,7 +11,7 @@ use sojourn_policy::{canonical, schema::fields_to_cbor, Descriptor, TrustView};
 use sojourn_runtime::{Outcome, TransitionRecord};
 
 use crate::entry::{entry_report_data, host_key_report_data, LineageEntry};
-use crate::export::{batch_payload, EvidencePurpose, Item};
+use crate::export::{batch_payload, EpochLimits, EvidencePurpose, Item};
 use crate::merkle::{leaf_hash, root_and_proofs};
 use crate::signer::{key_id, LineageSigner};
 use crate::LineageError;
@@ -343,7 +343,17 @@ impl LineageWriter {
             }
             .write(&mut self.out);
         }
-        let payload = batch_payload(&self.object_id, self.batch_no, first_seq, count, &root);
+        let payload = batch_payload(
+            &self.object_id,
+            self.batch_no,
+            first_seq,
+            count,
+            &root,
+            EpochLimits {
+                max_entries: self.cfg.epoch_max_entries,
+                max_age_ms: self.cfg.epoch_max_age_ms,
+            },
+        );
         let protected = coset::HeaderBuilder::new()
             .algorithm(self.signer.algorithm())
             .key_id(self.key_id.to_vec())
