@@ -3,7 +3,7 @@
 //! [`verify_chain_and_signatures`] answers "is this the byte-exact, signed history its signers
 //! wrote, in order, with nothing unsigned?" without building a CBOR value tree per entry. Its
 //! cost is a few SHA-256 blocks per entry plus one ES256 verification per batch (a few hundred
-//! microseconds with the `p256` crate), so batch size decides throughput: see
+//! tens of microseconds with `ring`), so batch size decides throughput: see
 //! `benches/lineage.rs`. [`verify_chain_and_signatures_parallel`] spreads the signature
 //! verifications over threads with the same result.
 //!
@@ -44,8 +44,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use p256::ecdsa::signature::Verifier as _;
-use p256::ecdsa::{Signature, VerifyingKey};
+use crate::signer::Es256Key as VerifyingKey;
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
@@ -631,9 +630,7 @@ fn fail(item: usize, seq: Option<u64>, field: &str, reason: impl Into<String>) -
 
 fn es256(key: Option<VerifyingKey>, data: &[u8], sig: &[u8]) -> Result<(), String> {
     let key = key.ok_or_else(|| "not a P-256 public key".to_string())?;
-    let sig = Signature::from_slice(sig).map_err(|_| "malformed ES256 signature".to_string())?;
-    key.verify(data, &sig)
-        .map_err(|_| "signature does not verify".to_string())
+    key.verify(data, sig)
 }
 
 /// A batch signature left for the pool: everything else about the batch was checked inline.
@@ -1021,10 +1018,10 @@ fn check(bytes: &[u8], pool: Option<&Pool>) -> Result<ChainSummary, VerifyFailur
                     .get(&first.evidence_id)
                     .and_then(|at| evidence.get_mut(*at));
                 let key = match ev {
-                    Some(KeyEvidence { key: Some(k), .. }) => Some(*k),
+                    Some(KeyEvidence { key: Some(k), .. }) => Some(k.clone()),
                     Some(ev) => {
                         ev.key = VerifyingKey::from_sec1_bytes(&ev.public_key).ok();
-                        ev.key
+                        ev.key.clone()
                     }
                     None => None,
                 };
