@@ -279,6 +279,75 @@ fn fe(field: &'static str) -> impl Fn(&'static str) -> EntryFormatError {
     }
 }
 
+/// Where an entry must sit: what the previous items established.
+#[derive(Debug)]
+pub struct ChainPosition<'p> {
+    /// Batch number the item claims.
+    pub batch: u64,
+    /// Leaf index the item claims.
+    pub index: u64,
+    /// The open batch.
+    pub expected_batch: u64,
+    /// Entries already in the open batch.
+    pub expected_index: u64,
+    /// The lineage's object.
+    pub object_id: &'p [u8; 16],
+    /// The next sequence number.
+    pub next_seq: u64,
+    /// Digest of the previous entry.
+    pub prev: &'p [u8; 32],
+    /// Digest of the header's descriptor.
+    pub descriptor_digest: &'p [u8; 32],
+}
+
+impl EntryRef<'_> {
+    /// The link checks both verifiers make, in this order: placement in the open batch,
+    /// object, sequence, previous digest, descriptor. Returns the failing field and why.
+    pub fn check_link(&self, at: &ChainPosition<'_>) -> Result<(), (&'static str, String)> {
+        if at.batch != at.expected_batch || at.index != at.expected_index {
+            return Err((
+                "batch",
+                format!(
+                    "entry placed at batch {} index {}, expected batch {} index {}",
+                    at.batch, at.index, at.expected_batch, at.expected_index
+                ),
+            ));
+        }
+        if &self.object_id != at.object_id {
+            return Err((
+                "object_id",
+                format!(
+                    "belongs to object {}, not {}",
+                    hex::encode(self.object_id),
+                    hex::encode(at.object_id)
+                ),
+            ));
+        }
+        if self.seq != at.next_seq {
+            return Err((
+                "seq",
+                format!(
+                    "expected {}: an entry is missing, duplicated, reordered or forked",
+                    at.next_seq
+                ),
+            ));
+        }
+        if &self.prev != at.prev {
+            return Err((
+                "prev",
+                "does not match the digest of the previous entry (chain broken)".into(),
+            ));
+        }
+        if &self.descriptor_digest != at.descriptor_digest {
+            return Err((
+                "descriptor_digest",
+                "not the descriptor the lineage carries".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl<'a> EntryRef<'a> {
     /// Parses an entry's encoding: an 18-element array, shortest-form definite-length headers
     /// throughout, the types and ranges [`LineageEntry::decode`] accepts, nothing trailing.
@@ -860,42 +929,18 @@ fn check(bytes: &[u8], pool: Option<&Pool>) -> Result<ChainSummary, VerifyFailur
                     .map_err(|e| fail(item_no, Some(next_seq), e.field, e.reason))?;
                 let seq = Some(entry.seq);
                 let f = |field: &str, reason: String| fail(item_no, seq, field, reason);
-                if item.batch != batch_no || item.index != open.len() as u64 {
-                    return Err(f(
-                        "batch",
-                        format!(
-                            "entry placed at batch {} index {}, expected batch {batch_no} index {}",
-                            item.batch,
-                            item.index,
-                            open.len()
-                        ),
-                    ));
-                }
-                if entry.object_id != object_id {
-                    return Err(f(
-                        "object_id",
-                        format!(
-                            "belongs to object {}, not {}",
-                            hex::encode(entry.object_id),
-                            hex::encode(object_id)
-                        ),
-                    ));
-                }
-                if entry.seq != next_seq {
-                    return Err(f("seq", format!("expected {next_seq}: an entry is missing, duplicated, reordered or forked")));
-                }
-                if entry.prev != prev {
-                    return Err(f(
-                        "prev",
-                        "does not match the digest of the previous entry (chain broken)".into(),
-                    ));
-                }
-                if entry.descriptor_digest != descriptor_digest {
-                    return Err(f(
-                        "descriptor_digest",
-                        "not the descriptor the lineage carries".into(),
-                    ));
-                }
+                entry
+                    .check_link(&ChainPosition {
+                        batch: item.batch,
+                        index: item.index,
+                        expected_batch: batch_no,
+                        expected_index: open.len() as u64,
+                        object_id: &object_id,
+                        next_seq,
+                        prev: &prev,
+                        descriptor_digest: &descriptor_digest,
+                    })
+                    .map_err(|(field, reason)| f(field, reason))?;
                 let at = match last_ev {
                     Some((id, at)) if id == entry.evidence_id => Some(at),
                     _ => by_id.get(&entry.evidence_id).copied(),

@@ -11,7 +11,7 @@ use sojourn_policy::{canonical, state_digest, Descriptor, EntryPoint, Fields, Tr
 
 use crate::entry::{entry_report_data, host_key_report_data};
 use crate::export::{batch_payload, EpochLimits, EvidencePurpose, Item};
-use crate::fast::{check_batch_signature, next_item, EntryRef, ItemRef, OpenBatch};
+use crate::fast::{check_batch_signature, next_item, ChainPosition, EntryRef, ItemRef, OpenBatch};
 use crate::signer::{key_id, verify_es256};
 use crate::writer::{epoch_freshness, score, trust_codes};
 
@@ -201,34 +201,18 @@ pub fn verify_lineage(bytes: &[u8], opts: &VerifyOptions) -> Result<LineageSumma
                     .map_err(|e| fail(item_no, Some(next_seq), e.field, e.reason))?;
                 let seq = Some(entry.seq);
                 let f = |field: &str, reason: String| fail(item_no, seq, field, reason);
-                if batch != batch_no || index != open.len() as u64 {
-                    return Err(f("batch", format!("entry placed at batch {batch} index {index}, expected batch {batch_no} index {}", open.len())));
-                }
-                if entry.object_id != object_id {
-                    return Err(f(
-                        "object_id",
-                        format!(
-                            "belongs to object {}, not {}",
-                            hex::encode(entry.object_id),
-                            hex::encode(object_id)
-                        ),
-                    ));
-                }
-                if entry.seq != next_seq {
-                    return Err(f("seq", format!("expected {next_seq}: an entry is missing, duplicated, reordered or forked")));
-                }
-                if entry.prev != prev {
-                    return Err(f(
-                        "prev",
-                        "does not match the digest of the previous entry (chain broken)".into(),
-                    ));
-                }
-                if entry.descriptor_digest != descriptor_digest {
-                    return Err(f(
-                        "descriptor_digest",
-                        "not the descriptor the lineage carries".into(),
-                    ));
-                }
+                entry
+                    .check_link(&ChainPosition {
+                        batch,
+                        index,
+                        expected_batch: batch_no,
+                        expected_index: open.len() as u64,
+                        object_id: &object_id,
+                        next_seq,
+                        prev: &prev,
+                        descriptor_digest: &descriptor_digest,
+                    })
+                    .map_err(|(field, reason)| f(field, reason))?;
                 // The key is bound by host-key evidence of the current epoch.
                 let ev = evidence.get_mut(&entry.evidence_id).ok_or_else(|| {
                     f(
