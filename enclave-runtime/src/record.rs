@@ -1,9 +1,8 @@
-//! Transition records: what every entry of an object did. The lineage layer signs and chains
-//! these; here they are plain data with a canonical CBOR form.
+//! Transition records: what every entry of an object did. The lineage layer
+//! (`sojourn-lineage`) turns each into a signed, chained entry; here they are plain data.
 
 use std::fmt;
 
-use ciborium::Value as Cbor;
 use serde::Serialize;
 use sojourn_policy::{EntryPoint, Fields, Value};
 
@@ -168,73 +167,6 @@ fn ser_messages<S: serde::Serializer>(msgs: &[Vec<u8>], s: S) -> Result<S::Ok, S
 }
 
 impl TransitionRecord {
-    /// The record's canonical CBOR form: what the lineage layer signs.
-    pub fn to_cbor(&self) -> Cbor {
-        let t = |s: &str| Cbor::Text(s.to_string());
-        let d = |x: &Digest| Cbor::Bytes(x.0.to_vec());
-        let mut outcome = vec![(t("kind"), t(self.outcome.label()))];
-        if let Outcome::Rejected { reason } | Outcome::Faulted { reason } = &self.outcome {
-            outcome.push((t("reason"), t(reason)));
-        }
-        let decision = match self.decision {
-            None => Cbor::Null,
-            Some(Decision::AwaitMessage) => t("await_message"),
-            Some(Decision::WakeAt {
-                at_ms,
-                requested_ms,
-            }) => Cbor::Map(vec![
-                (t("at_ms"), Cbor::Integer(at_ms.into())),
-                (
-                    t("requested_ms"),
-                    requested_ms.map_or(Cbor::Null, |r| Cbor::Integer(r.into())),
-                ),
-            ]),
-        };
-        Cbor::Map(vec![
-            (t("object_id"), Cbor::Bytes(self.object_id.0.to_vec())),
-            (t("seq"), Cbor::Integer(self.seq.into())),
-            (t("entry"), t(self.entry.as_str())),
-            (
-                t("inputs"),
-                Cbor::Map(vec![
-                    (t("now_ms"), Cbor::Integer(self.inputs.now_ms.into())),
-                    (t("random_seed"), d(&self.inputs.random_seed)),
-                    (
-                        t("random_bytes"),
-                        Cbor::Integer(self.inputs.random_bytes.into()),
-                    ),
-                    (
-                        t("message_digest"),
-                        self.inputs.message_digest.as_ref().map_or(Cbor::Null, d),
-                    ),
-                ]),
-            ),
-            (t("state_before"), d(&self.state_before)),
-            (t("state_after"), d(&self.state_after)),
-            (t("outcome"), Cbor::Map(outcome)),
-            (
-                t("writes"),
-                sojourn_policy::schema::fields_to_cbor(&self.writes),
-            ),
-            (
-                t("emitted"),
-                Cbor::Array(
-                    self.emitted
-                        .iter()
-                        .map(|m| Cbor::Bytes(m.clone()))
-                        .collect(),
-                ),
-            ),
-            (
-                t("logs"),
-                Cbor::Array(self.logs.iter().map(|l| t(l)).collect()),
-            ),
-            (t("decision"), decision),
-            (t("fuel_used"), Cbor::Integer(self.fuel_used.into())),
-            (t("descriptor_digest"), d(&self.descriptor_digest)),
-        ])
-    }
-
     /// One human-readable line.
     pub fn summary(&self) -> String {
         let mut s = format!(
