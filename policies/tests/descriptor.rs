@@ -419,3 +419,15 @@ min_score = 100
         }
     }
 }
+
+#[test]
+fn the_documented_example_descriptor_parses() {
+    let doc = include_str!("../../docs/object-descriptor.md");
+    let start = doc.find("```toml\n").expect("a toml block") + "```toml\n".len();
+    let len = doc[start..].find("```").expect("end of the block");
+    let d = parse_descriptor("docs/object-descriptor.md", &doc[start..start + len], b"m").unwrap();
+    assert_eq!(d.name, "escrow");
+    assert_eq!(d.policy.trust.read_only_below, Some(60));
+    assert!(d.field("secret").unwrap().attestation_required);
+    assert_eq!(Descriptor::decode(&d.encode()).unwrap(), d);
+}
