@@ -279,6 +279,66 @@ fn fe(field: &'static str) -> impl Fn(&'static str) -> EntryFormatError {
     }
 }
 
+/// One use of host-key evidence by an entry, as both verifiers track it.
+#[derive(Debug)]
+pub struct EpochUse<'u> {
+    /// What the evidence is for.
+    pub purpose: EvidencePurpose,
+    /// Key id of the public key it binds.
+    pub key_id: [u8; 32],
+    /// Chain head when its epoch began.
+    pub epoch_prev: [u8; 32],
+    /// When it was produced.
+    pub issued_at_ms: i64,
+    /// Entries that used it so far (incremented here).
+    pub uses: &'u mut u64,
+}
+
+/// The epoch checks both verifiers make: host-key evidence, for this key, first used at the
+/// chain head it was produced for, within the epoch's entry count and age.
+pub fn check_epoch_use(
+    entry: &EntryRef<'_>,
+    ev: &mut EpochUse<'_>,
+    limits: EpochLimits,
+) -> Result<(), (&'static str, String)> {
+    if ev.purpose != EvidencePurpose::HostKey {
+        return Err((
+            "evidence_id",
+            "names entry evidence, not host-key evidence".into(),
+        ));
+    }
+    if ev.key_id != entry.host_key_id {
+        return Err(("host_key_id", "the evidence binds a different key".into()));
+    }
+    if *ev.uses == 0 && entry.prev != ev.epoch_prev {
+        return Err((
+            "evidence_id",
+            "evidence was produced for another point of the lineage (stale or replayed)".into(),
+        ));
+    }
+    *ev.uses += 1;
+    if *ev.uses > limits.max_entries {
+        return Err((
+            "evidence_id",
+            format!(
+                "epoch exceeded {} entries without fresh evidence",
+                limits.max_entries
+            ),
+        ));
+    }
+    let age = entry.timestamp_ms.saturating_sub(ev.issued_at_ms);
+    if age < 0 || age.unsigned_abs() > limits.max_age_ms {
+        return Err((
+            "timestamp_ms",
+            format!(
+                "{age} ms after its evidence; the epoch allows 0..={}",
+                limits.max_age_ms
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Where an entry must sit: what the previous items established.
 #[derive(Debug)]
 pub struct ChainPosition<'p> {
@@ -951,39 +1011,21 @@ fn check(bytes: &[u8], pool: Option<&Pool>) -> Result<ChainSummary, VerifyFailur
                         "names evidence the export does not contain".into(),
                     )
                 })?;
-                if ev.purpose != EvidencePurpose::HostKey {
-                    return Err(f(
-                        "evidence_id",
-                        "names entry evidence, not host-key evidence".into(),
-                    ));
-                }
-                if ev.key_id != entry.host_key_id {
-                    return Err(f(
-                        "host_key_id",
-                        "the evidence binds a different key".into(),
-                    ));
-                }
-                if ev.uses == 0 && entry.prev != ev.epoch_prev {
-                    return Err(f("evidence_id", "evidence was produced for another point of the lineage (stale or replayed)".into()));
-                }
-                ev.uses += 1;
-                if ev.uses > epoch_max_entries {
-                    return Err(f(
-                        "evidence_id",
-                        format!(
-                            "epoch exceeded {epoch_max_entries} entries without fresh evidence"
-                        ),
-                    ));
-                }
-                let age = entry.timestamp_ms.saturating_sub(ev.issued_at_ms);
-                if age < 0 || age as u64 > epoch_max_age_ms {
-                    return Err(f(
-                        "timestamp_ms",
-                        format!(
-                            "{age} ms after its evidence; the epoch allows 0..={epoch_max_age_ms}"
-                        ),
-                    ));
-                }
+                check_epoch_use(
+                    &entry,
+                    &mut EpochUse {
+                        purpose: ev.purpose,
+                        key_id: ev.key_id,
+                        epoch_prev: ev.epoch_prev,
+                        issued_at_ms: ev.issued_at_ms,
+                        uses: &mut ev.uses,
+                    },
+                    EpochLimits {
+                        max_entries: epoch_max_entries,
+                        max_age_ms: epoch_max_age_ms,
+                    },
+                )
+                .map_err(|(field, reason)| f(field, reason))?;
                 last_ev = at.map(|at| (entry.evidence_id, at));
                 if let Some(id) = entry.entry_evidence {
                     let ev = by_id

@@ -11,7 +11,10 @@ use sojourn_policy::{canonical, state_digest, Descriptor, EntryPoint, Fields, Tr
 
 use crate::entry::{entry_report_data, host_key_report_data};
 use crate::export::{batch_payload, EpochLimits, EvidencePurpose, Item};
-use crate::fast::{check_batch_signature, next_item, ChainPosition, EntryRef, ItemRef, OpenBatch};
+use crate::fast::{
+    check_batch_signature, check_epoch_use, next_item, ChainPosition, EntryRef, EpochUse, ItemRef,
+    OpenBatch,
+};
 use crate::signer::{key_id, verify_es256};
 use crate::writer::{epoch_freshness, score, trust_codes};
 
@@ -65,6 +68,7 @@ pub struct LineageSummary {
 struct EvidenceRec {
     purpose: EvidencePurpose,
     evidence: Vec<u8>,
+    key_id: [u8; 32],
     public_key: Vec<u8>,
     epoch_prev: [u8; 32],
     issued_at_ms: i64,
@@ -185,6 +189,7 @@ pub fn verify_lineage(bytes: &[u8], opts: &VerifyOptions) -> Result<LineageSumma
                     EvidenceRec {
                         purpose,
                         evidence: ev,
+                        key_id: key_id(&public_key),
                         public_key,
                         epoch_prev,
                         issued_at_ms,
@@ -220,39 +225,21 @@ pub fn verify_lineage(bytes: &[u8], opts: &VerifyOptions) -> Result<LineageSumma
                         "names evidence the export does not contain".into(),
                     )
                 })?;
-                if ev.purpose != EvidencePurpose::HostKey {
-                    return Err(f(
-                        "evidence_id",
-                        "names entry evidence, not host-key evidence".into(),
-                    ));
-                }
-                if key_id(&ev.public_key) != entry.host_key_id {
-                    return Err(f(
-                        "host_key_id",
-                        "the evidence binds a different key".into(),
-                    ));
-                }
-                if ev.uses == 0 && entry.prev != ev.epoch_prev {
-                    return Err(f("evidence_id", "evidence was produced for another point of the lineage (stale or replayed)".into()));
-                }
-                ev.uses += 1;
-                if ev.uses > epoch_max_entries {
-                    return Err(f(
-                        "evidence_id",
-                        format!(
-                            "epoch exceeded {epoch_max_entries} entries without fresh evidence"
-                        ),
-                    ));
-                }
-                let age = entry.timestamp_ms.saturating_sub(ev.issued_at_ms);
-                if age < 0 || age as u64 > epoch_max_age_ms {
-                    return Err(f(
-                        "timestamp_ms",
-                        format!(
-                            "{age} ms after its evidence; the epoch allows 0..={epoch_max_age_ms}"
-                        ),
-                    ));
-                }
+                check_epoch_use(
+                    &entry,
+                    &mut EpochUse {
+                        purpose: ev.purpose,
+                        key_id: ev.key_id,
+                        epoch_prev: ev.epoch_prev,
+                        issued_at_ms: ev.issued_at_ms,
+                        uses: &mut ev.uses,
+                    },
+                    EpochLimits {
+                        max_entries: epoch_max_entries,
+                        max_age_ms: epoch_max_age_ms,
+                    },
+                )
+                .map_err(|(field, reason)| f(field, reason))?;
                 if ev.appraised.is_none() {
                     let parsed = Evidence::from_bytes(&ev.evidence)
                         .map_err(|e| f("evidence", e.to_string()))?;
