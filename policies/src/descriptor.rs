@@ -243,7 +243,10 @@ impl DescriptorSource {
                     let before = text.get(..span.start).unwrap_or_default();
                     let line = before.matches('\n').count() + 1;
                     let col = before.rsplit('\n').next().map_or(0, str::len) + 1;
-                    format!("line {line}, column {col}")
+                    match key_path_at(text, line) {
+                        Some(path) => format!("{path} (line {line}, column {col})"),
+                        None => format!("line {line}, column {col}"),
+                    }
                 }
                 None => "(document)".to_string(),
             };
@@ -264,6 +267,40 @@ impl DescriptorSource {
     pub fn with_module(&self, module: &[u8]) -> Result<Descriptor, DescriptorError> {
         build(&self.file, &self.raw, canonical::sha256(module))
     }
+}
+
+/// Best-effort dotted path of the key on 1-based `line` of a TOML document: the last table
+/// header above it plus the key assigned on that line (`schema.fields.owner.default`). Used
+/// only to name the field in syntax and type errors; `None` when the line has no key.
+fn key_path_at(text: &str, line: usize) -> Option<String> {
+    let mut table = String::new();
+    for (i, l) in text.lines().enumerate() {
+        let t = l.trim();
+        if i + 1 == line {
+            if t.starts_with('[') {
+                return Some(t.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+            }
+            let key = t.split('=').next()?.trim();
+            if key.is_empty() || key.starts_with('#') || !t.contains('=') {
+                return None;
+            }
+            return Some(if table.is_empty() {
+                key.to_string()
+            } else {
+                format!("{table}.{key}")
+            });
+        }
+        if t.starts_with('[') {
+            let end = t.find(']').unwrap_or(t.len());
+            table = t
+                .get(..end)
+                .unwrap_or_default()
+                .trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_string();
+        }
+    }
+    None
 }
 
 /// Parses `object.toml` text and binds the module bytes in one step.

@@ -217,8 +217,26 @@ fn malformed_descriptors_name_file_field_and_expectation() {
         assert!(e.expected.contains(expected), "{to}: {:?}", e.expected);
         assert!(e.to_string().starts_with("escrow/object.toml: "));
     }
+    // Type errors and unknown keys name the dotted path as well as the position.
+    let e = parse_descriptor(
+        "f.toml",
+        &GOOD.replace("max_len = 16", "max_len = \"sixteen\""),
+        b"m",
+    )
+    .unwrap_err();
+    assert!(
+        e.field.starts_with("schema.fields.owner.max_len (line"),
+        "{e}"
+    );
+    let e = parse_descriptor(
+        "f.toml",
+        &GOOD.replace("version = 3", "version = 3\ncolour = 1"),
+        b"m",
+    )
+    .unwrap_err();
+    assert!(e.field.starts_with("object.colour (line"), "{e}");
     let e = parse_descriptor("f.toml", "[object\n", b"").unwrap_err();
-    assert!(e.field.starts_with("line 1"), "{e}");
+    assert!(e.field.contains("line 1, column"), "{e}");
     let e = parse_descriptor("f.toml", "", b"").unwrap_err();
     assert!(e.expected.contains("missing field"), "{e}");
 }
