@@ -309,7 +309,7 @@ impl Runner {
         let run_start = self.now_ms();
         let deadline = match stop {
             StopWhen::Elapsed(d) => {
-                Some(run_start + i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+                Some(run_start.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
             }
             StopWhen::Ticks(_) => None,
         };
