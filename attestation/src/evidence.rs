@@ -17,7 +17,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::bytes::{field, Reader};
-use crate::error::ParseError;
+use crate::error::{ParseError, VerifyError};
 
 /// The version of the container encoding this crate writes and reads.
 pub const EVIDENCE_FORMAT_VERSION: u32 = 1;
@@ -159,7 +159,30 @@ impl<'de> Deserialize<'de> for B64 {
     }
 }
 
+/// Report data for raw SNP, TDX and software reports is exactly 64 bytes: a length mismatch
+/// is caller misuse, never padded or truncated.
+pub(crate) fn check_report_data_len(expected_report_data: &[u8]) -> Result<(), VerifyError> {
+    if expected_report_data.len() != 64 {
+        return Err(VerifyError::ReportDataLength {
+            expected: "64".into(),
+            found: expected_report_data.len(),
+        });
+    }
+    Ok(())
+}
+
 impl Evidence {
+    /// The guard every verifier starts with: the evidence is for its platform.
+    pub(crate) fn expect_platform(&self, expected: Platform) -> Result<(), VerifyError> {
+        if self.platform != expected {
+            return Err(VerifyError::PlatformMismatch {
+                expected,
+                found: self.platform,
+            });
+        }
+        Ok(())
+    }
+
     /// Evidence with only a report; add endorsements with the `with_*` methods.
     pub fn new(platform: Platform, report: Vec<u8>) -> Self {
         Self {

@@ -1,9 +1,10 @@
 //! The vTPM half shared by the Azure SNP and TDX verifiers.
 
-use super::hcl::{jwk_rsa_key, HclReport};
+use super::hcl::{self, jwk_rsa_key, HclReport, HwReportType};
 use super::tpm::{verify_quote, VerifiedQuote};
 use crate::claims::{Claims, TrustClaim, TrustVector};
-use crate::error::{Rejection, VerifyError};
+use crate::error::{ParseError, Rejection, VerifyError};
+use crate::evidence::{Evidence, Platform};
 use crate::reference::ReferenceValues;
 
 /// TPM2B_DATA for extraData holds at most 64 bytes (a SHA-512 digest).
@@ -15,6 +16,31 @@ pub(crate) fn check_nonce(nonce: &[u8]) -> Result<(), VerifyError> {
         });
     }
     Ok(())
+}
+
+/// The prologue both Azure verifiers share: the evidence is for `platform`, the nonce has a
+/// usable length, and the HCL report parses and wraps a hardware report of type `want`.
+pub(crate) fn open_hcl<'e>(
+    evidence: &'e Evidence,
+    platform: Platform,
+    want: HwReportType,
+    nonce: &[u8],
+) -> Result<HclReport<'e>, VerifyError> {
+    evidence.expect_platform(platform)?;
+    check_nonce(nonce)?;
+    let hcl = hcl::parse(&evidence.report)?;
+    if hcl.report_type != want {
+        return Err(ParseError::InvalidField {
+            what: "HCL report",
+            field: "report_type",
+            reason: match want {
+                HwReportType::Snp => "TDX report in SNP evidence".into(),
+                HwReportType::Tdx => "SNP report in TDX evidence".into(),
+            },
+        }
+        .into());
+    }
+    Ok(hcl)
 }
 
 /// Verify the vTPM quote with the HCL report's attestation key and bind the nonce; add

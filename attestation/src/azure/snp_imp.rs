@@ -1,9 +1,9 @@
 //! Azure SNP CVM verifier (feature `azure-snp-vtpm`).
 
-use super::common::{appraise_vtpm, check_nonce, verify_vtpm};
-use super::hcl::{self, HwReportType};
+use super::common::{appraise_vtpm, open_hcl, verify_vtpm};
+use super::hcl::HwReportType;
 use crate::claims::{Appraisal, ComponentAppraisal, TrustClaim, TrustVector};
-use crate::error::{ParseError, VerifyError};
+use crate::error::VerifyError;
 use crate::evidence::{Evidence, Platform};
 use crate::reference::ReferenceValues;
 use crate::snp::{appraise_snp, SnpVerifier};
@@ -37,22 +37,7 @@ impl crate::Verifier for AzureSnpVerifier {
         reference: &ReferenceValues,
         now: Timestamp,
     ) -> Result<Appraisal, VerifyError> {
-        if evidence.platform != Platform::AzureSnpVtpm {
-            return Err(VerifyError::PlatformMismatch {
-                expected: Platform::AzureSnpVtpm,
-                found: evidence.platform,
-            });
-        }
-        check_nonce(nonce)?;
-        let hcl = hcl::parse(&evidence.report)?;
-        if hcl.report_type != HwReportType::Snp {
-            return Err(ParseError::InvalidField {
-                what: "HCL report",
-                field: "report_type",
-                reason: "TDX report in SNP evidence".into(),
-            }
-            .into());
-        }
+        let hcl = open_hcl(evidence, Platform::AzureSnpVtpm, HwReportType::Snp, nonce)?;
         let mut v = self
             .snp
             .verify_report(hcl.hw_report, &evidence.certs, now)?;

@@ -3,10 +3,10 @@
 //! The HCL report's TDREPORT is MACed, not signed, so it is rooted through the TD quote:
 //! the quote is verified with dcap-qvl and its TD body must equal the TDREPORT's fields.
 
-use super::common::{appraise_vtpm, check_nonce, verify_vtpm};
-use super::hcl::{self, td_report_fields, HwReportType, TdReportFields};
+use super::common::{appraise_vtpm, open_hcl, verify_vtpm};
+use super::hcl::{td_report_fields, HwReportType, TdReportFields};
 use crate::claims::{Appraisal, Claims, ComponentAppraisal, TrustClaim, TrustVector};
-use crate::error::{ParseError, VerifyError};
+use crate::error::VerifyError;
 use crate::evidence::{Evidence, Platform};
 use crate::reference::ReferenceValues;
 use crate::tdx::{appraise_tdx, TdxVerifier};
@@ -55,22 +55,7 @@ impl crate::Verifier for AzureTdxVerifier {
         reference: &ReferenceValues,
         now: Timestamp,
     ) -> Result<Appraisal, VerifyError> {
-        if evidence.platform != Platform::AzureTdxVtpm {
-            return Err(VerifyError::PlatformMismatch {
-                expected: Platform::AzureTdxVtpm,
-                found: evidence.platform,
-            });
-        }
-        check_nonce(nonce)?;
-        let hcl = hcl::parse(&evidence.report)?;
-        if hcl.report_type != HwReportType::Tdx {
-            return Err(ParseError::InvalidField {
-                what: "HCL report",
-                field: "report_type",
-                reason: "SNP report in TDX evidence".into(),
-            }
-            .into());
-        }
+        let hcl = open_hcl(evidence, Platform::AzureTdxVtpm, HwReportType::Tdx, nonce)?;
         let td = td_report_fields(hcl.hw_report)?;
         if td.report_data != hcl.expected_report_data()? {
             return Err(VerifyError::Binding(
@@ -122,6 +107,7 @@ impl crate::Verifier for AzureTdxVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::azure::hcl;
 
     /// The sample TD quote and the sample HCL report's TDREPORT describe the same TD (the
     /// binding the verifier enforces after dcap-qvl); a changed RTMR or nonce breaks it.

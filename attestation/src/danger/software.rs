@@ -271,18 +271,8 @@ mod imp {
             rv: &ReferenceValues,
             now: Timestamp,
         ) -> Result<Appraisal, VerifyError> {
-            if evidence.platform != Platform::Software {
-                return Err(VerifyError::PlatformMismatch {
-                    expected: Platform::Software,
-                    found: evidence.platform,
-                });
-            }
-            if expected_report_data.len() != 64 {
-                return Err(VerifyError::ReportDataLength {
-                    expected: "64".into(),
-                    found: expected_report_data.len(),
-                });
-            }
+            evidence.expect_platform(Platform::Software)?;
+            crate::evidence::check_report_data_len(expected_report_data)?;
             let p = parse(&evidence.report)?;
             let signed = evidence
                 .report

@@ -523,18 +523,8 @@ impl crate::Verifier for SnpVerifier {
         reference: &ReferenceValues,
         now: Timestamp,
     ) -> Result<Appraisal, VerifyError> {
-        if evidence.platform != Platform::Snp {
-            return Err(VerifyError::PlatformMismatch {
-                expected: Platform::Snp,
-                found: evidence.platform,
-            });
-        }
-        if expected_report_data.len() != 64 {
-            return Err(VerifyError::ReportDataLength {
-                expected: "64".into(),
-                found: expected_report_data.len(),
-            });
-        }
+        evidence.expect_platform(Platform::Snp)?;
+        crate::evidence::check_report_data_len(expected_report_data)?;
         let v = self.verify_report(&evidence.report, &evidence.certs, now)?;
         if v.report_data.as_slice() != expected_report_data {
             return Err(VerifyError::ReportDataMismatch);

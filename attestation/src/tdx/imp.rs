@@ -261,18 +261,8 @@ impl TdxVerifier {
         reference: &ReferenceValues,
         now: Timestamp,
     ) -> Result<Appraisal, VerifyError> {
-        if evidence.platform != Platform::Tdx {
-            return Err(VerifyError::PlatformMismatch {
-                expected: Platform::Tdx,
-                found: evidence.platform,
-            });
-        }
-        if expected_report_data.len() != 64 {
-            return Err(VerifyError::ReportDataLength {
-                expected: "64".into(),
-                found: expected_report_data.len(),
-            });
-        }
+        evidence.expect_platform(Platform::Tdx)?;
+        crate::evidence::check_report_data_len(expected_report_data)?;
         let v = self.verify_quote(&evidence.report, collateral, now)?;
         if v.report_data.as_slice() != expected_report_data {
             return Err(VerifyError::ReportDataMismatch);
