@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod abi;
+pub mod checkpoint;
 pub mod engine;
 pub mod function_host;
 pub mod module;
@@ -19,6 +20,7 @@ pub mod record;
 pub mod schedule;
 pub mod snapshot;
 
+pub use checkpoint::Checkpoint;
 pub use engine::{ObjectEngine, ObjectModule, EPOCH_MS};
 pub use module::ModuleError;
 pub use object::{InboxError, ResidentObject, Schedule, Status};

@@ -91,6 +91,39 @@ impl MemoryShadow {
         dirty
     }
 
+    /// Brings the image up to date and hands every chunk that differs (chunks beyond the old
+    /// image count as zero) to `dirty` with its index.
+    pub(crate) fn sync_into(&mut self, mem: &[u8], dirty: &mut Vec<(u32, Vec<u8>)>) {
+        let old_len = self.image.len().min(mem.len());
+        for (i, (dst, src)) in self
+            .image
+            .chunks_mut(CHUNK)
+            .zip(mem.chunks(CHUNK))
+            .enumerate()
+        {
+            if dst != src {
+                dst.copy_from_slice(src);
+                dirty.push((i as u32, src.to_vec()));
+            }
+        }
+        if mem.len() > self.image.len() {
+            let grown = mem.get(old_len..).unwrap_or_default();
+            for (j, c) in grown.chunks(CHUNK).enumerate() {
+                if c.iter().any(|b| *b != 0) {
+                    dirty.push(((old_len / CHUNK + j) as u32, c.to_vec()));
+                }
+            }
+            self.image.extend_from_slice(grown);
+        }
+    }
+
+    /// An image of `len` zero bytes (the state before the first checkpoint).
+    pub(crate) fn zeroed(len: usize) -> MemoryShadow {
+        MemoryShadow {
+            image: vec![0; len],
+        }
+    }
+
     /// After a rejected entry: put memory back. Pages grown during the entry cannot be
     /// un-grown; they are zeroed. Returns the dirty chunk count.
     pub(crate) fn restore(&self, mem: &mut [u8]) -> usize {
@@ -132,6 +165,9 @@ pub struct ResidentObject {
     pub(crate) schedule: Schedule,
     pub(crate) status: Status,
     shadow: Option<MemoryShadow>,
+    /// Memory as of the last checkpoint (dirty tracking for incremental persistence); `None`
+    /// until the first checkpoint.
+    pub(crate) persisted: Option<MemoryShadow>,
     globals_image: Vec<Val>,
     /// The trust of the lineage this object carries, kept up to date by the lineage layer;
     /// `None` when no attested lineage is attached (trust rules then fail closed).
@@ -270,6 +306,7 @@ impl ResidentObject {
             schedule: Schedule::WakeAt(0),
             status: Status::Active,
             shadow,
+            persisted: None,
             globals_image: Vec::new(),
             trust: None,
         })

@@ -549,5 +549,102 @@ mod snapshots {
             prop_assert_eq!(out_a, out_b);
             prop_assert_eq!(a.full_state_digest().unwrap(), b.full_state_digest().unwrap());
         }
+
+        /// Incremental checkpoints: a store that keeps every checkpoint's dirty chunks by
+        /// index and the latest execution state rebuilds the object exactly, at any point.
+        #[test]
+        fn checkpoints_accumulated_in_a_chunk_map_restore_exactly(
+            events in prop::collection::vec(ev(), 1..24),
+            every in 1usize..5,
+            memory_rollback in any::<bool>(),
+        ) {
+            let rb = if memory_rollback { "memory" } else { "fields" };
+            let e1 = ObjectEngine::new().unwrap();
+            let (mut a, _) = probe(&e1, rb);
+            let mut chunks = std::collections::BTreeMap::new();
+            let mut now = 1_000;
+            let mut out = Vec::new();
+            let mut dirty_total = 0usize;
+            for (i, e) in events.iter().enumerate() {
+                apply(&mut a, &mut now, e, &mut out);
+                if i % every == 0 {
+                    let cp = a.checkpoint().unwrap();
+                    prop_assert_eq!(cp.seq, a.seq());
+                    dirty_total += cp.dirty.len();
+                    for (idx, bytes) in cp.dirty {
+                        prop_assert_eq!(bytes.len(), 4096);
+                        chunks.insert(idx, bytes);
+                    }
+                }
+            }
+            // The final checkpoint brings the store up to date (exec is always whole).
+            let cp = a.checkpoint().unwrap();
+            for (idx, bytes) in cp.dirty {
+                chunks.insert(idx, bytes);
+            }
+            let exec = cp.exec;
+            // The probe's memory is one page: at most 16 chunks, and the first checkpoint
+            // carries the data segments.
+            prop_assert!(dirty_total <= 16 * events.len());
+            let wasm = wat::parse_str(GUEST).unwrap();
+            let e2 = ObjectEngine::new().unwrap();
+            let m = e2.compile(&wasm).unwrap();
+            let mut b = ResidentObject::restore_checkpoint(
+                &e2, &m, &a.descriptor().encode(), &exec, &chunks,
+            ).unwrap();
+            prop_assert_eq!(a.full_state_digest().unwrap(), b.full_state_digest().unwrap());
+            // And both continue identically; the restored one's next checkpoint is a delta.
+            let (mut out_a, mut out_b) = (Vec::new(), Vec::new());
+            let (mut na, mut nb) = (now, now);
+            for e in &events {
+                apply(&mut a, &mut na, e, &mut out_a);
+                apply(&mut b, &mut nb, e, &mut out_b);
+            }
+            prop_assert_eq!(out_a, out_b);
+            let (ca, cb) = (a.checkpoint().unwrap(), b.checkpoint().unwrap());
+            prop_assert_eq!(ca, cb);
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_without_changes_carries_no_chunks_and_bad_exec_bytes_are_refused() {
+        let engine = ObjectEngine::new().unwrap();
+        let (mut obj, _) = probe(&engine, "fields");
+        let first = obj.checkpoint().unwrap();
+        assert!(!first.dirty.is_empty(), "data segments are non-zero chunks");
+        let again = obj.checkpoint().unwrap();
+        assert!(again.dirty.is_empty());
+        assert_eq!(again.exec, first.exec);
+        obj.wake(0, [0; 32]);
+        let after_tick = obj.checkpoint().unwrap();
+        // The tick stores its counter at address 256: exactly chunk 0 changed.
+        assert_eq!(
+            after_tick.dirty.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+            vec![0]
+        );
+        let wasm = wat::parse_str(GUEST).unwrap();
+        let m = engine.compile(&wasm).unwrap();
+        let d = obj.descriptor().encode();
+        let chunks: std::collections::BTreeMap<u32, Vec<u8>> = first.dirty.into_iter().collect();
+        for len in [0, 5, 8, after_tick.exec.len() - 1] {
+            assert!(ResidentObject::restore_checkpoint(
+                &engine,
+                &m,
+                &d,
+                &after_tick.exec[..len],
+                &chunks
+            )
+            .is_err());
+        }
+        let mut bad = chunks.clone();
+        bad.insert(0, vec![0; 100]);
+        assert!(
+            ResidentObject::restore_checkpoint(&engine, &m, &d, &after_tick.exec, &bad).is_err()
+        );
+        bad.clear();
+        bad.insert(9999, vec![0; 4096]);
+        assert!(
+            ResidentObject::restore_checkpoint(&engine, &m, &d, &after_tick.exec, &bad).is_err()
+        );
     }
 }

@@ -13,6 +13,8 @@ use sojourn_policy::Descriptor;
 /// `sojourn lineage` subcommands.
 #[derive(clap::Subcommand, Debug)]
 pub enum LineageCommand {
+    /// Export an object's committed lineage from a running host to a file.
+    Export(sojourn_api::cli::LineageExportArgs),
     /// Verify an exported lineage offline: chain, signatures, evidence binding every key,
     /// freshness per epoch, every mutation re-validated, rejections changed nothing, trust
     /// slope. Prints the first failure precisely (exit 1) or a summary.
@@ -144,6 +146,7 @@ impl Attester for HardwareAttester {
 /// Runs a `sojourn lineage` command.
 pub fn run(cmd: LineageCommand) -> Result<ExitCode> {
     match cmd {
+        LineageCommand::Export(_) => Err(anyhow!("lineage export runs on the async runtime")),
         LineageCommand::Verify {
             export,
             reference_values,

@@ -2,6 +2,7 @@
 //! schedules, and the demo. The binary (`src/main.rs`) is a thin CLI over this library.
 #![forbid(unsafe_code)]
 
+pub mod daemon;
 pub mod demo;
 pub mod package;
 pub mod runner;

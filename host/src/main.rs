@@ -38,9 +38,56 @@ enum Command {
     /// Produce and verify attestation evidence (SEV-SNP, TDX, Azure vTPM, software).
     #[command(subcommand)]
     Attest(cmd_attest::AttestCommand),
-    /// Verify exported lineages.
+    /// Verify exported lineages, or export one from a running host.
     #[command(subcommand)]
     Lineage(cmd_lineage::LineageCommand),
+    /// Run the host daemon: objects sealed at rest, recovered after a crash, driven over an
+    /// authenticated TLS 1.3 API (`sojourn deploy`, `ls`, `inspect`, `send`, ...).
+    Host(HostArgs),
+    #[command(flatten)]
+    Client(sojourn_api::cli::ClientCommand),
+}
+
+#[derive(clap::Args, Debug)]
+struct HostArgs {
+    /// The host configuration (TOML). Without it: local defaults (software attestation,
+    /// data in the default data directory, loopback only).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory (overrides the config's `data_dir`).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Listen address (overrides the config's `listen`), e.g. 127.0.0.1:7443.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+}
+
+fn cmd_host(a: HostArgs) -> Result<ExitCode> {
+    // Refused calls, handshake failures and operator actions (from the API layer) go to
+    // stderr.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
+        .try_init();
+    let (mut config, origin) = match &a.config {
+        Some(p) => (
+            sojourn_host::daemon::config::HostConfig::load(p).map_err(anyhow::Error::msg)?,
+            p.display().to_string(),
+        ),
+        None => (
+            sojourn_host::daemon::config::HostConfig::default(),
+            "(none: local defaults)".to_string(),
+        ),
+    };
+    if a.data_dir.is_some() {
+        config.data_dir = a.data_dir;
+    }
+    if a.listen.is_some() {
+        config.listen = a.listen;
+    }
+    sojourn_host::daemon::run::run_host(config, &origin)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(clap::Args, Debug)]
@@ -277,6 +324,16 @@ fn cmd_pack(dir: PathBuf, out: Option<PathBuf>, json: bool) -> Result<ExitCode> 
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Host(a) = cli.command {
+        // The daemon runs its own threads and runtime.
+        return match cmd_host(a) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -293,7 +350,12 @@ fn main() -> ExitCode {
             Command::Object(ObjectCommand::Pack { dir, out, json }) => cmd_pack(dir, out, json),
             Command::Demo(a) => demo::run(a).await,
             Command::Attest(c) => cmd_attest::run(c),
+            Command::Lineage(cmd_lineage::LineageCommand::Export(a)) => {
+                sojourn_api::cli::lineage_export(a).await
+            }
             Command::Lineage(c) => cmd_lineage::run(c),
+            Command::Client(c) => sojourn_api::cli::run(c).await,
+            Command::Host(_) => Ok(ExitCode::FAILURE),
         }
     });
     match result {

@@ -22,7 +22,7 @@ pub use entry::LineageEntry;
 pub use fast::{verify_chain_and_signatures, verify_chain_and_signatures_parallel, ChainSummary};
 pub use signer::{LineageSigner, P256Signer};
 pub use verify::{verify_lineage, LineageSummary, VerifyFailure, VerifyOptions};
-pub use writer::{LineageWriter, WriterConfig};
+pub use writer::{LineageWriter, WriterConfig, WriterState};
 
 /// Errors while writing a lineage.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -20,9 +20,14 @@ pub fn key_id(public_key: &[u8]) -> [u8; 32] {
     Sha256::digest(public_key).into()
 }
 
-/// A P-256 signing key in memory.
+/// A P-256 signing key in memory. Signs with `ring` (constant-time assembly, about ten times
+/// faster than the pure-Rust signer here: signing is what a busy host spends its lineage time
+/// on); the `p256` key derives the public key and signs only if `ring`'s randomness fails.
 pub struct P256Signer {
     key: SigningKey,
+    fast: Option<ring::signature::EcdsaKeyPair>,
+    public: Vec<u8>,
+    rng: ring::rand::SystemRandom,
 }
 
 impl std::fmt::Debug for P256Signer {
@@ -35,24 +40,40 @@ impl P256Signer {
     /// From 32 secret bytes (the host draws them from the OS); `None` if they are not a valid
     /// scalar (probability ~2^-128: draw again).
     pub fn from_secret(bytes: &[u8; 32]) -> Option<P256Signer> {
-        SigningKey::from_slice(bytes)
-            .ok()
-            .map(|key| P256Signer { key })
+        let key = SigningKey::from_slice(bytes).ok()?;
+        let public = key
+            .verifying_key()
+            .to_encoded_point(false)
+            .as_bytes()
+            .to_vec();
+        let rng = ring::rand::SystemRandom::new();
+        let fast = ring::signature::EcdsaKeyPair::from_private_key_and_public_key(
+            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            bytes,
+            &public,
+            &rng,
+        )
+        .ok();
+        Some(P256Signer {
+            key,
+            fast,
+            public,
+            rng,
+        })
     }
 }
 
 impl LineageSigner for P256Signer {
     fn public_key(&self) -> Vec<u8> {
-        self.key
-            .verifying_key()
-            .to_encoded_point(false)
-            .as_bytes()
-            .to_vec()
+        self.public.clone()
     }
     fn algorithm(&self) -> coset::iana::Algorithm {
         coset::iana::Algorithm::ES256
     }
     fn sign(&self, msg: &[u8]) -> Vec<u8> {
+        if let Some(sig) = self.fast.as_ref().and_then(|k| k.sign(&self.rng, msg).ok()) {
+            return sig.as_ref().to_vec();
+        }
         let sig: Signature = self.key.sign(msg);
         sig.to_bytes().to_vec()
     }
@@ -86,4 +107,22 @@ impl Es256Key {
 /// Verifies an ES256 signature (64 bytes r‖s) by a SEC1 public key.
 pub fn verify_es256(public_key: &[u8], msg: &[u8], sig: &[u8]) -> Result<(), String> {
     Es256Key::from_sec1_bytes(public_key)?.verify(msg, sig)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fast_signer_produces_es256_signatures_the_verifier_accepts() {
+        let s = P256Signer::from_secret(&[7; 32]).expect("valid scalar");
+        assert!(s.fast.is_some(), "ring accepted the key");
+        let sig = s.sign(b"batch");
+        assert_eq!(sig.len(), 64);
+        assert!(verify_es256(&s.public_key(), b"batch", &sig).is_ok());
+        assert!(verify_es256(&s.public_key(), b"other", &sig).is_err());
+        // The pure-Rust fallback signs for the same key.
+        let slow: Signature = s.key.sign(b"batch");
+        assert!(verify_es256(&s.public_key(), b"batch", &slow.to_bytes()).is_ok());
+    }
 }

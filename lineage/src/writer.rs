@@ -118,6 +118,60 @@ fn appraise(
         .map_err(|e| LineageError::OwnEvidence(e.to_string()))
 }
 
+/// Where a writer stands between batches: what a host persists to continue the same lineage
+/// after a restart (with [`LineageWriter::resume`]). The epoch is not kept: a resumed writer
+/// opens a new epoch (new evidence bound to the chain head) before its next entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriterState {
+    /// Digest of the last entry.
+    pub head: [u8; 32],
+    /// Sequence number of the next entry.
+    pub next_seq: u64,
+    /// Number of the next batch.
+    pub batch_no: u64,
+    /// The trust view, [`TrustView::encode`]d.
+    pub trust: Vec<u8>,
+}
+
+impl WriterState {
+    /// Fixed-layout bytes: head (32) ‖ next_seq (u64 BE) ‖ batch_no (u64 BE) ‖ trust.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(48 + self.trust.len());
+        out.extend_from_slice(&self.head);
+        out.extend_from_slice(&self.next_seq.to_be_bytes());
+        out.extend_from_slice(&self.batch_no.to_be_bytes());
+        out.extend_from_slice(&self.trust);
+        out
+    }
+
+    /// Reads [`WriterState::encode`]'s bytes.
+    pub fn decode(bytes: &[u8]) -> Result<WriterState, LineageError> {
+        let bad = || LineageError::Format("lineage writer state: malformed".into());
+        let head: [u8; 32] = bytes
+            .get(..32)
+            .ok_or_else(bad)?
+            .try_into()
+            .map_err(|_| bad())?;
+        let n = |r: std::ops::Range<usize>| -> Result<u64, LineageError> {
+            Ok(u64::from_be_bytes(
+                bytes
+                    .get(r)
+                    .ok_or_else(bad)?
+                    .try_into()
+                    .map_err(|_| bad())?,
+            ))
+        };
+        let trust = bytes.get(48..).ok_or_else(bad)?.to_vec();
+        TrustView::decode(&trust).ok_or_else(bad)?;
+        Ok(WriterState {
+            head,
+            next_seq: n(32..40)?,
+            batch_no: n(40..48)?,
+            trust,
+        })
+    }
+}
+
 /// Writes one object's lineage.
 pub struct LineageWriter {
     object_id: [u8; 16],
@@ -188,6 +242,40 @@ impl LineageWriter {
             out,
             trust: TrustView::new(),
         }
+    }
+
+    /// Continues a lineage from a persisted [`WriterState`] (no header is written: the
+    /// output continues the export that state came from). `cfg` must be the configuration
+    /// the lineage was started with (its header names the epoch limits).
+    pub fn resume(
+        object_id: [u8; 16],
+        descriptor: &Descriptor,
+        signer: Box<dyn LineageSigner>,
+        attester: Box<dyn Attester + Send>,
+        reference: ReferenceValues,
+        cfg: WriterConfig,
+        state: &WriterState,
+    ) -> Result<LineageWriter, LineageError> {
+        let trust = TrustView::decode(&state.trust)
+            .ok_or_else(|| LineageError::Format("lineage writer state: bad trust view".into()))?;
+        let mut w = LineageWriter::new(object_id, descriptor, signer, attester, reference, cfg);
+        w.out.clear();
+        w.prev = state.head;
+        w.next_seq = state.next_seq;
+        w.batch_no = state.batch_no;
+        w.trust = trust;
+        Ok(w)
+    }
+
+    /// Where the writer stands. Only meaningful after [`LineageWriter::flush`] (entries
+    /// waiting for their batch signature are not part of it); `None` while some wait.
+    pub fn state(&self) -> Option<WriterState> {
+        self.pending.is_empty().then(|| WriterState {
+            head: self.prev,
+            next_seq: self.next_seq,
+            batch_no: self.batch_no,
+            trust: self.trust.encode(),
+        })
     }
 
     /// The trust accumulated so far (hand it to the object: `ResidentObject::set_trust`).

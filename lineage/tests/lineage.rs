@@ -273,3 +273,98 @@ fn outcomes_match_the_runtime() {
     assert_eq!(outcomes, ["accepted", "accepted", "rejected", "accepted"]);
     let _ = Outcome::Accepted;
 }
+
+/// A host that restarts persists [`WriterState`] after each flushed batch and resumes from
+/// it with a fresh key: the concatenated output is one lineage that verifies (the new key is
+/// bound by new evidence at the chain head). Resuming from a stale state forks the chain,
+/// and the verifier says so.
+#[test]
+fn a_resumed_writer_continues_the_same_lineage_and_a_stale_resume_is_detected() {
+    use sojourn_attestation::danger::software::{SoftwareAttester, SoftwareKey};
+    use sojourn_lineage::{LineageWriter, WriterState};
+    use sojourn_policy::parse_descriptor;
+    use sojourn_runtime::{ObjectEngine, ObjectId, ResidentObject};
+
+    let wasm = wat::parse_str(GUEST).unwrap();
+    let d = parse_descriptor("ledger/object.toml", &toml(true), &wasm).unwrap();
+    let engine = ObjectEngine::new().unwrap();
+    let m = engine.compile(&wasm).unwrap();
+    let id = ObjectId([9; 16]);
+    let mut now = 1_800_000_000_000i64;
+    let (mut obj, init) = ResidentObject::create(&engine, &m, d.clone(), id, now, [1; 32]).unwrap();
+    let attester = || {
+        Box::new(SoftwareAttester::new(
+            SoftwareKey::from_seed([7; 32]).unwrap(),
+        ))
+    };
+    let mut w = LineageWriter::new(
+        id.0,
+        &d,
+        Box::new(P256Signer::from_secret(&[3; 32]).unwrap()),
+        attester(),
+        software_reference(),
+        small(),
+    );
+    w.append(&init, now).unwrap();
+    let mut out = Vec::new();
+    let mut states = Vec::new();
+    let mut snaps = Vec::new();
+    for round in 0..3u8 {
+        for _ in 0..3 {
+            now += 10;
+            obj.wake_with(now, [2; 32], &mut |rec, trust| {
+                w.append(rec, now).unwrap();
+                *trust = Some(w.trust().clone());
+            });
+        }
+        w.flush().unwrap();
+        out.extend(w.drain_output());
+        let state = w.state().unwrap();
+        let state = WriterState::decode(&state.encode()).unwrap();
+        states.push((out.len(), state.clone()));
+        snaps.push(obj.snapshot().unwrap());
+        // "Restart": a new key, the same lineage.
+        w = LineageWriter::resume(
+            id.0,
+            &d,
+            Box::new(P256Signer::from_secret(&[10 + round; 32]).unwrap()),
+            attester(),
+            software_reference(),
+            small(),
+            &state,
+        )
+        .unwrap();
+    }
+    let s = verify_lineage(&out, &opts()).unwrap();
+    assert_eq!(s.entries, 10);
+    // The writer resumed after the last round wrote nothing: three runs, three keys.
+    assert_eq!(s.hosts.len(), 3, "one key per run: {s:?}");
+
+    // A host that resumes from the first state (a stale head, say after a disk rollback)
+    // although the second round was written forks the chain: the verifier refuses it.
+    let (cut, _) = &states[1];
+    let (_, stale) = &states[0];
+    let mut forked = out[..*cut].to_vec();
+    let mut old = ResidentObject::restore(&engine, &snaps[0]).unwrap();
+    let mut w = LineageWriter::resume(
+        id.0,
+        &d,
+        Box::new(P256Signer::from_secret(&[99; 32]).unwrap()),
+        attester(),
+        software_reference(),
+        small(),
+        stale,
+    )
+    .unwrap();
+    now += 10;
+    old.wake_with(now, [2; 32], &mut |rec, _| w.append(rec, now).unwrap());
+    w.flush().unwrap();
+    forked.extend(w.drain_output());
+    let e = verify_lineage(&forked, &opts()).unwrap_err();
+    assert!(!e.to_string().is_empty());
+    // Appending the stale run after the first round alone is a valid continuation.
+    let mut alone = out[..states[0].0].to_vec();
+    alone.extend(&forked[*cut..]);
+    assert!(verify_lineage(&alone, &opts()).is_ok());
+    assert!(WriterState::decode(&[0; 47]).is_err());
+}

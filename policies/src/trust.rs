@@ -67,6 +67,54 @@ impl TrustView {
     pub fn entries(&self) -> u64 {
         self.entries
     }
+
+    /// A compact encoding for persistence: entries (u64 BE), weighted mean × 256 (u32 BE),
+    /// then the recent scores, oldest first.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(12 + self.recent.len());
+        out.extend_from_slice(&self.entries.to_be_bytes());
+        out.extend_from_slice(&self.ewma_x256.to_be_bytes());
+        out.extend(self.recent.iter());
+        out
+    }
+
+    /// Reads [`TrustView::encode`]'s bytes; `None` if they are not a view it could have
+    /// written.
+    pub fn decode(bytes: &[u8]) -> Option<TrustView> {
+        let entries = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
+        let ewma_x256 = u32::from_be_bytes(bytes.get(8..12)?.try_into().ok()?);
+        let recent: VecDeque<u8> = bytes.get(12..)?.iter().copied().collect();
+        let consistent = recent.len() <= MAX_WINDOW
+            && recent.iter().all(|s| *s <= 100)
+            && ewma_x256 <= 100 * 256
+            && (recent.len() as u64 == entries.min(MAX_WINDOW as u64));
+        consistent.then_some(TrustView {
+            recent,
+            ewma_x256,
+            entries,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_round_trips_and_decode_refuses_inconsistent_bytes() {
+        let mut v = TrustView::new();
+        assert_eq!(TrustView::decode(&v.encode()), Some(v.clone()));
+        for i in 0..300u32 {
+            v.push(((i * 37) % 101) as u8);
+            assert_eq!(TrustView::decode(&v.encode()).as_ref(), Some(&v));
+        }
+        let bytes = v.encode();
+        assert_eq!(TrustView::decode(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(TrustView::decode(&bytes[..11]), None);
+        let mut bad = bytes.clone();
+        bad[12] = 101;
+        assert_eq!(TrustView::decode(&bad), None);
+    }
 }
 
 /// A field that may change only while the last `window` entries all scored at least
@@ -81,13 +129,12 @@ pub struct FieldTrustRule {
     pub min_score: u8,
 }
 
-/// The trust section of a policy.
+/// The trust section of a policy. (`no_fall_on_migration`, still accepted in TOML, is the
+/// migration rules' `trust`: [`crate::MigrationRules::trust`].)
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TrustPolicy {
     /// Below this weighted mean the object is read-only (no entry may write).
     pub read_only_below: Option<u8>,
-    /// Trust may not fall across a migration (enforced by the migration layer).
-    pub no_fall_on_migration: bool,
     /// Per-field rules.
     pub rules: Vec<FieldTrustRule>,
 }

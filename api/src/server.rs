@@ -1,0 +1,877 @@
+//! The server: routing, bearer-token authentication, JSON errors, served over TLS 1.3.
+//!
+//! Every answer that is not a success is an [`ErrorBody`] with the status of its
+//! [`ErrorCode`], including unknown routes (404), wrong methods (405), malformed or wrongly
+//! typed bodies (400) and bodies over the route's limit (413). [`HostControl`] methods run on
+//! the blocking pool. See docs/api.md.
+
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequestParts, MatchedPath, Path, State};
+use axum::http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use base64::Engine as _;
+use http_body_util::BodyExt as _;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::paths;
+use crate::{
+    ApiError, DeployRequest, ErrorBody, ErrorCode, HostControl, ObjectList, SendRequest,
+    SuspendRequest,
+};
+
+/// What a credential may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Everything.
+    Admin,
+    /// `list`, `inspect`, `lineage`, `health`, `metrics`: nothing that changes an object.
+    Read,
+}
+
+impl Role {
+    fn allows(self, needed: Role) -> bool {
+        self == Role::Admin || needed == Role::Read
+    }
+
+    /// `admin` or `read`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Read => "read",
+        }
+    }
+}
+
+/// A bearer token the server accepts, with a name (for logs) and a role.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credential {
+    /// Shown in logs, never the token.
+    pub name: String,
+    /// The bearer token: 16 to 512 visible ASCII characters, no spaces.
+    pub token: String,
+    /// What it may do.
+    pub role: Role,
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credential")
+            .field("name", &self.name)
+            .field("token", &"(redacted)")
+            .field("role", &self.role)
+            .finish()
+    }
+}
+
+impl Credential {
+    /// A credential with a fresh random token (32 bytes from the OS, hex: 64 characters).
+    pub fn generate(name: impl Into<String>, role: Role) -> std::io::Result<Credential> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(Credential {
+            name: name.into(),
+            token: hex::encode(bytes),
+            role,
+        })
+    }
+}
+
+/// Connection handling limits of [`serve_with`].
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Longest a client may take to complete the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Longest a client may take to send a request's headers (also the idle time allowed
+    /// between requests on a kept-alive connection).
+    pub header_read_timeout: Duration,
+    /// Connections served at once; further clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// After shutdown is signalled, how long requests in flight may take before their
+    /// connections are dropped.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(30),
+            max_connections: 256,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// [`serve_with`] with [`ServeOptions::default`].
+///
+/// How a host wires it (local identity, one admin token, `client.toml` for the CLI):
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use sojourn_api::{ClientConfig, Credential, HostControl, LocalIdentity, Role};
+///
+/// async fn run_api(
+///     control: Arc<dyn HostControl>,
+///     shutdown: tokio::sync::oneshot::Receiver<()>,
+/// ) -> anyhow::Result<()> {
+///     let data_dir = sojourn_api::default_data_dir()?;
+///     let identity = LocalIdentity::load_or_create(&data_dir)?;
+///     let admin = Credential::generate("local-admin", Role::Admin)?;
+///     let listener = tokio::net::TcpListener::bind("127.0.0.1:7878").await?;
+///     ClientConfig {
+///         url: format!("https://127.0.0.1:{}", listener.local_addr()?.port()),
+///         ca_pem: identity.ca_pem().to_string(),
+///         token: admin.token.clone(),
+///     }
+///     .write_private(&data_dir.join(sojourn_api::config::CLIENT_CONFIG_FILE))?;
+///     let tls = identity.server_tls_config()?;
+///     sojourn_api::serve(listener, tls, control, vec![admin], async move {
+///         let _ = shutdown.await;
+///     })
+///     .await?;
+///     Ok(())
+/// }
+/// ```
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    control: Arc<dyn HostControl>,
+    credentials: Vec<Credential>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_with(
+        listener,
+        tls,
+        control,
+        credentials,
+        ServeOptions::default(),
+        shutdown,
+    )
+    .await
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then stops accepting, lets
+/// requests in flight finish (at most `options.shutdown_grace`) and returns.
+///
+/// Each connection is TLS (with `tls`, normally from [`crate::server_tls_config`]) carrying
+/// HTTP/1.1. A failed or slow handshake, or a failed accept, is logged and the server goes
+/// on. Fails at once (`InvalidInput`) if a credential's token is malformed or two
+/// credentials share a token.
+pub async fn serve_with(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    control: Arc<dyn HostControl>,
+    credentials: Vec<Credential>,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let router = router(control, &credentials)?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let local = listener.local_addr()?;
+    tracing::info!(%local, "sojourn API listening (TLS 1.3)");
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    let max = options.max_connections.max(1);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept(), if connections.len() < max => match accepted {
+                Ok((tcp, peer)) => {
+                    let _ = tcp.set_nodelay(true);
+                    connections.spawn(connection(
+                        tcp,
+                        peer,
+                        acceptor.clone(),
+                        router.clone(),
+                        options.clone(),
+                        stop_rx.clone(),
+                    ));
+                }
+                Err(e) => {
+                    // Typically out of file descriptors: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(options.shutdown_grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            remaining = connections.len(),
+            "shutdown grace period over; dropping connections"
+        );
+        connections.abort_all();
+        while connections.join_next().await.is_some() {}
+    }
+    tracing::info!(%local, "sojourn API stopped");
+    Ok(())
+}
+
+/// The peer of a request's connection, for logs.
+#[derive(Debug, Clone, Copy)]
+struct PeerAddr(SocketAddr);
+
+async fn connection(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    acceptor: tokio_rustls::TlsAcceptor,
+    router: Router,
+    options: ServeOptions,
+    mut stop: watch::Receiver<bool>,
+) {
+    let stream = match tokio::time::timeout(options.handshake_timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tracing::warn!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+        req.extensions_mut().insert(PeerAddr(peer));
+        let mut router = router.clone();
+        async move { tower_service::Service::call(&mut router, req).await }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout)
+        .max_buf_size(64 * 1024);
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let mut stopping = *stop.borrow();
+    if stopping {
+        conn.as_mut().graceful_shutdown();
+    }
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            changed = stop.changed(), if !stopping => {
+                stopping = true;
+                if changed.is_ok() {
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+struct AppState {
+    control: Arc<dyn HostControl>,
+    credentials: Vec<StoredCredential>,
+}
+
+/// A credential as the server keeps it: the token only as its SHA-256.
+struct StoredCredential {
+    name: String,
+    role: Role,
+    digest: [u8; 32],
+}
+
+fn router(control: Arc<dyn HostControl>, credentials: &[Credential]) -> std::io::Result<Router> {
+    let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
+    let mut stored: Vec<StoredCredential> = Vec::with_capacity(credentials.len());
+    for c in credentials {
+        let ok =
+            (16..=512).contains(&c.token.len()) && c.token.bytes().all(|b| b.is_ascii_graphic());
+        if !ok {
+            return Err(invalid(format!(
+                "credential {:?}: a token is 16 to 512 visible ASCII characters without spaces",
+                c.name
+            )));
+        }
+        let digest: [u8; 32] = Sha256::digest(c.token.as_bytes()).into();
+        if stored.iter().any(|s| s.digest == digest) {
+            return Err(invalid(format!(
+                "credential {:?}: its token is also another credential's",
+                c.name
+            )));
+        }
+        stored.push(StoredCredential {
+            name: c.name.clone(),
+            role: c.role,
+            digest,
+        });
+    }
+    let state = Arc::new(AppState {
+        control,
+        credentials: stored,
+    });
+    Ok(Router::new()
+        .route(paths::HEALTH, get(health))
+        .route(paths::METRICS, get(metrics))
+        .route(paths::OBJECTS, get(list).post(deploy))
+        .route(paths::OBJECT, get(inspect))
+        .route(paths::MESSAGES, post(send))
+        .route(paths::SUSPEND, post(suspend))
+        .route(paths::RESUME, post(resume))
+        .route(paths::LINEAGE, get(lineage))
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(no_route)
+        .layer(axum::middleware::map_response(no_store))
+        .with_state(state))
+}
+
+async fn no_store(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = json(status, &ErrorBody::from(&self));
+        if self.code == ErrorCode::Unauthenticated {
+            response.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"sojourn\""),
+            );
+        }
+        response
+    }
+}
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(bytes) => (
+            status,
+            [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            bytes,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serialize a response");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+                r#"{"code":"internal","message":"cannot serialize the response"}"#,
+            )
+                .into_response()
+        }
+    }
+}
+
+/// The role a handler needs, as a type (so it is part of the handler's signature).
+trait Needs: Send + Sync + 'static {
+    const ROLE: Role;
+}
+
+/// Needs a read or admin token.
+struct ReadRole;
+impl Needs for ReadRole {
+    const ROLE: Role = Role::Read;
+}
+
+/// Needs an admin token.
+struct AdminRole;
+impl Needs for AdminRole {
+    const ROLE: Role = Role::Admin;
+}
+
+/// An authenticated caller allowed to call the route. As an extractor it runs before the
+/// body is read, so an unauthenticated client cannot make the server buffer a body.
+struct Caller<R: Needs> {
+    /// The credential's name (for the audit log).
+    name: String,
+    /// The peer address.
+    peer: String,
+    _role: PhantomData<R>,
+}
+
+impl<R: Needs> FromRequestParts<Arc<AppState>> for Caller<R> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        let peer = parts
+            .extensions
+            .get::<PeerAddr>()
+            .map(|p| p.0.to_string())
+            .unwrap_or_else(|| "?".to_string());
+        let route = parts
+            .extensions
+            .get::<MatchedPath>()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| parts.uri.path().to_string());
+        let method = parts.method.clone();
+        let refuse = |code: ErrorCode, reason: &str, who: Option<&str>| {
+            tracing::warn!(
+                %peer,
+                %method,
+                %route,
+                credential = who.unwrap_or("-"),
+                reason,
+                "request refused"
+            );
+            ApiError::new(code, reason)
+        };
+        let token = match bearer(&parts.headers) {
+            Ok(t) => t,
+            Err(reason) => return Err(refuse(ErrorCode::Unauthenticated, reason, None)),
+        };
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        // Compare with every credential, in constant time each, without stopping early.
+        let mut found: Option<&StoredCredential> = None;
+        for c in &state.credentials {
+            if bool::from(c.digest.ct_eq(&digest)) {
+                found = Some(c);
+            }
+        }
+        let Some(credential) = found else {
+            return Err(refuse(
+                ErrorCode::Unauthenticated,
+                "the bearer token is not valid",
+                None,
+            ));
+        };
+        if !credential.role.allows(R::ROLE) {
+            let reason = format!(
+                "credential {:?} has role {}; this call needs {}",
+                credential.name,
+                credential.role.as_str(),
+                R::ROLE.as_str()
+            );
+            return Err(refuse(
+                ErrorCode::Forbidden,
+                &reason,
+                Some(&credential.name),
+            ));
+        }
+        Ok(Caller {
+            name: credential.name.clone(),
+            peer,
+            _role: PhantomData,
+        })
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Result<&str, &'static str> {
+    let mut values = headers.get_all(axum::http::header::AUTHORIZATION).iter();
+    let value = values
+        .next()
+        .ok_or("missing Authorization: Bearer <token> header")?;
+    if values.next().is_some() {
+        return Err("more than one Authorization header");
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| "the Authorization header is not visible ASCII")?;
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or("the Authorization header is not `Bearer <token>`")?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err("the Authorization scheme is not Bearer");
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err("the bearer token is empty");
+    }
+    Ok(token)
+}
+
+/// Runs a [`HostControl`] call on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => {
+            if let Err(e) = &result {
+                if e.code == ErrorCode::Internal || e.code == ErrorCode::Unavailable {
+                    tracing::error!(code = e.code.as_str(), message = %e.message, "host call failed");
+                }
+            }
+            result
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "host call panicked or was cancelled");
+            Err(ApiError::new(
+                ErrorCode::Internal,
+                "the host failed while handling this request",
+            ))
+        }
+    }
+}
+
+/// Largest object id, prefix or name the server passes on.
+const MAX_ID_LEN: usize = 256;
+
+fn object_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    let Path(id) = path.map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("bad object id in the path: {}", e.body_text()),
+        )
+    })?;
+    if id.is_empty() || id.len() > MAX_ID_LEN || id.chars().any(char::is_control) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("an object id is 1 to {MAX_ID_LEN} printable characters"),
+        ));
+    }
+    Ok(id)
+}
+
+/// Longest a client may take to send a request body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(120);
+const DRAIN_CAP: usize = 16 * 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        ErrorCode::TooLarge,
+        format!(
+            "the request body is larger than this route accepts ({} KiB)",
+            limit / 1024
+        ),
+    )
+}
+
+/// Reads the body, refusing more than `limit` bytes. Before refusing it reads and discards a
+/// bounded amount more, so that the client (still sending) sees the 413 instead of a reset.
+async fn read_body(headers: &HeaderMap, mut body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        drain(body).await;
+        return Err(too_large(limit));
+    }
+    let capacity = declared
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(0)
+        .min(limit);
+    let mut buf = Vec::with_capacity(capacity);
+    let deadline = tokio::time::Instant::now() + BODY_TIMEOUT;
+    loop {
+        let Ok(next) = tokio::time::timeout_at(deadline, body.frame()).await else {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "the request body did not arrive within {} s",
+                    BODY_TIMEOUT.as_secs()
+                ),
+            ));
+        };
+        let Some(frame) = next else { break };
+        let frame = frame.map_err(|e| {
+            ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("cannot read the request body: {e}"),
+            )
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len().saturating_add(data.len()) > limit {
+                drain(body).await;
+                return Err(too_large(limit));
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf)
+}
+
+async fn drain(mut body: Body) {
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Some(data) = frame.data_ref() {
+                seen = seen.saturating_add(data.len());
+                if seen > DRAIN_CAP {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+}
+
+/// Reads and parses a JSON body. An empty body counts as `{}` when `empty_ok`.
+async fn json_body<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    empty_ok: bool,
+) -> Result<T, ApiError> {
+    let bytes = read_body(headers, body, limit).await?;
+    if bytes.is_empty() && empty_ok {
+        return serde_json::from_slice(b"{}").map_err(|e| {
+            ApiError::new(ErrorCode::Internal, format!("empty request default: {e}"))
+        });
+    }
+    let is_json = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "the request body must be JSON (Content-Type: application/json)",
+        ));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("malformed request body: {e}"),
+        )
+    })
+}
+
+async fn health(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let control = state.control.clone();
+    let health = blocking(move || Ok(control.health())).await?;
+    Ok(json(StatusCode::OK, &health))
+}
+
+async fn metrics(
+    _caller: Caller<ReadRole>,
+    State(state): State<Arc<AppState>>,
+) -> Result<Response, ApiError> {
+    let control = state.control.clone();
+    let text = blocking(move || Ok(control.metrics())).await?;
+    Ok((
+        [(
+            CONTENT_TYPE,
+            HeaderValue::from_static(paths::PROMETHEUS_TEXT),
+        )],
+        text,
+    )
+        .into_response())
+}
+
+async fn deploy(
+    caller: Caller<AdminRole>,
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let request: DeployRequest = json_body(&headers, body, paths::DEPLOY_BODY_LIMIT, false).await?;
+    let control = state.control.clone();
+    let info = blocking(move || control.deploy(request)).await?;
+    tracing::info!(
+        credential = %caller.name,
+        peer = %caller.peer,
+        id = %info.id,
+        name = %info.name,
+        "object deployed"
+    );
+    Ok(json(StatusCode::CREATED, &info))
+}
+
+async fn list(
+    _caller: Caller<ReadRole>,
+    State(state): State<Arc<AppState>>,
+) -> Result<Response, ApiError> {
+    let control = state.control.clone();
+    let objects = blocking(move || control.list()).await?;
+    Ok(json(StatusCode::OK, &ObjectList { objects }))
+}
+
+async fn inspect(
+    _caller: Caller<ReadRole>,
+    State(state): State<Arc<AppState>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = object_id(path)?;
+    let control = state.control.clone();
+    let detail = blocking(move || control.inspect(&id)).await?;
+    Ok(json(StatusCode::OK, &detail))
+}
+
+async fn send(
+    caller: Caller<AdminRole>,
+    State(state): State<Arc<AppState>>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let id = object_id(path)?;
+    let request: SendRequest = json_body(&headers, body, paths::BODY_LIMIT, false).await?;
+    let message = match (request.text, request.base64) {
+        (Some(text), None) => text.into_bytes(),
+        (None, Some(b64)) => base64::engine::general_purpose::STANDARD
+            .decode(b64.as_bytes())
+            .map_err(|e| {
+                ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("base64: not standard padded base64: {e}"),
+                )
+            })?,
+        _ => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "give exactly one of `text` and `base64`",
+            ))
+        }
+    };
+    let control = state.control.clone();
+    let receipt = blocking(move || control.send(&id, message)).await?;
+    tracing::debug!(
+        credential = %caller.name,
+        id = %receipt.id,
+        arrival = receipt.arrival,
+        "message queued"
+    );
+    Ok(json(StatusCode::ACCEPTED, &receipt))
+}
+
+async fn suspend(
+    caller: Caller<AdminRole>,
+    State(state): State<Arc<AppState>>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let id = object_id(path)?;
+    let request: SuspendRequest = json_body(&headers, body, paths::BODY_LIMIT, true).await?;
+    let control = state.control.clone();
+    let info = blocking(move || control.suspend(&id, request.reason)).await?;
+    tracing::info!(
+        credential = %caller.name,
+        peer = %caller.peer,
+        id = %info.id,
+        reason = info.suspended_reason.as_deref().unwrap_or("-"),
+        "object suspended"
+    );
+    Ok(json(StatusCode::OK, &info))
+}
+
+/// `resume` takes no parameters: an empty body or `{}`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResumeRequest {}
+
+async fn resume(
+    caller: Caller<AdminRole>,
+    State(state): State<Arc<AppState>>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let id = object_id(path)?;
+    let _: ResumeRequest = json_body(&headers, body, paths::BODY_LIMIT, true).await?;
+    let control = state.control.clone();
+    let info = blocking(move || control.resume(&id)).await?;
+    tracing::info!(
+        credential = %caller.name,
+        peer = %caller.peer,
+        id = %info.id,
+        "object resumed"
+    );
+    Ok(json(StatusCode::OK, &info))
+}
+
+async fn lineage(
+    _caller: Caller<ReadRole>,
+    State(state): State<Arc<AppState>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = object_id(path)?;
+    let control = state.control.clone();
+    let bytes = blocking(move || control.lineage(&id)).await?;
+    Ok((
+        [(CONTENT_TYPE, HeaderValue::from_static(paths::CBOR_SEQ))],
+        bytes,
+    )
+        .into_response())
+}
+
+async fn no_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        ErrorCode::NotFound,
+        format!("no route {method} {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_parsing() {
+        let mut h = HeaderMap::new();
+        assert!(bearer(&h).is_err());
+        h.insert(
+            axum::http::header::AUTHORIZATION,
+            HeaderValue::from_static("bearer abc"),
+        );
+        assert_eq!(bearer(&h), Ok("abc"));
+        h.insert(
+            axum::http::header::AUTHORIZATION,
+            HeaderValue::from_static("Basic abc"),
+        );
+        assert!(bearer(&h).is_err());
+        h.insert(
+            axum::http::header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer "),
+        );
+        assert!(bearer(&h).is_err());
+    }
+
+    #[test]
+    fn roles() {
+        assert!(Role::Admin.allows(Role::Admin));
+        assert!(Role::Admin.allows(Role::Read));
+        assert!(Role::Read.allows(Role::Read));
+        assert!(!Role::Read.allows(Role::Admin));
+    }
+
+    #[test]
+    fn credential_debug_hides_token() {
+        let c = Credential {
+            name: "ci".into(),
+            token: "0123456789abcdef-secret".into(),
+            role: Role::Read,
+        };
+        assert!(!format!("{c:?}").contains("secret"));
+    }
+}

@@ -1,0 +1,206 @@
+//! `host.toml`: where the daemon keeps its data, where it listens, how it attests and who may
+//! call it. Every key is optional; a missing file means local defaults (software
+//! attestation, data under the default data directory, loopback only).
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The daemon's configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// Data directory (store, keys, TLS identity, client file). Default: `$SOJOURN_HOME`,
+    /// else `$XDG_DATA_HOME/sojourn`, else `~/.local/share/sojourn`.
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on. Default `127.0.0.1:7443`.
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// TLS identity.
+    #[serde(default)]
+    pub tls: TlsSection,
+    /// Evidence for lineages, and the sealing key.
+    #[serde(default)]
+    pub attestation: AttestationSection,
+    /// Bearer tokens.
+    #[serde(default)]
+    pub auth: AuthSection,
+    /// Threads and commit batching.
+    #[serde(default)]
+    pub runtime: RuntimeSection,
+}
+
+/// `[tls]`: both or neither. Without them the host makes a local CA and a server
+/// certificate for localhost in `<data_dir>/tls/`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM certificate chain.
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+}
+
+/// The attestation mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttestationMode {
+    /// The software TEE: INSECURE, for local use; refused by policies that do not allow it.
+    #[default]
+    Software,
+    /// AMD SEV-SNP (configfs-tsm or /dev/sev-guest).
+    Snp,
+    /// Intel TDX (configfs-tsm).
+    Tdx,
+    /// Azure SEV-SNP confidential VM (vTPM).
+    AzSnpVtpm,
+    /// Azure TDX confidential VM (vTPM).
+    AzTdxVtpm,
+}
+
+impl AttestationMode {
+    /// The name used in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttestationMode::Software => "software",
+            AttestationMode::Snp => "snp",
+            AttestationMode::Tdx => "tdx",
+            AttestationMode::AzSnpVtpm => "az-snp-vtpm",
+            AttestationMode::AzTdxVtpm => "az-tdx-vtpm",
+        }
+    }
+}
+
+/// `[attestation]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttestationSection {
+    /// The mode (default `software`).
+    #[serde(default)]
+    pub mode: AttestationMode,
+    /// Software attestation key (hex seed); default `<data_dir>/software-attestation.key`,
+    /// created on first start.
+    pub software_key: Option<PathBuf>,
+    /// Reference values the host appraises its own evidence against.
+    pub reference_values: Option<PathBuf>,
+    /// Sealing key file for software mode; default `<data_dir>/sealing.key`, created 0600
+    /// on first start.
+    pub sealing_key: Option<PathBuf>,
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// Tokens. Without any, the host makes an admin token on first start
+    /// (`<data_dir>/admin.token`, 0600) and puts it in the client file.
+    #[serde(default)]
+    pub tokens: Vec<TokenEntry>,
+}
+
+/// One `[[auth.tokens]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenEntry {
+    /// Who (logged with refusals).
+    pub name: String,
+    /// A file holding the token (preferred: keeps secrets out of the config).
+    pub token_file: Option<PathBuf>,
+    /// The token itself.
+    pub token: Option<String>,
+    /// `admin` (everything) or `read` (list, inspect, lineage, metrics).
+    pub role: String,
+}
+
+/// `[runtime]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeSection {
+    /// Wake runner threads (default: the number of CPUs).
+    pub workers: Option<usize>,
+    /// Most transitions merged into one store commit (default 1024).
+    pub group_commit_max: Option<usize>,
+}
+
+impl HostConfig {
+    /// Reads `path`; errors name the file, the key and what was expected.
+    pub fn load(path: &Path) -> Result<HostConfig, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        HostConfig::parse(&path.display().to_string(), &text)
+    }
+
+    /// Parses config text.
+    pub fn parse(origin: &str, text: &str) -> Result<HostConfig, String> {
+        let c: HostConfig = toml::from_str(text).map_err(|e| format!("{origin}: {e}"))?;
+        if c.tls.cert.is_some() != c.tls.key.is_some() {
+            return Err(format!(
+                "{origin}: tls: give both `cert` and `key`, or neither (a local identity is made)"
+            ));
+        }
+        for t in &c.auth.tokens {
+            if t.role != "admin" && t.role != "read" {
+                return Err(format!(
+                    "{origin}: auth.tokens ({}): role must be \"admin\" or \"read\", found {:?}",
+                    t.name, t.role
+                ));
+            }
+            if t.token.is_some() == t.token_file.is_some() {
+                return Err(format!(
+                    "{origin}: auth.tokens ({}): give exactly one of `token` and `token_file`",
+                    t.name
+                ));
+            }
+        }
+        if c.runtime.workers == Some(0) || c.runtime.group_commit_max == Some(0) {
+            return Err(format!("{origin}: runtime: values must be at least 1"));
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_full_config_and_clear_errors() {
+        let c = HostConfig::parse("t", "").unwrap();
+        assert_eq!(c.attestation.mode, AttestationMode::Software);
+        let c = HostConfig::parse(
+            "t",
+            r#"data_dir = "/tmp/x"
+listen = "0.0.0.0:8443"
+[attestation]
+mode = "az-snp-vtpm"
+[[auth.tokens]]
+name = "ops"
+token = "abc"
+role = "read"
+[runtime]
+workers = 3
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.attestation.mode, AttestationMode::AzSnpVtpm);
+        assert_eq!(c.runtime.workers, Some(3));
+        for (bad, want) in [
+            ("lisen = \"x\"", "unknown field"),
+            ("[attestation]\nmode = \"sgx\"", "unknown variant"),
+            ("[tls]\ncert = \"a\"", "both"),
+            (
+                "[[auth.tokens]]\nname = \"a\"\ntoken = \"x\"\nrole = \"root\"",
+                "role must be",
+            ),
+            (
+                "[[auth.tokens]]\nname = \"a\"\nrole = \"read\"",
+                "exactly one",
+            ),
+            ("[runtime]\nworkers = 0", "at least 1"),
+        ] {
+            let e = HostConfig::parse("t", bad).unwrap_err();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
+    }
+}

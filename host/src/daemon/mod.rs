@@ -1,0 +1,1124 @@
+//! The host daemon's core: many resident objects on a worker pool, every transition made
+//! durable (with its lineage) through group commits to the sealed store, and recovery of
+//! every object after a crash. [`HostCore`] implements the API's [`HostControl`]; the TLS
+//! server and the CLI are in `sojourn-api`.
+//!
+//! Threads: one scheduler (a [`WakeQueue`] of due times), `workers` wake runners, one
+//! committer (merges what the workers submit into one store transaction per round and
+//! acknowledges after it is durable), one epoch ticker (time budgets).
+//!
+//! Durability rule: nothing leaves the host before the transition that produced it is
+//! committed. A send returns after its message is durable; `ls`, `inspect`, outputs and the
+//! lineage export show committed transitions only. Objects run ahead of the disk by at most
+//! one group commit: a crash loses only transitions nobody was told about, and they run again
+//! (with fresh time and randomness) after the restart.
+
+pub mod config;
+pub mod head;
+pub mod metrics;
+pub mod run;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use sojourn_api::{
+    ApiError, DeployRequest, ErrorCode, Health, HostControl, ObjectDetail, ObjectInfo, SendReceipt,
+    TransitionSummary,
+};
+use sojourn_attestation::{Attester, ReferenceValues};
+use sojourn_lineage::{LineageWriter, P256Signer, WriterConfig, WriterState};
+use sojourn_policy::{Descriptor, DescriptorSource, Fields};
+use sojourn_runtime::{
+    InboxError, ObjectEngine, ObjectId, ObjectModule, Outcome, ResidentObject, Schedule, Status,
+    TransitionRecord, WakeQueue, EPOCH_MS,
+};
+use sojourn_store::{CommitBatch, HeadRecord, ObjectImage, ObjectKey, Op, Store, StoredObject};
+
+use head::ObjectHead;
+use metrics::Metrics;
+
+/// Lineage writer configuration of daemon-written lineages (their header names it, so it
+/// must not change between restarts of the same store).
+pub const DAEMON_WRITER_CONFIG: WriterConfig = WriterConfig {
+    batch_size: usize::MAX,
+    epoch_max_entries: 100_000,
+    epoch_max_age_ms: 3_600_000,
+};
+
+/// Transitions kept per object for `inspect`.
+const RECENT: usize = 16;
+
+/// Makes a fresh attester for each object's lineage writer.
+pub type AttesterFactory = Arc<dyn Fn() -> Result<Box<dyn Attester + Send>, String> + Send + Sync>;
+
+/// How the core produces lineage evidence.
+pub struct LineageSetup {
+    /// A fresh attester per object.
+    pub attester: AttesterFactory,
+    /// What the host appraises its own evidence against.
+    pub reference: ReferenceValues,
+    /// `software` or the hardware platform name (shown by `health`).
+    pub label: String,
+    /// Whether the evidence is software (insecure): objects whose policy requires
+    /// attestation and forbids software evidence are refused.
+    pub software: bool,
+}
+
+impl std::fmt::Debug for LineageSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LineageSetup")
+            .field("label", &self.label)
+            .finish()
+    }
+}
+
+/// Tuning of the core.
+#[derive(Debug, Clone)]
+pub struct CoreOptions {
+    /// Wake runner threads.
+    pub workers: usize,
+    /// Most submissions merged into one store commit.
+    pub group_commit_max: usize,
+}
+
+impl Default for CoreOptions {
+    fn default() -> Self {
+        CoreOptions {
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            group_commit_max: 1024,
+        }
+    }
+}
+
+/// One object as the core holds it.
+struct Slot {
+    name: String,
+    obj: ResidentObject,
+    writer: LineageWriter,
+    head_version: u64,
+    next_arrival: u64,
+    lineage_segments: u64,
+    lineage_entries: u64,
+    recent: VecDeque<TransitionSummary>,
+}
+
+/// What `ls` and `inspect` show: the object as of its last *committed* transition.
+#[derive(Debug, Clone)]
+struct View {
+    info: ObjectInfo,
+    fields: Fields,
+    cadence_ms: Option<u64>,
+    lineage_entries: u64,
+    recent: Vec<TransitionSummary>,
+}
+
+/// Work for the committer.
+struct Submission {
+    ops: Vec<Op>,
+    /// Transitions this submission makes durable.
+    transitions: u64,
+    view: Option<(ObjectKey, Box<View>)>,
+    done: Option<Sender<Result<(), String>>>,
+}
+
+enum SchedMsg {
+    At(ObjectKey, i64),
+    Cancel(ObjectKey),
+}
+
+struct Job {
+    key: ObjectKey,
+    due_ms: i64,
+}
+
+struct Inner {
+    engine: ObjectEngine,
+    store: Arc<Store>,
+    lineage: LineageSetup,
+    signer_secret: [u8; 32],
+    modules: Mutex<HashMap<[u8; 32], ObjectModule>>,
+    slots: RwLock<BTreeMap<ObjectKey, Arc<Mutex<Slot>>>>,
+    views: RwLock<BTreeMap<ObjectKey, View>>,
+    commit_tx: Mutex<Option<Sender<Submission>>>,
+    sched_tx: Mutex<Option<Sender<SchedMsg>>>,
+    metrics: Metrics,
+    failed: Mutex<Option<String>>,
+    stopping: AtomicBool,
+    started: Instant,
+}
+
+/// The daemon's core. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct HostCore {
+    inner: Arc<Inner>,
+    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl std::fmt::Debug for HostCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostCore")
+            .field("objects", &read(&self.inner.slots).len())
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn wall_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn random32() -> Result<[u8; 32], String> {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).map_err(|e| format!("randomness: {e}"))?;
+    Ok(b)
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(ErrorCode::Internal, e.to_string())
+}
+
+/// A message rendered for people: UTF-8 if it is, else `0x` hex.
+fn render_bytes(b: &[u8]) -> String {
+    match std::str::from_utf8(b) {
+        Ok(s) if !s.chars().any(char::is_control) => s.to_string(),
+        _ => format!("0x{}", hex::encode(b)),
+    }
+}
+
+/// A schema value as JSON: bytes as `0x` hex, enums as their variant name.
+fn value_json(v: &sojourn_policy::Value) -> serde_json::Value {
+    use sojourn_policy::Value;
+    match v {
+        Value::Int(i) => serde_json::Value::from(*i),
+        Value::Bool(b) => serde_json::Value::from(*b),
+        Value::Str(s) | Value::Enum(s) => serde_json::Value::from(s.as_str()),
+        Value::Bytes(b) => serde_json::Value::from(format!("0x{}", hex::encode(b))),
+        Value::List(l) => serde_json::Value::Array(l.iter().map(value_json).collect()),
+        Value::Map(m) => fields_json(m),
+    }
+}
+
+fn fields_json(f: &Fields) -> serde_json::Value {
+    serde_json::Value::Object(f.iter().map(|(k, v)| (k.clone(), value_json(v))).collect())
+}
+
+fn summary(rec: &TransitionRecord) -> TransitionSummary {
+    let (outcome, reason) = match &rec.outcome {
+        Outcome::Rejected { reason } | Outcome::Faulted { reason } => {
+            (rec.outcome.label().to_string(), Some(reason.clone()))
+        }
+        o => (o.label().to_string(), None),
+    };
+    TransitionSummary {
+        seq: rec.seq,
+        entry: rec.entry.as_str().to_string(),
+        outcome,
+        reason,
+        at_ms: rec.inputs.now_ms,
+        state_after: hex::encode(rec.state_after.0),
+        outputs: rec.emitted.iter().map(|m| render_bytes(m)).collect(),
+    }
+}
+
+impl Slot {
+    /// The ops that make the object's current state durable (head, dirty chunks, new
+    /// lineage bytes, consumed messages) and the view to publish once they are.
+    fn persist(&mut self, id: ObjectKey) -> Result<(Vec<Op>, View), String> {
+        self.writer.flush().map_err(|e| format!("lineage: {e}"))?;
+        let segment = self.writer.drain_output();
+        let state = self
+            .writer
+            .state()
+            .ok_or("lineage writer has unsigned entries after a flush")?;
+        let cp = self
+            .obj
+            .checkpoint()
+            .map_err(|e| format!("checkpoint: {e}"))?;
+        self.head_version += 1;
+        let included = self.next_arrival.saturating_sub(1);
+        let head = ObjectHead {
+            exec: cp.exec,
+            writer: state.encode(),
+            next_arrival: self.next_arrival,
+            included_arrival: included,
+            lineage_entries: self.lineage_entries,
+        };
+        let mut ops = vec![Op::PutHead {
+            id,
+            head: HeadRecord {
+                seq: self.head_version,
+                bytes: head.encode(),
+            },
+        }];
+        if !cp.dirty.is_empty() {
+            ops.push(Op::PutChunks {
+                id,
+                chunks: cp.dirty,
+            });
+        }
+        if !segment.is_empty() {
+            ops.push(Op::AppendLineage {
+                id,
+                segment: self.lineage_segments,
+                bytes: segment,
+            });
+            self.lineage_segments += 1;
+        }
+        if included > 0 {
+            ops.push(Op::DeleteMessagesThrough {
+                id,
+                arrival: included,
+            });
+        }
+        Ok((ops, self.view(id)))
+    }
+
+    fn view(&self, id: ObjectKey) -> View {
+        let (status, suspended_reason) = match self.obj.status() {
+            Status::Active => ("active".to_string(), None),
+            Status::Suspended { reason } => ("suspended".to_string(), Some(reason.clone())),
+        };
+        let next_wake_ms = match (self.obj.status(), self.obj.schedule()) {
+            (Status::Active, Schedule::WakeAt(at)) => Some(at),
+            _ => None,
+        };
+        View {
+            info: ObjectInfo {
+                id: hex::encode(id),
+                name: self.name.clone(),
+                descriptor_digest: hex::encode(self.obj.descriptor_digest().0),
+                seq: self.obj.seq(),
+                status,
+                suspended_reason,
+                next_wake_ms,
+                inbox: self.obj.inbox_len() as u64,
+                state_digest: hex::encode(self.obj.state_digest().0),
+            },
+            fields: self.obj.fields().clone(),
+            cadence_ms: Some(self.obj.descriptor().cycle.min_interval_ms),
+            lineage_entries: self.lineage_entries,
+            recent: self.recent.iter().cloned().collect(),
+        }
+    }
+
+    /// One wake: every transition is appended to the lineage before the next runs; a failed
+    /// append suspends the object (a transition that cannot be recorded is not followed by
+    /// another).
+    fn wake(&mut self, now_ms: i64, seed: [u8; 32], metrics: &Metrics) -> Vec<TransitionRecord> {
+        let writer = &mut self.writer;
+        let mut failure = None;
+        let mut appended = 0u64;
+        let recs = self.obj.wake_with(now_ms, seed, &mut |rec, trust| {
+            if failure.is_some() {
+                return;
+            }
+            match writer.append(rec, now_ms) {
+                Ok(()) => {
+                    appended += 1;
+                    *trust = Some(writer.trust().clone());
+                }
+                Err(e) => failure = Some(e.to_string()),
+            }
+        });
+        if let Some(e) = failure {
+            self.obj.suspend(format!("lineage append failed: {e}"));
+        }
+        self.note(&recs, appended, metrics);
+        recs
+    }
+
+    fn note(&mut self, recs: &[TransitionRecord], appended: u64, metrics: &Metrics) {
+        for rec in recs {
+            metrics.transitions.fetch_add(1, Ordering::Relaxed);
+            if rec.entry == sojourn_policy::EntryPoint::Tick {
+                metrics.ticks.fetch_add(1, Ordering::Relaxed);
+            }
+            match rec.outcome {
+                Outcome::Rejected { .. } => {
+                    metrics.rejections.fetch_add(1, Ordering::Relaxed);
+                }
+                Outcome::Faulted { .. } => {
+                    metrics.faults.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {}
+            }
+            if self.recent.len() == RECENT {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(summary(rec));
+        }
+        self.lineage_entries += appended;
+        metrics
+            .lineage_appends
+            .fetch_add(appended, Ordering::Relaxed);
+    }
+}
+
+impl HostCore {
+    /// Opens the store's objects and starts the threads. Every stored object is restored
+    /// from its last committed transition, with its schedule and inbox, before anything runs.
+    pub fn start(
+        store: Store,
+        lineage: LineageSetup,
+        options: CoreOptions,
+    ) -> Result<HostCore, String> {
+        let engine = ObjectEngine::new().map_err(|e| e.to_string())?;
+        let signer_secret = loop {
+            let s = random32()?;
+            if P256Signer::from_secret(&s).is_some() {
+                break s;
+            }
+        };
+        let (commit_tx, commit_rx) = mpsc::channel();
+        let (sched_tx, sched_rx) = mpsc::channel();
+        let inner = Arc::new(Inner {
+            engine,
+            store: Arc::new(store),
+            lineage,
+            signer_secret,
+            modules: Mutex::new(HashMap::new()),
+            slots: RwLock::new(BTreeMap::new()),
+            views: RwLock::new(BTreeMap::new()),
+            commit_tx: Mutex::new(Some(commit_tx)),
+            sched_tx: Mutex::new(Some(sched_tx)),
+            metrics: Metrics::default(),
+            failed: Mutex::new(None),
+            stopping: AtomicBool::new(false),
+            started: Instant::now(),
+        });
+        let stored = inner.store.load_all().map_err(|e| e.to_string())?;
+        let mut due = Vec::new();
+        for so in stored {
+            let id = so.id;
+            let (slot, at) =
+                restore(&inner, so).map_err(|e| format!("object {}: {e}", hex::encode(id)))?;
+            let view = slot.view(id);
+            write(&inner.views).insert(id, view);
+            write(&inner.slots).insert(id, Arc::new(Mutex::new(slot)));
+            if let Some(at) = at {
+                due.push((id, at));
+            }
+        }
+        inner
+            .metrics
+            .objects
+            .store(read(&inner.slots).len() as u64, Ordering::Relaxed);
+
+        let mut threads = Vec::new();
+        let (job_tx, job_rx) = mpsc::channel::<Job>();
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        {
+            let inner = inner.clone();
+            let max = options.group_commit_max.max(1);
+            threads.push(spawn("sojourn-commit", move || {
+                committer(&inner, &commit_rx, max)
+            })?);
+        }
+        {
+            let inner = inner.clone();
+            threads.push(spawn("sojourn-sched", move || {
+                scheduler(&inner, &sched_rx, &job_tx, due)
+            })?);
+        }
+        for i in 0..options.workers.max(1) {
+            let inner = inner.clone();
+            let rx = job_rx.clone();
+            threads.push(spawn(&format!("sojourn-worker-{i}"), move || {
+                worker(&inner, &rx)
+            })?);
+        }
+        {
+            let inner = inner.clone();
+            threads.push(spawn("sojourn-epoch", move || {
+                while !inner.stopping.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(EPOCH_MS));
+                    inner.engine.tick_epoch();
+                }
+            })?);
+        }
+        Ok(HostCore {
+            inner,
+            threads: Arc::new(Mutex::new(threads)),
+        })
+    }
+
+    /// The host's counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The store (for its statistics).
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Stops scheduling, lets in-flight wakes finish, commits what they produced and joins
+    /// the threads. Idempotent.
+    pub fn shutdown(&self) {
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        // Dropping the senders ends the scheduler (which ends the workers) and then the
+        // committer, after it has drained its queue.
+        lock(&self.inner.sched_tx).take();
+        let threads: Vec<JoinHandle<()>> = lock(&self.threads).drain(..).collect();
+        let mut rest = Vec::new();
+        for t in threads {
+            if t.thread().name() == Some("sojourn-commit") {
+                rest.push(t);
+            } else {
+                let _ = t.join();
+            }
+        }
+        lock(&self.inner.commit_tx).take();
+        for t in rest {
+            let _ = t.join();
+        }
+    }
+
+    fn check_running(&self) -> Result<(), ApiError> {
+        if let Some(why) = lock(&self.inner.failed).as_ref() {
+            return Err(ApiError::new(
+                ErrorCode::Unavailable,
+                format!("the host's store failed and it stopped running objects: {why}"),
+            ));
+        }
+        if self.inner.stopping.load(Ordering::Relaxed) {
+            return Err(ApiError::new(
+                ErrorCode::Unavailable,
+                "the host is shutting down",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Finds an object by full id, unique id prefix (≥ 4 hex characters) or unique name.
+    fn resolve(&self, id: &str) -> Result<ObjectKey, ApiError> {
+        let views = read(&self.inner.views);
+        let want = id.trim().to_ascii_lowercase();
+        if let Ok(bytes) = hex::decode(&want) {
+            if let Ok(key) = <[u8; 16]>::try_from(bytes.as_slice()) {
+                if views.contains_key(&key) {
+                    return Ok(key);
+                }
+            }
+        }
+        let mut hits: Vec<ObjectKey> = Vec::new();
+        if want.len() >= 4 && want.chars().all(|c| c.is_ascii_hexdigit()) {
+            hits = views
+                .iter()
+                .filter(|(_, v)| v.info.id.starts_with(&want))
+                .map(|(k, _)| *k)
+                .collect();
+        }
+        if hits.is_empty() {
+            hits = views
+                .iter()
+                .filter(|(_, v)| v.info.name == id.trim())
+                .map(|(k, _)| *k)
+                .collect();
+        }
+        match hits.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(ApiError::new(
+                ErrorCode::NotFound,
+                format!("no object {id:?} on this host (`sojourn ls` lists them)"),
+            )),
+            many => Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "{id:?} is ambiguous: it matches {} objects; give more of the id",
+                    many.len()
+                ),
+            )),
+        }
+    }
+
+    fn slot(&self, key: &ObjectKey) -> Result<Arc<Mutex<Slot>>, ApiError> {
+        read(&self.inner.slots)
+            .get(key)
+            .cloned()
+            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such object"))
+    }
+
+    /// Submits `ops` and waits until they are durable.
+    fn submit_wait(&self, sub: Submission) -> Result<(), ApiError> {
+        let (tx, rx) = mpsc::channel();
+        let sub = Submission {
+            done: Some(tx),
+            ..sub
+        };
+        submit(&self.inner, sub).map_err(|e| ApiError::new(ErrorCode::Unavailable, e))?;
+        match rx.recv() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ApiError::new(
+                ErrorCode::Unavailable,
+                format!("not committed: {e}"),
+            )),
+            Err(_) => Err(ApiError::new(
+                ErrorCode::Unavailable,
+                "the host stopped before the commit",
+            )),
+        }
+    }
+
+    fn module(&self, wasm: &[u8]) -> Result<ObjectModule, ApiError> {
+        module(&self.inner, wasm).map_err(|e| ApiError::new(ErrorCode::InvalidPackage, e))
+    }
+
+    fn schedule_from(&self, key: ObjectKey, obj: &ResidentObject) {
+        schedule_from(&self.inner, key, obj);
+    }
+
+    fn set_status(&self, id: &str, suspend: Option<String>) -> Result<ObjectInfo, ApiError> {
+        self.check_running()?;
+        let key = self.resolve(id)?;
+        let slot = self.slot(&key)?;
+        let mut s = lock(&slot);
+        match (&suspend, s.obj.status()) {
+            (Some(_), Status::Suspended { .. }) => {
+                return Err(ApiError::new(
+                    ErrorCode::Conflict,
+                    "the object is already suspended",
+                ))
+            }
+            (None, Status::Active) => {
+                return Err(ApiError::new(
+                    ErrorCode::Conflict,
+                    "the object is not suspended",
+                ))
+            }
+            _ => {}
+        }
+        match suspend {
+            Some(reason) => s.obj.suspend(reason),
+            None => s.obj.resume(wall_ms()),
+        }
+        let (ops, view) = s.persist(key).map_err(internal)?;
+        let info = view.info.clone();
+        self.submit_wait(Submission {
+            ops,
+            transitions: 0,
+            view: Some((key, Box::new(view))),
+            done: None,
+        })?;
+        match s.obj.status() {
+            Status::Active => self.schedule_from(key, &s.obj),
+            Status::Suspended { .. } => sched(&self.inner, SchedMsg::Cancel(key)),
+        }
+        Ok(info)
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, String> {
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(f)
+        .map_err(|e| format!("cannot start thread {name}: {e}"))
+}
+
+fn submit(inner: &Inner, sub: Submission) -> Result<(), String> {
+    match lock(&inner.commit_tx).as_ref() {
+        Some(tx) => tx
+            .send(sub)
+            .map_err(|_| "the committer has stopped".to_string()),
+        None => Err("the host is shutting down".into()),
+    }
+}
+
+fn sched(inner: &Inner, msg: SchedMsg) {
+    if let Some(tx) = lock(&inner.sched_tx).as_ref() {
+        let _ = tx.send(msg);
+    }
+}
+
+fn schedule_from(inner: &Inner, key: ObjectKey, obj: &ResidentObject) {
+    if obj.status() != &Status::Active {
+        return;
+    }
+    match obj.schedule() {
+        Schedule::WakeAt(at) => sched(inner, SchedMsg::At(key, at)),
+        Schedule::AwaitMessage if obj.inbox_len() > 0 => sched(inner, SchedMsg::At(key, wall_ms())),
+        Schedule::AwaitMessage => {}
+    }
+}
+
+fn module(inner: &Inner, wasm: &[u8]) -> Result<ObjectModule, String> {
+    let digest = sojourn_policy::canonical::sha256(wasm);
+    if let Some(m) = lock(&inner.modules).get(&digest) {
+        return Ok(m.clone());
+    }
+    let m = inner.engine.compile(wasm).map_err(|e| e.to_string())?;
+    lock(&inner.modules).insert(digest, m.clone());
+    Ok(m)
+}
+
+fn new_signer(inner: &Inner) -> Result<Box<P256Signer>, String> {
+    P256Signer::from_secret(&inner.signer_secret)
+        .map(Box::new)
+        .ok_or_else(|| "host lineage key".to_string())
+}
+
+fn check_policy(inner: &Inner, d: &Descriptor) -> Result<(), String> {
+    let a = &d.policy.attestation;
+    if inner.lineage.software && a.required && !a.allow_software {
+        return Err(format!(
+            "object {:?} requires attestation and does not accept software evidence, but this \
+             host runs in software attestation mode (insecure); run it on an SNP or TDX host",
+            d.name
+        ));
+    }
+    Ok(())
+}
+
+/// Rebuilds a stored object. Returns the slot and when it is due (if it is).
+fn restore(inner: &Inner, so: StoredObject) -> Result<(Slot, Option<i64>), String> {
+    let descriptor = Descriptor::decode(&so.image.descriptor).map_err(|e| e.to_string())?;
+    check_policy(inner, &descriptor)?;
+    let module = module(inner, &so.image.module)?;
+    let head = so
+        .head
+        .ok_or("no head record (the deploy never committed)")?;
+    let h = ObjectHead::decode(&head.bytes)?;
+    let mut obj = ResidentObject::restore_checkpoint(
+        &inner.engine,
+        &module,
+        &so.image.descriptor,
+        &h.exec,
+        &so.chunks,
+    )
+    .map_err(|e| e.to_string())?;
+    if obj.id().0 != so.id {
+        return Err("the checkpoint names another object".into());
+    }
+    let mut next_arrival = h.next_arrival;
+    for (arrival, bytes) in so.pending {
+        if arrival <= h.included_arrival {
+            continue;
+        }
+        obj.enqueue(bytes)
+            .map_err(|e| format!("message {arrival} cannot be queued again: {e}"))?;
+        next_arrival = next_arrival.max(arrival + 1);
+    }
+    let state = WriterState::decode(&h.writer).map_err(|e| e.to_string())?;
+    let writer = LineageWriter::resume(
+        so.id,
+        &descriptor,
+        new_signer(inner)?,
+        (inner.lineage.attester)()?,
+        inner.lineage.reference.clone(),
+        DAEMON_WRITER_CONFIG,
+        &state,
+    )
+    .map_err(|e| e.to_string())?;
+    obj.set_trust(Some(writer.trust().clone()));
+    let due = match (obj.status(), obj.schedule()) {
+        (Status::Active, Schedule::WakeAt(at)) => Some(at),
+        (Status::Active, Schedule::AwaitMessage) if obj.inbox_len() > 0 => Some(wall_ms()),
+        _ => None,
+    };
+    Ok((
+        Slot {
+            name: descriptor.name.clone(),
+            obj,
+            writer,
+            head_version: head.seq,
+            next_arrival,
+            lineage_segments: so.lineage_segments,
+            lineage_entries: h.lineage_entries,
+            recent: VecDeque::new(),
+        },
+        due,
+    ))
+}
+
+fn committer(inner: &Inner, rx: &Receiver<Submission>, max: usize) {
+    while let Ok(first) = rx.recv() {
+        let mut subs = vec![first];
+        while subs.len() < max {
+            match rx.try_recv() {
+                Ok(s) => subs.push(s),
+                Err(_) => break,
+            }
+        }
+        let failed = lock(&inner.failed).clone();
+        let result = match failed {
+            Some(why) => Err(why),
+            None => {
+                let batch = CommitBatch {
+                    ops: subs.iter_mut().flat_map(|s| s.ops.drain(..)).collect(),
+                };
+                inner.store.commit(&batch).map(|_| ()).map_err(|e| {
+                    inner
+                        .metrics
+                        .commit_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    let why = e.to_string();
+                    // Fail-stop: memory is now ahead of the disk; running on would
+                    // acknowledge what cannot be made durable.
+                    *lock(&inner.failed) = Some(why.clone());
+                    eprintln!("sojourn host: store commit failed, objects stop: {why}");
+                    why
+                })
+            }
+        };
+        if result.is_ok() {
+            inner.metrics.commits.fetch_add(1, Ordering::Relaxed);
+            let n: u64 = subs.iter().map(|s| s.transitions).sum();
+            inner
+                .metrics
+                .durable_transitions
+                .fetch_add(n, Ordering::Relaxed);
+            let mut views = write(&inner.views);
+            for s in &mut subs {
+                if let Some((key, view)) = s.view.take() {
+                    // Submissions of one object arrive in order: a later view wins.
+                    views.insert(key, *view);
+                }
+            }
+        }
+        for s in subs {
+            if let Some(done) = s.done {
+                let _ = done.send(result.clone());
+            }
+        }
+    }
+}
+
+fn scheduler(
+    inner: &Inner,
+    rx: &Receiver<SchedMsg>,
+    jobs: &Sender<Job>,
+    initial: Vec<(ObjectKey, i64)>,
+) {
+    let mut q: WakeQueue<ObjectKey> = WakeQueue::new();
+    for (k, at) in initial {
+        q.schedule(k, at);
+    }
+    loop {
+        if inner.stopping.load(Ordering::Relaxed) || lock(&inner.failed).is_some() {
+            return;
+        }
+        let now = wall_ms();
+        while let Some((key, due_ms)) = q.pop_due(now) {
+            if jobs.send(Job { key, due_ms }).is_err() {
+                return;
+            }
+        }
+        let wait = q
+            .next_at()
+            .map_or(50, |at| at.saturating_sub(wall_ms()).clamp(0, 50));
+        match rx.recv_timeout(Duration::from_millis(u64::try_from(wait).unwrap_or(50))) {
+            Ok(SchedMsg::At(k, at)) => q.schedule(k, at),
+            Ok(SchedMsg::Cancel(k)) => q.cancel(&k),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        // Take everything queued before dispatching again.
+        while let Ok(m) = rx.try_recv() {
+            match m {
+                SchedMsg::At(k, at) => q.schedule(k, at),
+                SchedMsg::Cancel(k) => q.cancel(&k),
+            }
+        }
+    }
+}
+
+fn worker(inner: &Inner, rx: &Mutex<Receiver<Job>>) {
+    loop {
+        let job = match lock(rx).recv() {
+            Ok(j) => j,
+            Err(_) => return,
+        };
+        if lock(&inner.failed).is_some() {
+            continue;
+        }
+        let Some(slot) = read(&inner.slots).get(&job.key).cloned() else {
+            continue;
+        };
+        let mut s = lock(&slot);
+        let now = wall_ms();
+        let runnable = s.obj.status() == &Status::Active
+            && match s.obj.schedule() {
+                Schedule::WakeAt(at) => at <= now,
+                Schedule::AwaitMessage => s.obj.inbox_len() > 0,
+            };
+        if !runnable {
+            schedule_from(inner, job.key, &s.obj);
+            continue;
+        }
+        let late_us = now.saturating_sub(job.due_ms).max(0) as u64 * 1000;
+        inner.metrics.observe_lateness(late_us);
+        let seed = match random32() {
+            Ok(s) => s,
+            Err(e) => {
+                s.obj.suspend(e);
+                [0; 32]
+            }
+        };
+        let recs = s.wake(now, seed, &inner.metrics);
+        let persisted = s.persist(job.key);
+        match persisted {
+            Ok((ops, view)) => {
+                let sub = Submission {
+                    ops,
+                    transitions: recs.len() as u64,
+                    view: Some((job.key, Box::new(view))),
+                    done: None,
+                };
+                // Submitted under the object's lock: its submissions reach the committer
+                // in order.
+                if submit(inner, sub).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                // Cannot be persisted: stop the object rather than run ahead of the disk.
+                s.obj.suspend(format!("cannot persist: {e}"));
+                eprintln!(
+                    "sojourn host: object {} suspended: cannot persist: {e}",
+                    hex::encode(job.key)
+                );
+            }
+        }
+        schedule_from(inner, job.key, &s.obj);
+    }
+}
+
+impl HostControl for HostCore {
+    fn deploy(&self, request: DeployRequest) -> Result<ObjectInfo, ApiError> {
+        self.check_running()?;
+        let wasm = base64::engine::general_purpose::STANDARD
+            .decode(request.module_base64.as_bytes())
+            .map_err(|e| {
+                ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("module_base64: not base64: {e}"),
+                )
+            })?;
+        let src = DescriptorSource::parse_toml("object.toml", &request.object_toml)
+            .map_err(|e| ApiError::new(ErrorCode::InvalidPackage, e.to_string()))?;
+        let descriptor = src
+            .with_module(&wasm)
+            .map_err(|e| ApiError::new(ErrorCode::InvalidPackage, e.to_string()))?;
+        check_policy(&self.inner, &descriptor)
+            .map_err(|e| ApiError::new(ErrorCode::Forbidden, e))?;
+        let module = self.module(&wasm)?;
+        let key: ObjectKey = {
+            let r = random32().map_err(internal)?;
+            let mut k = [0u8; 16];
+            k.copy_from_slice(&r[..16]);
+            k
+        };
+        let now = wall_ms();
+        let seed = random32().map_err(internal)?;
+        let (mut obj, init) = ResidentObject::create(
+            &self.inner.engine,
+            &module,
+            descriptor.clone(),
+            ObjectId(key),
+            now,
+            seed,
+        )
+        .map_err(|e| ApiError::new(ErrorCode::InvalidPackage, e.to_string()))?;
+        let mut writer = LineageWriter::new(
+            key,
+            &descriptor,
+            new_signer(&self.inner).map_err(internal)?,
+            (self.inner.lineage.attester)().map_err(internal)?,
+            self.inner.lineage.reference.clone(),
+            DAEMON_WRITER_CONFIG,
+        );
+        writer
+            .append(&init, now)
+            .map_err(|e| internal(format!("lineage: {e}")))?;
+        obj.set_trust(Some(writer.trust().clone()));
+        let mut slot = Slot {
+            name: descriptor.name.clone(),
+            obj,
+            writer,
+            head_version: 0,
+            next_arrival: 1,
+            lineage_segments: 0,
+            lineage_entries: 0,
+            recent: VecDeque::new(),
+        };
+        slot.note(std::slice::from_ref(&init), 1, &self.inner.metrics);
+        let (mut ops, view) = slot.persist(key).map_err(internal)?;
+        ops.insert(
+            0,
+            Op::PutImage {
+                id: key,
+                image: ObjectImage {
+                    name: descriptor.name.clone(),
+                    descriptor: descriptor.encode(),
+                    module: wasm,
+                },
+            },
+        );
+        let info = view.info.clone();
+        self.submit_wait(Submission {
+            ops,
+            transitions: 1,
+            view: Some((key, Box::new(view))),
+            done: None,
+        })?;
+        let due = match (slot.obj.status(), slot.obj.schedule()) {
+            (Status::Active, Schedule::WakeAt(at)) => Some(at),
+            _ => None,
+        };
+        write(&self.inner.slots).insert(key, Arc::new(Mutex::new(slot)));
+        self.inner
+            .metrics
+            .objects
+            .store(read(&self.inner.slots).len() as u64, Ordering::Relaxed);
+        if let Some(at) = due {
+            sched(&self.inner, SchedMsg::At(key, at));
+        }
+        Ok(info)
+    }
+
+    fn list(&self) -> Result<Vec<ObjectInfo>, ApiError> {
+        Ok(read(&self.inner.views)
+            .values()
+            .map(|v| v.info.clone())
+            .collect())
+    }
+
+    fn inspect(&self, id: &str) -> Result<ObjectDetail, ApiError> {
+        let key = self.resolve(id)?;
+        let views = read(&self.inner.views);
+        let v = views
+            .get(&key)
+            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such object"))?;
+        Ok(ObjectDetail {
+            info: v.info.clone(),
+            state: fields_json(&v.fields),
+            cadence_ms: v.cadence_ms,
+            lineage_entries: v.lineage_entries,
+            recent: v.recent.clone(),
+        })
+    }
+
+    fn send(&self, id: &str, message: Vec<u8>) -> Result<SendReceipt, ApiError> {
+        self.check_running()?;
+        let key = self.resolve(id)?;
+        let slot = self.slot(&key)?;
+        let (arrival, inbox, rx) = {
+            let mut s = lock(&slot);
+            let wake_now = s.obj.enqueue(message.clone()).map_err(|e| match e {
+                InboxError::Full { .. } => ApiError::new(ErrorCode::InboxFull, e.to_string()),
+                InboxError::NotAccepted => ApiError::new(ErrorCode::Conflict, e.to_string()),
+                other => ApiError::new(ErrorCode::InvalidRequest, other.to_string()),
+            })?;
+            let arrival = s.next_arrival;
+            s.next_arrival += 1;
+            let (tx, rx) = mpsc::channel();
+            submit(
+                &self.inner,
+                Submission {
+                    ops: vec![Op::PutMessage {
+                        id: key,
+                        arrival,
+                        bytes: message,
+                    }],
+                    transitions: 0,
+                    view: None,
+                    done: Some(tx),
+                },
+            )
+            .map_err(|e| ApiError::new(ErrorCode::Unavailable, e))?;
+            if wake_now {
+                sched(&self.inner, SchedMsg::At(key, wall_ms()));
+            }
+            (arrival, s.obj.inbox_len() as u64, rx)
+        };
+        match rx.recv() {
+            Ok(Ok(())) => {
+                self.inner.metrics.messages.fetch_add(1, Ordering::Relaxed);
+                Ok(SendReceipt {
+                    id: hex::encode(key),
+                    arrival,
+                    inbox,
+                })
+            }
+            Ok(Err(e)) => Err(ApiError::new(
+                ErrorCode::Unavailable,
+                format!("message not stored: {e}"),
+            )),
+            Err(_) => Err(ApiError::new(
+                ErrorCode::Unavailable,
+                "the host stopped before the message was stored",
+            )),
+        }
+    }
+
+    fn suspend(&self, id: &str, reason: Option<String>) -> Result<ObjectInfo, ApiError> {
+        let reason = reason.unwrap_or_else(|| "suspended by an operator".to_string());
+        self.set_status(id, Some(format!("operator: {reason}")))
+    }
+
+    fn resume(&self, id: &str) -> Result<ObjectInfo, ApiError> {
+        self.set_status(id, None)
+    }
+
+    fn lineage(&self, id: &str) -> Result<Vec<u8>, ApiError> {
+        let key = self.resolve(id)?;
+        self.inner
+            .store
+            .lineage(&key)
+            .map_err(|e| ApiError::new(ErrorCode::Unavailable, e.to_string()))
+    }
+
+    fn health(&self) -> Health {
+        let status = match lock(&self.inner.failed).as_ref() {
+            Some(_) => "failed",
+            None if self.inner.stopping.load(Ordering::Relaxed) => "stopping",
+            None => "ok",
+        };
+        Health {
+            status: status.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            attestation: if self.inner.lineage.software {
+                "software (INSECURE)".to_string()
+            } else {
+                self.inner.lineage.label.clone()
+            },
+            objects: read(&self.inner.slots).len() as u64,
+            uptime_s: self.inner.started.elapsed().as_secs(),
+        }
+    }
+
+    fn metrics(&self) -> String {
+        let st = self.inner.store.stats();
+        self.inner.metrics.render(&[
+            (
+                "sojourn_store_bytes_written",
+                "Bytes written to the store since start.",
+                st.bytes_written as f64,
+            ),
+            (
+                "sojourn_uptime_seconds",
+                "Seconds since the host started.",
+                self.inner.started.elapsed().as_secs_f64(),
+            ),
+        ])
+    }
+}
