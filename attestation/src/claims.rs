@@ -45,7 +45,9 @@ pub struct SnpTcb {
 }
 
 impl SnpTcb {
-    pub(crate) fn new(fmc: Option<u8>, bootloader: u8, tee: u8, snp: u8, microcode: u8) -> Self {
+    /// A TCB version from its components (e.g. a minimum for [`crate::ReferenceValues`]; a
+    /// value, not a claim: only verification puts one into [`Claims`]).
+    pub fn new(fmc: Option<u8>, bootloader: u8, tee: u8, snp: u8, microcode: u8) -> Self {
         Self {
             fmc,
             bootloader,

@@ -405,6 +405,18 @@ impl ResidentObject {
         }
     }
 
+    /// Records a migration event as a transition of its own: no entry runs, no field changes,
+    /// `seq` advances, and the lineage appends it like any other record. `None` (nothing
+    /// recorded) if `outcome` is not a migration outcome.
+    pub fn record_migration(&mut self, outcome: Outcome, now_ms: i64) -> Option<TransitionRecord> {
+        if !outcome.is_migration() {
+            return None;
+        }
+        let txn = Txn::new(EntryPoint::Migration, now_ms, self.seq, [0; 32], None);
+        let before = self.state_digest();
+        Some(self.record(txn, before, outcome, None, 0))
+    }
+
     /// Queues a message. Returns whether the object should be woken now (it sleeps until a
     /// message arrives).
     pub fn enqueue(&mut self, message: Vec<u8>) -> Result<bool, InboxError> {

@@ -82,6 +82,22 @@ pub enum Outcome {
         /// Why.
         reason: String,
     },
+    /// Migration event: the object was handed to another host (recorded at the source).
+    MigratedOut {
+        /// Where it went and the appraisal that allowed it.
+        detail: String,
+    },
+    /// Migration event: the object arrived from another host (recorded at the destination).
+    MigratedIn {
+        /// Where it came from.
+        detail: String,
+    },
+    /// Migration event: a move was refused (the destination's evidence failed the object's
+    /// policy, or the transfer was aborted); the object stays.
+    MigrationRefused {
+        /// Why.
+        reason: String,
+    },
 }
 
 impl Outcome {
@@ -93,7 +109,31 @@ impl Outcome {
             Outcome::Deferred => "deferred",
             Outcome::Refused => "refused",
             Outcome::Faulted { .. } => "faulted",
+            Outcome::MigratedOut { .. } => "migrated-out",
+            Outcome::MigratedIn { .. } => "migrated-in",
+            Outcome::MigrationRefused { .. } => "migration-refused",
         }
+    }
+
+    /// The reason or detail it carries, if any.
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            Outcome::Rejected { reason }
+            | Outcome::Faulted { reason }
+            | Outcome::MigrationRefused { reason } => Some(reason),
+            Outcome::MigratedOut { detail } | Outcome::MigratedIn { detail } => Some(detail),
+            _ => None,
+        }
+    }
+
+    /// Whether this is a migration event.
+    pub fn is_migration(&self) -> bool {
+        matches!(
+            self,
+            Outcome::MigratedOut { .. }
+                | Outcome::MigratedIn { .. }
+                | Outcome::MigrationRefused { .. }
+        )
     }
 }
 

@@ -105,6 +105,10 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
                     Outcome::Refused => t.refused += 1,
                     Outcome::Rejected { .. } => t.rejected += 1,
                     Outcome::Faulted { .. } => t.faulted += 1,
+                    // The local demo does not migrate.
+                    Outcome::MigratedOut { .. }
+                    | Outcome::MigratedIn { .. }
+                    | Outcome::MigrationRefused { .. } => {}
                 }
                 for m in &e.record.emitted {
                     t.emitted.push(String::from_utf8_lossy(m).into_owned());

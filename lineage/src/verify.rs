@@ -291,8 +291,25 @@ pub fn verify_lineage(bytes: &[u8], opts: &VerifyOptions) -> Result<LineageSumma
                     "init" => EntryPoint::Init,
                     "tick" => EntryPoint::Tick,
                     "message" => EntryPoint::Message,
+                    "migration" => EntryPoint::Migration,
                     k => return Err(f("kind", format!("unknown entry kind {k:?}"))),
                 };
+                let migration_outcome = matches!(
+                    entry.outcome,
+                    "migrated-out" | "migrated-in" | "migration-refused"
+                );
+                if (ep == EntryPoint::Migration) != migration_outcome {
+                    return Err(f(
+                        "outcome",
+                        format!(
+                            "outcome {:?} does not belong to a {:?} entry",
+                            entry.outcome, entry.kind
+                        ),
+                    ));
+                }
+                if ep == EntryPoint::Migration && !writes.is_empty() {
+                    return Err(f("mutation", "a migration event writes no field".into()));
+                }
                 match entry.outcome {
                     "accepted" => {
                         if !writes.is_empty() {
@@ -365,7 +382,8 @@ pub fn verify_lineage(bytes: &[u8], opts: &VerifyOptions) -> Result<LineageSumma
                                 })?;
                         }
                     }
-                    "rejected" | "deferred" | "refused" | "faulted" => {
+                    "rejected" | "deferred" | "refused" | "faulted" | "migrated-out"
+                    | "migrated-in" | "migration-refused" => {
                         if entry.state_after != current {
                             return Err(f(
                                 "state_after",

@@ -144,6 +144,55 @@ impl WriterState {
         out
     }
 
+    /// Where a writer continuing `export` (a whole lineage, every batch signed) must stand:
+    /// the digest of the last entry, the next sequence number and batch number, and the trust
+    /// view over every entry's score. A host that receives an object (migration) resumes its
+    /// lineage from this. It only reads; verify the export first (`verify_lineage`).
+    pub fn from_export(export: &[u8]) -> Result<WriterState, LineageError> {
+        let mut input = export;
+        let mut head = [0u8; 32];
+        let mut next_seq = 0u64;
+        let mut batch_no = 0u64;
+        let mut trust = TrustView::new();
+        let mut unsigned = 0u64;
+        while let Some(item) =
+            Item::read(&mut input).map_err(|e| LineageError::Format(e.to_string()))?
+        {
+            match item {
+                Item::Entry { bytes, .. } => {
+                    let e = LineageEntry::decode(&bytes)
+                        .map_err(|e| LineageError::Format(e.to_string()))?;
+                    if e.seq != next_seq {
+                        return Err(LineageError::OutOfOrder {
+                            expected: next_seq,
+                            found: e.seq,
+                        });
+                    }
+                    head = Sha256::digest(&bytes).into();
+                    next_seq += 1;
+                    unsigned += 1;
+                    trust.push(e.score);
+                }
+                Item::Batch { batch, .. } => {
+                    batch_no = batch + 1;
+                    unsigned = 0;
+                }
+                _ => {}
+            }
+        }
+        if unsigned > 0 {
+            return Err(LineageError::Format(format!(
+                "the export ends with {unsigned} entries outside a signed batch"
+            )));
+        }
+        Ok(WriterState {
+            head,
+            next_seq,
+            batch_no,
+            trust: trust.encode(),
+        })
+    }
+
     /// Reads [`WriterState::encode`]'s bytes.
     pub fn decode(bytes: &[u8]) -> Result<WriterState, LineageError> {
         let bad = || LineageError::Format("lineage writer state: malformed".into());
@@ -343,12 +392,10 @@ impl LineageWriter {
             return Err(LineageError::Attest("no epoch".into()));
         };
         epoch.entries += 1;
-        let (reason, outcome) = match &rec.outcome {
-            Outcome::Rejected { reason } | Outcome::Faulted { reason } => {
-                (Some(reason.clone()), rec.outcome.label())
-            }
-            o => (None, o.label()),
-        };
+        let (reason, outcome) = (
+            rec.outcome.detail().map(str::to_string),
+            rec.outcome.label(),
+        );
         let mut entry = LineageEntry {
             object_id: self.object_id,
             seq: rec.seq,

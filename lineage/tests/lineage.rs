@@ -337,6 +337,9 @@ fn a_resumed_writer_continues_the_same_lineage_and_a_stale_resume_is_detected() 
     }
     let s = verify_lineage(&out, &opts()).unwrap();
     assert_eq!(s.entries, 10);
+    // A host that only has the export (a migration destination) computes the same position.
+    assert_eq!(WriterState::from_export(&out).unwrap(), states[2].1);
+    assert!(WriterState::from_export(&out[..out.len() - 1]).is_err());
     // The writer resumed after the last round wrote nothing: three runs, three keys.
     assert_eq!(s.hosts.len(), 3, "one key per run: {s:?}");
 
@@ -367,4 +370,71 @@ fn a_resumed_writer_continues_the_same_lineage_and_a_stale_resume_is_detected() 
     alone.extend(&forked[*cut..]);
     assert!(verify_lineage(&alone, &opts()).is_ok());
     assert!(WriterState::decode(&[0; 47]).is_err());
+}
+
+/// Migration events (the object left, arrived, or a move was refused) are entries of kind
+/// `migration`: they change no state, advance the sequence, and verify like any other entry.
+#[test]
+fn migration_events_are_entries_that_change_nothing() {
+    use sojourn_attestation::danger::software::{SoftwareAttester, SoftwareKey};
+    use sojourn_lineage::{LineageWriter, WriterState};
+    use sojourn_policy::parse_descriptor;
+    use sojourn_runtime::{ObjectEngine, ObjectId, ResidentObject};
+
+    let wasm = wat::parse_str(GUEST).unwrap();
+    let d = parse_descriptor("ledger/object.toml", &toml(true), &wasm).unwrap();
+    let engine = ObjectEngine::new().unwrap();
+    let m = engine.compile(&wasm).unwrap();
+    let id = ObjectId([5; 16]);
+    let now = 1_800_000_000_000i64;
+    let (mut obj, init) = ResidentObject::create(&engine, &m, d.clone(), id, now, [1; 32]).unwrap();
+    let attester = || {
+        Box::new(SoftwareAttester::new(
+            SoftwareKey::from_seed([7; 32]).unwrap(),
+        ))
+    };
+    let mut w = LineageWriter::new(
+        id.0,
+        &d,
+        Box::new(P256Signer::from_secret(&[3; 32]).unwrap()),
+        attester(),
+        software_reference(),
+        small(),
+    );
+    w.append(&init, now).unwrap();
+    obj.wake_with(now + 10, [2; 32], &mut |rec, _| {
+        w.append(rec, now + 10).unwrap()
+    });
+    let before = obj.state_digest();
+    assert!(obj.record_migration(Outcome::Accepted, now + 20).is_none());
+    let refused = obj
+        .record_migration(
+            Outcome::MigrationRefused {
+                reason: "destination measurement not in the policy".into(),
+            },
+            now + 20,
+        )
+        .unwrap();
+    w.append(&refused, now + 20).unwrap();
+    let out = obj
+        .record_migration(
+            Outcome::MigratedOut {
+                detail: "to https://b.example: snp, affirming".into(),
+            },
+            now + 30,
+        )
+        .unwrap();
+    w.append(&out, now + 30).unwrap();
+    assert_eq!(obj.state_digest(), before);
+    assert_eq!(refused.seq + 1, out.seq);
+    w.flush().unwrap();
+    let bytes = w.drain_output();
+    let s = verify_lineage(&bytes, &opts()).unwrap();
+    assert_eq!(s.outcomes["migration-refused"], 1);
+    assert_eq!(s.outcomes["migrated-out"], 1);
+    assert_eq!(s.final_state, hex::encode(before.0));
+    assert_eq!(
+        WriterState::from_export(&bytes).unwrap().next_seq,
+        obj.seq()
+    );
 }

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::canonical::{self, CanonicalError};
 use crate::expr::Expr;
+use crate::migration::{self, RawMigration};
 use crate::schema::{
     FieldSpec, FieldType, Fields, Schema, Value, MAX_FIELDS, MAX_NAME_LEN, MAX_TYPE_DEPTH,
 };
@@ -38,6 +39,9 @@ pub enum EntryPoint {
     Tick,
     /// `sojourn_on_message`, for a queued message.
     Message,
+    /// Not a guest entry: a migration event the host records (the object left, arrived, or a
+    /// move was refused). No field may be written; it cannot be named in `policy.writers`.
+    Migration,
 }
 
 impl EntryPoint {
@@ -47,6 +51,7 @@ impl EntryPoint {
             EntryPoint::Init => "init",
             EntryPoint::Tick => "tick",
             EntryPoint::Message => "message",
+            EntryPoint::Migration => "migration",
         }
     }
     fn parse(s: &str) -> Option<EntryPoint> {
@@ -121,12 +126,7 @@ pub struct AttestationRequirements {
     pub allow_software: bool,
 }
 
-/// Migration rules (filled in by the migration issue).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct MigrationRules {
-    /// Whether the object may move at all.
-    pub allowed: bool,
-}
+pub use crate::migration::MigrationRules;
 
 /// The policy the object carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -423,18 +423,16 @@ struct RawAttestation {
     allow_software: Option<bool>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawMigration {
-    allowed: Option<bool>,
-}
-
-struct Ctx<'a> {
+pub(crate) struct Ctx<'a> {
     file: &'a str,
 }
 
 impl Ctx<'_> {
-    fn err(&self, field: impl Into<String>, expected: impl Into<String>) -> DescriptorError {
+    pub(crate) fn err(
+        &self,
+        field: impl Into<String>,
+        expected: impl Into<String>,
+    ) -> DescriptorError {
         DescriptorError {
             file: self.file.to_string(),
             field: field.into(),
@@ -587,9 +585,11 @@ fn build(
             required: raw.policy.attestation.required.unwrap_or(false),
             allow_software: raw.policy.attestation.allow_software.unwrap_or(false),
         },
-        migration: MigrationRules {
-            allowed: raw.policy.migration.allowed.unwrap_or(false),
-        },
+        migration: migration::build(
+            &cx,
+            &raw.policy.migration,
+            raw.policy.trust.no_fall_on_migration,
+        )?,
         trust: trust_policy(&cx, &raw.policy.trust, &schema)?,
     };
     let d = Descriptor {
@@ -648,7 +648,6 @@ fn trust_policy(
     }
     Ok(TrustPolicy {
         read_only_below: raw.read_only_below,
-        no_fall_on_migration: raw.no_fall_on_migration.unwrap_or(false),
         rules,
     })
 }
@@ -857,9 +856,11 @@ fn type_to_cbor(ty: &FieldType) -> Cbor {
     map(e)
 }
 
-fn trust_to_cbor(t: &TrustPolicy) -> Cbor {
+/// `policy.trust`. `no_fall_on_migration` is the migration rules' `trust` (format 1 has always
+/// encoded it here; see [`MigrationRules::trust`]).
+fn trust_to_cbor(t: &TrustPolicy, no_fall_on_migration: bool) -> Cbor {
     let mut e = vec![
-        ("no_fall_on_migration", Cbor::Bool(t.no_fall_on_migration)),
+        ("no_fall_on_migration", Cbor::Bool(no_fall_on_migration)),
         (
             "rules",
             Cbor::Array(
@@ -981,11 +982,14 @@ impl Descriptor {
                             ),
                         ]),
                     ),
+                    ("migration", migration::to_cbor(&self.policy.migration)),
                     (
-                        "migration",
-                        map(vec![("allowed", Cbor::Bool(self.policy.migration.allowed))]),
+                        "trust",
+                        trust_to_cbor(
+                            &self.policy.trust,
+                            self.policy.migration.trust == migration::MigrationTrust::NoFall,
+                        ),
                     ),
-                    ("trust", trust_to_cbor(&self.policy.trust)),
                 ]),
             ),
         ])
@@ -1170,22 +1174,22 @@ impl Descriptor {
     }
 }
 
-type DecodeErr = (String, String);
+pub(crate) type DecodeErr = (String, String);
 
-fn get<'a>(m: &'a [(Cbor, Cbor)], key: &str) -> Option<&'a Cbor> {
+pub(crate) fn get<'a>(m: &'a [(Cbor, Cbor)], key: &str) -> Option<&'a Cbor> {
     m.iter()
         .find(|(k, _)| matches!(k, Cbor::Text(t) if t == key))
         .map(|(_, v)| v)
 }
 
-fn as_map<'a>(v: Option<&'a Cbor>, path: &str) -> Result<&'a [(Cbor, Cbor)], DecodeErr> {
+pub(crate) fn as_map<'a>(v: Option<&'a Cbor>, path: &str) -> Result<&'a [(Cbor, Cbor)], DecodeErr> {
     match v {
         Some(Cbor::Map(m)) => Ok(m),
         _ => Err((path.into(), "a map".into())),
     }
 }
 
-fn known_keys(m: &[(Cbor, Cbor)], path: &str, keys: &[&str]) -> Result<(), DecodeErr> {
+pub(crate) fn known_keys(m: &[(Cbor, Cbor)], path: &str, keys: &[&str]) -> Result<(), DecodeErr> {
     for (k, _) in m {
         match k {
             Cbor::Text(t) if keys.contains(&t.as_str()) => {}
@@ -1195,7 +1199,7 @@ fn known_keys(m: &[(Cbor, Cbor)], path: &str, keys: &[&str]) -> Result<(), Decod
     Ok(())
 }
 
-fn opt_u64(m: &[(Cbor, Cbor)], key: &str, path: &str) -> Result<Option<u64>, DecodeErr> {
+pub(crate) fn opt_u64(m: &[(Cbor, Cbor)], key: &str, path: &str) -> Result<Option<u64>, DecodeErr> {
     match get(m, key) {
         None => Ok(None),
         Some(Cbor::Integer(i)) => u64::try_from(*i)
@@ -1218,14 +1222,22 @@ fn opt_i64(m: &[(Cbor, Cbor)], key: &str, path: &str) -> Result<Option<i64>, Dec
         Some(_) => Err((format!("{path}.{key}"), "an integer".into())),
     }
 }
-fn opt_bool(m: &[(Cbor, Cbor)], key: &str, path: &str) -> Result<Option<bool>, DecodeErr> {
+pub(crate) fn opt_bool(
+    m: &[(Cbor, Cbor)],
+    key: &str,
+    path: &str,
+) -> Result<Option<bool>, DecodeErr> {
     match get(m, key) {
         None => Ok(None),
         Some(Cbor::Bool(b)) => Ok(Some(*b)),
         Some(_) => Err((format!("{path}.{key}"), "a boolean".into())),
     }
 }
-fn opt_text(m: &[(Cbor, Cbor)], key: &str, path: &str) -> Result<Option<String>, DecodeErr> {
+pub(crate) fn opt_text(
+    m: &[(Cbor, Cbor)],
+    key: &str,
+    path: &str,
+) -> Result<Option<String>, DecodeErr> {
     match get(m, key) {
         None => Ok(None),
         Some(Cbor::Text(t)) => Ok(Some(t.clone())),
@@ -1447,8 +1459,7 @@ fn raw_from_cbor(v: &Cbor) -> Result<(RawDescriptor, [u8; 32]), DecodeErr> {
     }
     let a = as_map(get(p, "attestation"), "policy.attestation")?;
     known_keys(a, "policy.attestation", &["required", "allow_software"])?;
-    let mg = as_map(get(p, "migration"), "policy.migration")?;
-    known_keys(mg, "policy.migration", &["allowed"])?;
+    let migration = migration::raw_from_cbor(get(p, "migration"))?;
     let raw = RawDescriptor {
         object: RawObject {
             name: req(opt_text(o, "name", "object")?, "object.name")?,
@@ -1482,9 +1493,7 @@ fn raw_from_cbor(v: &Cbor) -> Result<(RawDescriptor, [u8; 32]), DecodeErr> {
                 required: opt_bool(a, "required", "policy.attestation")?,
                 allow_software: opt_bool(a, "allow_software", "policy.attestation")?,
             },
-            migration: RawMigration {
-                allowed: opt_bool(mg, "allowed", "policy.migration")?,
-            },
+            migration,
             trust: raw_trust_from_cbor(get(p, "trust"))?,
         },
     };

@@ -342,7 +342,7 @@ mod trust {
     use super::*;
     use sojourn_policy::TrustView;
 
-    const GATED: &str = r#"
+    pub(super) const GATED: &str = r#"
 [object]
 name = "vault"
 version = 1
@@ -438,6 +438,403 @@ min_score = 100
     }
 }
 
+mod migration {
+    use super::*;
+    use ciborium::Value as Cbor;
+    use sojourn_policy::{canonical, MigrationPlatform, MigrationTrust, RuntimeVersion};
+
+    const M48: &str = "7a1e5c26000000000000000000000000000000000000000000000000000000000000000000000000000000000000abcd";
+
+    fn mig(section: &str) -> String {
+        format!("{GOOD}[policy.migration]\n{section}\n")
+    }
+
+    fn full() -> String {
+        mig(&format!(
+            r#"allowed = true
+platforms = ["tdx", "snp", "software"]
+allow_software = true
+allow_debug = true
+measurements = ["{M48}", "{}"]
+min_tcb = {{ snp = {{ bootloader = 3, tee = 0, snp = 8, microcode = 115, fmc = 1 }}, tdx = {{ accepted_tcb_status = ["UpToDate", "SWHardeningNeeded"] }} }}
+min_runtime_version = "0.1.0"
+trust = "no-fall"
+[policy.migration.claims]
+region = "eu-west"
+operator = "acme"
+"#,
+            "00".repeat(48)
+        ))
+    }
+
+    #[test]
+    fn full_section_parses_and_round_trips() {
+        let d = parse_descriptor("m", &full(), b"module").unwrap();
+        let r = &d.policy.migration;
+        assert!(r.allowed && r.allow_software && r.allow_debug);
+        assert_eq!(
+            r.platforms.iter().copied().collect::<Vec<_>>(),
+            vec![
+                MigrationPlatform::Snp,
+                MigrationPlatform::Software,
+                MigrationPlatform::Tdx
+            ]
+        );
+        assert_eq!(r.measurements.len(), 2);
+        assert!(r.measurements.contains(&[0u8; 48]));
+        let snp = r.min_tcb.snp.unwrap();
+        assert_eq!(
+            (snp.fmc, snp.bootloader, snp.tee, snp.snp, snp.microcode),
+            (Some(1), 3, 0, 8, 115)
+        );
+        assert_eq!(r.min_tcb.tdx.as_ref().unwrap().accepted_tcb_status.len(), 2);
+        assert_eq!(
+            r.min_runtime_version,
+            Some(RuntimeVersion {
+                major: 0,
+                minor: 1,
+                patch: 0
+            })
+        );
+        assert_eq!(r.trust, MigrationTrust::NoFall);
+        assert_eq!(r.claims.get("region").map(String::as_str), Some("eu-west"));
+        let bytes = d.encode();
+        assert_eq!(Descriptor::decode(&bytes).unwrap(), d);
+        // Every key counts in the digest.
+        for (from, to) in [
+            ("allow_debug = true", "allow_debug = false"),
+            ("\"0.1.0\"", "\"0.1.1\""),
+            ("eu-west", "eu-east"),
+            ("microcode = 115", "microcode = 116"),
+            (", fmc = 1", ""),
+            ("\"UpToDate\", ", ""),
+            ("trust = \"no-fall\"", "trust = \"any\""),
+            ("abcd", "abce"),
+        ] {
+            let other = parse_descriptor("m", &full().replacen(from, to, 1), b"module").unwrap();
+            assert_ne!(other.digest(), d.digest(), "{from} -> {to}");
+        }
+        // The order things are written in does not.
+        let shuffled = full().replace(
+            "[\"tdx\", \"snp\", \"software\"]",
+            "[\"software\", \"tdx\", \"snp\"]",
+        );
+        assert_eq!(
+            parse_descriptor("m", &shuffled, b"module")
+                .unwrap()
+                .digest(),
+            d.digest()
+        );
+        // Byte flips in the encoding: refused, or another digest; never a panic.
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x01;
+            if let Ok(x) = Descriptor::decode(&b) {
+                assert_ne!(x.digest(), d.digest());
+            }
+        }
+    }
+
+    /// Digests computed before `[policy.migration]` grew beyond `allowed`: descriptors that do
+    /// not use the new keys encode exactly as they did.
+    #[test]
+    fn descriptors_without_the_new_keys_keep_their_digest() {
+        let escrow = include_str!("../../examples/escrow/object.toml");
+        let d = parse_descriptor("escrow", escrow, b"m").unwrap();
+        assert_eq!(
+            hex::encode(d.digest()),
+            "a7189f3fe584c49845bc0f006b898207ddf2d1c90d384d533fe79ae1983cb924"
+        );
+        let allowed = escrow.replace("allowed = false", "allowed = true");
+        let d = parse_descriptor("escrow", &allowed, b"m").unwrap();
+        assert_eq!(
+            hex::encode(d.digest()),
+            "fd74043603902ce0fca038b129a1f04d7038e808e0a0dee27750375c006e2e32"
+        );
+        let d = parse_descriptor("vault", super::trust::GATED, b"m").unwrap();
+        assert_eq!(d.policy.migration.trust, MigrationTrust::NoFall);
+        assert_eq!(
+            hex::encode(d.digest()),
+            "c49c0a132f630b58fd179703cd061660c04cc8113a60ddfc226d0b649debfa4c"
+        );
+        // The new spelling of the same rule is the same descriptor.
+        let respelled = super::trust::GATED.replace("no_fall_on_migration = true\n", "")
+            + "[policy.migration]\ntrust = \"no-fall\"\n";
+        assert_eq!(
+            parse_descriptor("vault", &respelled, b"m")
+                .unwrap()
+                .digest(),
+            d.digest()
+        );
+        // Both spellings, agreeing: fine. Disagreeing: an error naming the new key.
+        let both = super::trust::GATED.to_string() + "[policy.migration]\ntrust = \"no-fall\"\n";
+        assert_eq!(parse_descriptor("vault", &both, b"m").unwrap(), d);
+        let e = parse_descriptor(
+            "vault",
+            &(super::trust::GATED.to_string() + "[policy.migration]\ntrust = \"any\"\n"),
+            b"m",
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "policy.migration.trust");
+        assert!(e.expected.contains("no_fall_on_migration"), "{e}");
+    }
+
+    #[test]
+    fn not_allowed_keeps_and_encodes_the_other_keys() {
+        let text = full().replace("allowed = true", "allowed = false");
+        let d = parse_descriptor("m", &text, b"module").unwrap();
+        assert!(!d.policy.migration.allowed);
+        assert_eq!(d.policy.migration.platforms.len(), 3);
+        assert_eq!(Descriptor::decode(&d.encode()).unwrap(), d);
+        // ...and they are still validated.
+        let e = parse_descriptor("m", &text.replace("\"0.1.0\"", "\"latest\""), b"m").unwrap_err();
+        assert_eq!(e.field, "policy.migration.min_runtime_version");
+    }
+
+    #[test]
+    fn bad_sections_name_the_dotted_path() {
+        let short = "ab".repeat(47);
+        let cases: Vec<(String, &str)> =
+            vec![
+            ("bogus = 1".into(), "policy.migration.bogus"),
+            ("platforms = [\"sgx\"]".into(), "policy.migration.platforms"),
+            ("platforms = [\"az-snp-vtpm\"]".into(), "policy.migration.platforms"),
+            ("platforms = []".into(), "policy.migration.platforms"),
+            ("platforms = [\"snp\", \"snp\"]".into(), "policy.migration.platforms"),
+            ("platforms = [\"software\"]".into(), "policy.migration.allow_software"),
+            ("allow_software = true".into(), "policy.migration.allow_software"),
+            (format!("measurements = [\"{short}\"]"), "policy.migration.measurements[0]"),
+            (format!("measurements = [\"{M48}\", \"zz\"]"), "policy.migration.measurements[1]"),
+            (format!("measurements = [\"{M48}\", \"{M48}\"]"), "policy.migration.measurements[1]"),
+            ("measurements = []".into(), "policy.migration.measurements"),
+            ("min_tcb = {}".into(), "policy.migration.min_tcb"),
+            (
+                "min_tcb = { tdx = { accepted_tcb_status = [\"Fine\"] } }".into(),
+                "policy.migration.min_tcb.tdx.accepted_tcb_status",
+            ),
+            (
+                "min_tcb = { tdx = { accepted_tcb_status = [] } }".into(),
+                "policy.migration.min_tcb.tdx.accepted_tcb_status",
+            ),
+            (
+                "min_tcb = { snp = { bootloader = 3, tee = 0, snp = 8 } }".into(),
+                "policy.migration.min_tcb",
+            ),
+            (
+                "min_tcb = { snp = { bootloader = 300, tee = 0, snp = 8, microcode = 1 } }".into(),
+                "policy.migration.min_tcb",
+            ),
+            (
+                "min_tcb = { snp = { bootloader = 3, tee = 0, snp = 8, microcode = 1, svn = 2 } }"
+                    .into(),
+                "policy.migration.min_tcb",
+            ),
+            ("min_tcb = { sgx = {} }".into(), "policy.migration.min_tcb"),
+            ("min_runtime_version = \"1.2\"".into(), "policy.migration.min_runtime_version"),
+            ("min_runtime_version = \"1.2.3-rc1\"".into(), "policy.migration.min_runtime_version"),
+            ("trust = \"sometimes\"".into(), "policy.migration.trust"),
+            ("[policy.migration.claims]\nRegion = \"eu\"".into(), "policy.migration.claims.Region"),
+            ("[policy.migration.claims]\nregion = \"\"".into(), "policy.migration.claims.region"),
+            ("[policy.migration.claims]\nregion = 3".into(), "policy.migration.claims.region"),
+            ("allowed = \"yes\"".into(), "policy.migration.allowed"),
+        ];
+        for (section, field) in cases {
+            let e = parse_descriptor("obj.toml", &mig(&section), b"m").unwrap_err();
+            assert!(
+                e.field.starts_with(field),
+                "{section}: field {:?}, wanted {field}: {e}",
+                e.field
+            );
+            assert_eq!(e.file, "obj.toml");
+        }
+        let many: String = (0..33).map(|i| format!("c{i} = \"v\"\n")).collect();
+        let e = parse_descriptor(
+            "m",
+            &mig(&format!("[policy.migration.claims]\n{many}")),
+            b"m",
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "policy.migration.claims");
+    }
+
+    /// Re-encodes `bytes` (a canonical descriptor) with `policy.migration` edited: the CBOR
+    /// stays canonical at the byte level, the descriptor does not.
+    fn edit(bytes: &[u8], f: impl FnOnce(&mut Vec<(Cbor, Cbor)>)) -> Vec<u8> {
+        let mut v = canonical::decode(bytes).unwrap();
+        let pol = match &mut v {
+            Cbor::Map(top) => top
+                .iter_mut()
+                .find(|(k, _)| k == &Cbor::Text("policy".into()))
+                .map(|(_, v)| v)
+                .unwrap(),
+            _ => panic!(),
+        };
+        let mg = match pol {
+            Cbor::Map(p) => p
+                .iter_mut()
+                .find(|(k, _)| k == &Cbor::Text("migration".into()))
+                .map(|(_, v)| v)
+                .unwrap(),
+            _ => panic!(),
+        };
+        match mg {
+            Cbor::Map(m) => f(m),
+            _ => panic!(),
+        }
+        canonical::encode(&v).unwrap()
+    }
+
+    fn set(m: &mut Vec<(Cbor, Cbor)>, key: &str, value: Cbor) {
+        m.retain(|(k, _)| k != &Cbor::Text(key.into()));
+        m.push((Cbor::Text(key.into()), value));
+    }
+
+    fn get_mut<'a>(m: &'a mut [(Cbor, Cbor)], key: &str) -> &'a mut Cbor {
+        m.iter_mut()
+            .find(|(k, _)| k == &Cbor::Text(key.into()))
+            .map(|(_, v)| v)
+            .unwrap()
+    }
+
+    #[test]
+    fn decode_refuses_non_canonical_migration_sections() {
+        let d = parse_descriptor("m", &full(), b"module").unwrap();
+        let bytes = d.encode();
+        // The edit helper itself is faithful.
+        assert_eq!(edit(&bytes, |_| {}), bytes);
+        fn t(s: &str) -> Cbor {
+            Cbor::Text(s.into())
+        }
+        type Edit = Box<dyn FnOnce(&mut Vec<(Cbor, Cbor)>)>;
+        let cases: Vec<(&str, Edit)> = vec![
+            (
+                "explicit default",
+                Box::new(|m| set(m, "allow_debug", Cbor::Bool(false))),
+            ),
+            (
+                "unsorted platforms",
+                Box::new(|m| {
+                    if let Cbor::Array(a) = get_mut(m, "platforms") {
+                        a.reverse();
+                    }
+                }),
+            ),
+            (
+                "duplicate platform",
+                Box::new(|m| {
+                    if let Cbor::Array(a) = get_mut(m, "platforms") {
+                        a.push(t("tdx"));
+                    }
+                }),
+            ),
+            (
+                "empty platforms",
+                Box::new(|m| set(m, "platforms", Cbor::Array(vec![]))),
+            ),
+            (
+                "unsorted measurements",
+                Box::new(|m| {
+                    if let Cbor::Array(a) = get_mut(m, "measurements") {
+                        a.reverse();
+                    }
+                }),
+            ),
+            (
+                "short measurement",
+                Box::new(|m| {
+                    set(
+                        m,
+                        "measurements",
+                        Cbor::Array(vec![Cbor::Bytes(vec![1; 47])]),
+                    )
+                }),
+            ),
+            (
+                "measurement as text",
+                Box::new(|m| set(m, "measurements", Cbor::Array(vec![t(&"00".repeat(48))]))),
+            ),
+            (
+                "unknown key",
+                Box::new(|m| set(m, "extra", Cbor::Bool(true))),
+            ),
+            (
+                "trust spelled here",
+                Box::new(|m| set(m, "trust", t("no-fall"))),
+            ),
+            (
+                "empty claims",
+                Box::new(|m| set(m, "claims", Cbor::Map(vec![]))),
+            ),
+            (
+                "claim not text",
+                Box::new(|m| {
+                    set(
+                        m,
+                        "claims",
+                        Cbor::Map(vec![(t("region"), Cbor::Integer(1.into()))]),
+                    )
+                }),
+            ),
+            (
+                "version with zeros",
+                Box::new(|m| set(m, "min_runtime_version", t("00.1.0"))),
+            ),
+            (
+                "version as number",
+                Box::new(|m| set(m, "min_runtime_version", Cbor::Integer(1.into()))),
+            ),
+            (
+                "empty min_tcb",
+                Box::new(|m| set(m, "min_tcb", Cbor::Map(vec![]))),
+            ),
+            (
+                "tcb out of range",
+                Box::new(|m| {
+                    if let Cbor::Map(tcb) = get_mut(m, "min_tcb") {
+                        if let Cbor::Map(snp) = get_mut(tcb, "snp") {
+                            set(snp, "tee", Cbor::Integer(256.into()));
+                        }
+                    }
+                }),
+            ),
+            (
+                "unsorted tdx statuses",
+                Box::new(|m| {
+                    if let Cbor::Map(tcb) = get_mut(m, "min_tcb") {
+                        if let Cbor::Map(tdx) = get_mut(tcb, "tdx") {
+                            if let Cbor::Array(a) = get_mut(tdx, "accepted_tcb_status") {
+                                a.reverse();
+                            }
+                        }
+                    }
+                }),
+            ),
+            (
+                "software without allow_software",
+                Box::new(|m| m.retain(|(k, _)| k != &Cbor::Text("allow_software".into()))),
+            ),
+        ];
+        for (name, f) in cases {
+            let b = edit(&bytes, f);
+            assert_ne!(b, bytes, "{name}: the edit changed nothing");
+            let e = Descriptor::decode(&b).unwrap_err();
+            assert_eq!(e.file, "(encoded descriptor)", "{name}");
+        }
+        // A measurement of the wrong length is named precisely.
+        let b = edit(&bytes, |m| {
+            set(
+                m,
+                "measurements",
+                Cbor::Array(vec![Cbor::Bytes(vec![1; 47])]),
+            )
+        });
+        assert_eq!(
+            Descriptor::decode(&b).unwrap_err().field,
+            "policy.migration.measurements[0]"
+        );
+    }
+}
+
 #[test]
 fn the_documented_example_descriptor_parses() {
     let doc = include_str!("../../docs/object-descriptor.md");
@@ -448,4 +845,11 @@ fn the_documented_example_descriptor_parses() {
     assert_eq!(d.policy.trust.read_only_below, Some(60));
     assert!(d.field("secret").unwrap().attestation_required);
     assert_eq!(Descriptor::decode(&d.encode()).unwrap(), d);
+    let m = &d.policy.migration;
+    assert!(m.allowed && !m.allow_software && !m.allow_debug);
+    assert_eq!(m.platforms.len(), 4);
+    assert_eq!(m.measurements.len(), 1);
+    assert!(m.min_tcb.snp.is_some() && m.min_tcb.tdx.is_some());
+    assert_eq!(m.trust, sojourn_policy::MigrationTrust::NoFall);
+    assert_eq!(m.claims.len(), 1);
 }

@@ -222,12 +222,10 @@ fn fields_json(f: &Fields) -> serde_json::Value {
 }
 
 fn summary(rec: &TransitionRecord) -> TransitionSummary {
-    let (outcome, reason) = match &rec.outcome {
-        Outcome::Rejected { reason } | Outcome::Faulted { reason } => {
-            (rec.outcome.label().to_string(), Some(reason.clone()))
-        }
-        o => (o.label().to_string(), None),
-    };
+    let (outcome, reason) = (
+        rec.outcome.label().to_string(),
+        rec.outcome.detail().map(str::to_string),
+    );
     TransitionSummary {
         seq: rec.seq,
         entry: rec.entry.as_str().to_string(),
