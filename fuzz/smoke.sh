@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 secs="${1:-10}"
 target_dir="${CARGO_TARGET_DIR:-target}"
-for t in snp_report tdx_quote hcl_report tpm_quote evidence descriptor_toml descriptor_cbor; do
+for t in snp_report tdx_quote hcl_report tpm_quote evidence descriptor_toml descriptor_cbor \
+    migration_binding migration_bundle migration_sealed; do
   corpus="$(mktemp -d)"
   log="$(mktemp)"
   cp -r "seeds/$t/." "$corpus/"
