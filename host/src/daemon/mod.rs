@@ -123,6 +123,8 @@ struct Submission {
     /// Transitions this submission makes durable.
     transitions: u64,
     view: Option<(ObjectKey, Box<View>)>,
+    /// A message for this object: its committed view shows one more queued.
+    queued: Option<ObjectKey>,
     done: Option<Sender<Result<(), String>>>,
 }
 
@@ -615,6 +617,7 @@ impl HostCore {
             ops,
             transitions: 0,
             view: Some((key, Box::new(view))),
+            queued: None,
             done: None,
         })?;
         match s.obj.status() {
@@ -790,6 +793,9 @@ fn committer(inner: &Inner, rx: &Receiver<Submission>, max: usize) {
                     // Submissions of one object arrive in order: a later view wins.
                     views.insert(key, *view);
                 }
+                if let Some(v) = s.queued.and_then(|key| views.get_mut(&key)) {
+                    v.info.inbox += 1;
+                }
             }
         }
         for s in subs {
@@ -879,6 +885,7 @@ fn worker(inner: &Inner, rx: &Mutex<Receiver<Job>>) {
                     ops,
                     transitions: recs.len() as u64,
                     view: Some((job.key, Box::new(view))),
+                    queued: None,
                     done: None,
                 };
                 // Submitted under the object's lock: its submissions reach the committer
@@ -976,6 +983,7 @@ impl HostControl for HostCore {
             ops,
             transitions: 1,
             view: Some((key, Box::new(view))),
+            queued: None,
             done: None,
         })?;
         let due = match (slot.obj.status(), slot.obj.schedule()) {
@@ -1039,6 +1047,7 @@ impl HostControl for HostCore {
                     }],
                     transitions: 0,
                     view: None,
+                    queued: Some(key),
                     done: Some(tx),
                 },
             )
