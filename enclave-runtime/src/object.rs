@@ -340,6 +340,10 @@ impl ResidentObject {
     pub fn id(&self) -> ObjectId {
         self.id
     }
+    /// The module as its author shipped it (what the descriptor's digest names).
+    pub fn module_bytes(&self) -> &[u8] {
+        self.module.original_bytes()
+    }
     /// The descriptor in force.
     pub fn descriptor(&self) -> &Descriptor {
         &self.descriptor

@@ -18,6 +18,8 @@ pub struct ObjectHead {
     pub included_arrival: u64,
     /// Lineage entries written.
     pub lineage_entries: u64,
+    /// Set when the object has moved to another host (a tombstone: it never runs here again).
+    pub transferred: Option<String>,
 }
 
 const VERSION: u64 = 1;
@@ -29,7 +31,7 @@ fn t(s: &str) -> Cbor {
 impl ObjectHead {
     /// Canonical CBOR.
     pub fn encode(&self) -> Vec<u8> {
-        let v = Cbor::Map(vec![
+        let mut entries = vec![
             (t("v"), Cbor::Integer(VERSION.into())),
             (t("exec"), Cbor::Bytes(self.exec.clone())),
             (t("writer"), Cbor::Bytes(self.writer.clone())),
@@ -42,8 +44,11 @@ impl ObjectHead {
                 t("lineage_entries"),
                 Cbor::Integer(self.lineage_entries.into()),
             ),
-        ]);
-        canonical::encode(&v).unwrap_or_default()
+        ];
+        if let Some(to) = &self.transferred {
+            entries.push((t("transferred"), t(to)));
+        }
+        canonical::encode(&Cbor::Map(entries)).unwrap_or_default()
     }
 
     /// Reads [`ObjectHead::encode`]'s bytes.
@@ -78,6 +83,11 @@ impl ObjectHead {
             next_arrival: uint("next_arrival")?,
             included_arrival: uint("included_arrival")?,
             lineage_entries: uint("lineage_entries")?,
+            transferred: match get("transferred") {
+                Ok(Cbor::Text(to)) => Some(to.clone()),
+                Ok(_) => return Err("object head: `transferred` is not text".into()),
+                Err(_) => None,
+            },
         })
     }
 }
@@ -94,10 +104,16 @@ mod tests {
             next_arrival: 9,
             included_arrival: 8,
             lineage_entries: 77,
+            transferred: None,
         };
         let b = h.encode();
         assert_eq!(ObjectHead::decode(&b).unwrap(), h);
         assert!(ObjectHead::decode(&b[..b.len() - 1]).is_err());
         assert!(ObjectHead::decode(b"").is_err());
+        let gone = ObjectHead {
+            transferred: Some("https://b.example".into()),
+            ..h
+        };
+        assert_eq!(ObjectHead::decode(&gone.encode()).unwrap(), gone);
     }
 }

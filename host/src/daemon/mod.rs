@@ -105,6 +105,10 @@ struct Slot {
     lineage_segments: u64,
     lineage_entries: u64,
     recent: VecDeque<TransitionSummary>,
+    /// Quiesced for a move: not woken, sends refused.
+    frozen: bool,
+    /// Moved to another host (durable tombstone): never runs here again.
+    transferred: Option<String>,
 }
 
 /// What `ls` and `inspect` show: the object as of its last *committed* transition.
@@ -261,6 +265,7 @@ impl Slot {
             next_arrival: self.next_arrival,
             included_arrival: included,
             lineage_entries: self.lineage_entries,
+            transferred: self.transferred.clone(),
         };
         let mut ops = vec![Op::PutHead {
             id,
@@ -292,13 +297,34 @@ impl Slot {
         Ok((ops, self.view(id)))
     }
 
+    /// Whether this host may run the object at all (not moving, not moved away).
+    fn runs(&self) -> bool {
+        !self.frozen && self.transferred.is_none()
+    }
+
+    fn refuse_if_away(&self) -> Result<(), ApiError> {
+        match (&self.transferred, self.frozen) {
+            (Some(to), _) => Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!("the object moved to {to}; send it there"),
+            )),
+            (None, true) => Err(ApiError::new(
+                ErrorCode::Conflict,
+                "the object is moving to another host; retry shortly",
+            )),
+            (None, false) => Ok(()),
+        }
+    }
+
     fn view(&self, id: ObjectKey) -> View {
-        let (status, suspended_reason) = match self.obj.status() {
-            Status::Active => ("active".to_string(), None),
-            Status::Suspended { reason } => ("suspended".to_string(), Some(reason.clone())),
+        let (status, suspended_reason) = match (&self.transferred, self.obj.status()) {
+            (Some(to), _) => ("transferred".to_string(), Some(format!("moved to {to}"))),
+            (None, _) if self.frozen => ("moving".to_string(), None),
+            (None, Status::Active) => ("active".to_string(), None),
+            (None, Status::Suspended { reason }) => ("suspended".to_string(), Some(reason.clone())),
         };
         let next_wake_ms = match (self.obj.status(), self.obj.schedule()) {
-            (Status::Active, Schedule::WakeAt(at)) => Some(at),
+            (Status::Active, Schedule::WakeAt(at)) if self.runs() => Some(at),
             _ => None,
         };
         View {
@@ -592,6 +618,7 @@ impl HostCore {
         let key = self.resolve(id)?;
         let slot = self.slot(&key)?;
         let mut s = lock(&slot);
+        s.refuse_if_away()?;
         match (&suspend, s.obj.status()) {
             (Some(_), Status::Suspended { .. }) => {
                 return Err(ApiError::new(
@@ -623,6 +650,241 @@ impl HostCore {
         match s.obj.status() {
             Status::Active => self.schedule_from(key, &s.obj),
             Status::Suspended { .. } => sched(&self.inner, SchedMsg::Cancel(key)),
+        }
+        Ok(info)
+    }
+}
+
+/// The mechanics of moving an object between hosts, which the migration protocol
+/// (`sojourn_migration::protocol`) drives: quiesce, record the move in the lineage and hand out
+/// the committed image, tombstone, or abort; and on the other side, receive. These do not
+/// persist the protocol's own states (offering, sent, received, aborted) — that wiring is
+/// still to come (docs/migration.md).
+impl HostCore {
+    /// Quiesces an object at a tick boundary: it is not woken again and sends are refused,
+    /// and everything it did so far is committed. Returns its key.
+    pub fn freeze(&self, id: &str) -> Result<ObjectKey, ApiError> {
+        self.check_running()?;
+        let key = self.resolve(id)?;
+        let slot = self.slot(&key)?;
+        let mut s = lock(&slot);
+        s.refuse_if_away()?;
+        s.frozen = true;
+        let (ops, view) = s.persist(key).map_err(internal)?;
+        sched(&self.inner, SchedMsg::Cancel(key));
+        self.submit_wait(Submission {
+            ops,
+            transitions: 0,
+            view: Some((key, Box::new(view))),
+            queued: None,
+            done: None,
+        })?;
+        Ok(key)
+    }
+
+    /// For a frozen object: appends `migrated-out` (where to, and the appraisal that allowed
+    /// it) to its lineage, commits, and returns the snapshot and the whole lineage that travel
+    /// (the lineage ends with that entry, so the destination continues one chain).
+    pub fn seal_out(
+        &self,
+        key: &ObjectKey,
+        detail: String,
+    ) -> Result<(Vec<u8>, Vec<u8>), ApiError> {
+        let slot = self.slot(key)?;
+        let mut s = lock(&slot);
+        if !s.frozen || s.transferred.is_some() {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                "the object is not frozen for a move",
+            ));
+        }
+        let rec = s
+            .obj
+            .record_migration(Outcome::MigratedOut { detail }, wall_ms())
+            .ok_or_else(|| internal("migration record"))?;
+        s.writer
+            .append(&rec, rec.inputs.now_ms)
+            .map_err(|e| internal(format!("lineage: {e}")))?;
+        s.note(std::slice::from_ref(&rec), 1, &self.inner.metrics);
+        let (ops, view) = s.persist(*key).map_err(internal)?;
+        self.submit_wait(Submission {
+            ops,
+            transitions: 1,
+            view: Some((*key, Box::new(view))),
+            queued: None,
+            done: None,
+        })?;
+        let snapshot = s.obj.snapshot().map_err(internal)?;
+        let lineage = self
+            .inner
+            .store
+            .lineage(key)
+            .map_err(|e| ApiError::new(ErrorCode::Unavailable, e.to_string()))?;
+        Ok((snapshot, lineage))
+    }
+
+    /// After the destination has the object durably: the tombstone. The object never runs
+    /// here again (also after a restart); its image and lineage stay in the store.
+    pub fn mark_transferred(&self, key: &ObjectKey, to: String) -> Result<(), ApiError> {
+        let slot = self.slot(key)?;
+        let mut s = lock(&slot);
+        s.transferred = Some(to);
+        s.frozen = false;
+        let (ops, view) = s.persist(*key).map_err(internal)?;
+        self.submit_wait(Submission {
+            ops,
+            transitions: 0,
+            view: Some((*key, Box::new(view))),
+            queued: None,
+            done: None,
+        })
+    }
+
+    /// The move did not happen (refused, or aborted before the destination took it): records
+    /// `migration-refused` with the reason, and the object runs here again.
+    pub fn abort_move(&self, key: &ObjectKey, reason: String) -> Result<ObjectInfo, ApiError> {
+        let slot = self.slot(key)?;
+        let mut s = lock(&slot);
+        if s.transferred.is_some() {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                "the object has moved away",
+            ));
+        }
+        let rec = s
+            .obj
+            .record_migration(Outcome::MigrationRefused { reason }, wall_ms())
+            .ok_or_else(|| internal("migration record"))?;
+        s.writer
+            .append(&rec, rec.inputs.now_ms)
+            .map_err(|e| internal(format!("lineage: {e}")))?;
+        s.note(std::slice::from_ref(&rec), 1, &self.inner.metrics);
+        s.frozen = false;
+        let (ops, view) = s.persist(*key).map_err(internal)?;
+        let info = view.info.clone();
+        self.submit_wait(Submission {
+            ops,
+            transitions: 1,
+            view: Some((*key, Box::new(view))),
+            queued: None,
+            done: None,
+        })?;
+        self.schedule_from(*key, &s.obj);
+        Ok(info)
+    }
+
+    /// Takes in an object that moved here: checks its lineage under the object's own policy
+    /// and that the lineage ends exactly at the snapshot, continues the lineage with a
+    /// `migrated-in` entry bound to this host's evidence, stores it durably and runs it.
+    pub fn receive(
+        &self,
+        snapshot: &[u8],
+        lineage: &[u8],
+        from: String,
+    ) -> Result<ObjectInfo, ApiError> {
+        self.check_running()?;
+        let bad = |m: String| ApiError::new(ErrorCode::InvalidPackage, m);
+        let mut obj = ResidentObject::restore(&self.inner.engine, snapshot)
+            .map_err(|e| bad(format!("snapshot: {e}")))?;
+        let key = obj.id().0;
+        let descriptor = obj.descriptor().clone();
+        check_policy(&self.inner, &descriptor)
+            .map_err(|e| ApiError::new(ErrorCode::Forbidden, e))?;
+        if read(&self.inner.slots).contains_key(&key) {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                "this host already holds that object (a returning object is not supported yet)",
+            ));
+        }
+        let summary = sojourn_lineage::verify_lineage(
+            lineage,
+            &sojourn_lineage::VerifyOptions {
+                reference: None,
+                at: None,
+            },
+        )
+        .map_err(|e| {
+            bad(format!(
+                "the object's lineage does not verify under its policy: {e}"
+            ))
+        })?;
+        if summary.object_id != hex::encode(key)
+            || summary.final_state != hex::encode(obj.state_digest().0)
+            || summary.entries != obj.seq()
+        {
+            return Err(bad("the lineage does not end where the snapshot is".into()));
+        }
+        let state = WriterState::from_export(lineage).map_err(|e| bad(e.to_string()))?;
+        let mut writer = LineageWriter::resume(
+            key,
+            &descriptor,
+            new_signer(&self.inner).map_err(internal)?,
+            (self.inner.lineage.attester)().map_err(internal)?,
+            self.inner.lineage.reference.clone(),
+            DAEMON_WRITER_CONFIG,
+            &state,
+        )
+        .map_err(|e| bad(e.to_string()))?;
+        obj.set_trust(Some(writer.trust().clone()));
+        let rec = obj
+            .record_migration(Outcome::MigratedIn { detail: from }, wall_ms())
+            .ok_or_else(|| internal("migration record"))?;
+        writer
+            .append(&rec, rec.inputs.now_ms)
+            .map_err(|e| internal(format!("lineage: {e}")))?;
+        obj.set_trust(Some(writer.trust().clone()));
+        let mut slot = Slot {
+            name: descriptor.name.clone(),
+            obj,
+            writer,
+            head_version: 0,
+            next_arrival: 1,
+            lineage_segments: 1,
+            lineage_entries: summary.entries,
+            recent: VecDeque::new(),
+            frozen: false,
+            transferred: None,
+        };
+        slot.note(std::slice::from_ref(&rec), 1, &self.inner.metrics);
+        let (mut ops, view) = slot.persist(key).map_err(internal)?;
+        ops.splice(
+            0..0,
+            [
+                Op::PutImage {
+                    id: key,
+                    image: ObjectImage {
+                        name: descriptor.name.clone(),
+                        descriptor: descriptor.encode(),
+                        module: slot.obj.module_bytes().to_vec(),
+                    },
+                },
+                Op::AppendLineage {
+                    id: key,
+                    segment: 0,
+                    bytes: lineage.to_vec(),
+                },
+            ],
+        );
+        let info = view.info.clone();
+        self.submit_wait(Submission {
+            ops,
+            transitions: 1,
+            view: Some((key, Box::new(view))),
+            queued: None,
+            done: None,
+        })?;
+        let due = match (slot.obj.status(), slot.obj.schedule()) {
+            (Status::Active, Schedule::WakeAt(at)) => Some(at),
+            (Status::Active, Schedule::AwaitMessage) if slot.obj.inbox_len() > 0 => Some(wall_ms()),
+            _ => None,
+        };
+        write(&self.inner.slots).insert(key, Arc::new(Mutex::new(slot)));
+        self.inner
+            .metrics
+            .objects
+            .store(read(&self.inner.slots).len() as u64, Ordering::Relaxed);
+        if let Some(at) = due {
+            sched(&self.inner, SchedMsg::At(key, at));
         }
         Ok(info)
     }
@@ -731,6 +993,7 @@ fn restore(inner: &Inner, so: StoredObject) -> Result<(Slot, Option<i64>), Strin
     .map_err(|e| e.to_string())?;
     obj.set_trust(Some(writer.trust().clone()));
     let due = match (obj.status(), obj.schedule()) {
+        _ if h.transferred.is_some() => None,
         (Status::Active, Schedule::WakeAt(at)) => Some(at),
         (Status::Active, Schedule::AwaitMessage) if obj.inbox_len() > 0 => Some(wall_ms()),
         _ => None,
@@ -745,6 +1008,8 @@ fn restore(inner: &Inner, so: StoredObject) -> Result<(Slot, Option<i64>), Strin
             lineage_segments: so.lineage_segments,
             lineage_entries: h.lineage_entries,
             recent: VecDeque::new(),
+            frozen: false,
+            transferred: h.transferred.clone(),
         },
         due,
     ))
@@ -858,8 +1123,13 @@ fn worker(inner: &Inner, rx: &Mutex<Receiver<Job>>) {
             continue;
         };
         let mut s = lock(&slot);
+        if !s.runs() {
+            // Moving or moved away: the move (or its abort) reschedules it.
+            continue;
+        }
         let now = wall_ms();
         let runnable = s.obj.status() == &Status::Active
+            && s.runs()
             && match s.obj.schedule() {
                 Schedule::WakeAt(at) => at <= now,
                 Schedule::AwaitMessage => s.obj.inbox_len() > 0,
@@ -964,6 +1234,8 @@ impl HostControl for HostCore {
             lineage_segments: 0,
             lineage_entries: 0,
             recent: VecDeque::new(),
+            frozen: false,
+            transferred: None,
         };
         slot.note(std::slice::from_ref(&init), 1, &self.inner.metrics);
         let (mut ops, view) = slot.persist(key).map_err(internal)?;
@@ -1029,6 +1301,7 @@ impl HostControl for HostCore {
         let slot = self.slot(&key)?;
         let (arrival, inbox, rx) = {
             let mut s = lock(&slot);
+            s.refuse_if_away()?;
             let wake_now = s.obj.enqueue(message.clone()).map_err(|e| match e {
                 InboxError::Full { .. } => ApiError::new(ErrorCode::InboxFull, e.to_string()),
                 InboxError::NotAccepted => ApiError::new(ErrorCode::Conflict, e.to_string()),
