@@ -297,6 +297,20 @@ impl Slot {
         Ok((ops, self.view(id)))
     }
 
+    /// Records a migration event as the object's next transition and appends it to the
+    /// lineage.
+    fn record_migration(&mut self, outcome: Outcome, metrics: &Metrics) -> Result<(), ApiError> {
+        let rec = self
+            .obj
+            .record_migration(outcome, wall_ms())
+            .ok_or_else(|| internal("not a migration outcome"))?;
+        self.writer
+            .append(&rec, rec.inputs.now_ms)
+            .map_err(|e| internal(format!("lineage: {e}")))?;
+        self.note(std::slice::from_ref(&rec), 1, metrics);
+        Ok(())
+    }
+
     /// Whether this host may run the object at all (not moving, not moved away).
     fn runs(&self) -> bool {
         !self.frozen && self.transferred.is_none()
@@ -605,6 +619,43 @@ impl HostCore {
         }
     }
 
+    /// Makes the object's current state durable and waits for the commit; returns what `ls`
+    /// shows from then on. Call it holding the object's lock.
+    fn commit_slot(
+        &self,
+        key: ObjectKey,
+        s: &mut Slot,
+        transitions: u64,
+    ) -> Result<ObjectInfo, ApiError> {
+        let (ops, view) = s.persist(key).map_err(internal)?;
+        let info = view.info.clone();
+        self.submit_wait(Submission {
+            ops,
+            transitions,
+            view: Some((key, Box::new(view))),
+            queued: None,
+            done: None,
+        })?;
+        Ok(info)
+    }
+
+    /// Makes a committed object resident and schedules it.
+    fn install(&self, key: ObjectKey, slot: Slot) {
+        let due = due_at(&slot.obj);
+        let n = {
+            let mut slots = write(&self.inner.slots);
+            slots.insert(key, Arc::new(Mutex::new(slot)));
+            slots.len()
+        };
+        self.inner
+            .metrics
+            .objects
+            .store(n as u64, Ordering::Relaxed);
+        if let Some(at) = due {
+            sched(&self.inner, SchedMsg::At(key, at));
+        }
+    }
+
     fn module(&self, wasm: &[u8]) -> Result<ObjectModule, ApiError> {
         module(&self.inner, wasm).map_err(|e| ApiError::new(ErrorCode::InvalidPackage, e))
     }
@@ -638,15 +689,7 @@ impl HostCore {
             Some(reason) => s.obj.suspend(reason),
             None => s.obj.resume(wall_ms()),
         }
-        let (ops, view) = s.persist(key).map_err(internal)?;
-        let info = view.info.clone();
-        self.submit_wait(Submission {
-            ops,
-            transitions: 0,
-            view: Some((key, Box::new(view))),
-            queued: None,
-            done: None,
-        })?;
+        let info = self.commit_slot(key, &mut s, 0)?;
         match s.obj.status() {
             Status::Active => self.schedule_from(key, &s.obj),
             Status::Suspended { .. } => sched(&self.inner, SchedMsg::Cancel(key)),
@@ -670,15 +713,8 @@ impl HostCore {
         let mut s = lock(&slot);
         s.refuse_if_away()?;
         s.frozen = true;
-        let (ops, view) = s.persist(key).map_err(internal)?;
         sched(&self.inner, SchedMsg::Cancel(key));
-        self.submit_wait(Submission {
-            ops,
-            transitions: 0,
-            view: Some((key, Box::new(view))),
-            queued: None,
-            done: None,
-        })?;
+        self.commit_slot(key, &mut s, 0)?;
         Ok(key)
     }
 
@@ -698,22 +734,8 @@ impl HostCore {
                 "the object is not frozen for a move",
             ));
         }
-        let rec = s
-            .obj
-            .record_migration(Outcome::MigratedOut { detail }, wall_ms())
-            .ok_or_else(|| internal("migration record"))?;
-        s.writer
-            .append(&rec, rec.inputs.now_ms)
-            .map_err(|e| internal(format!("lineage: {e}")))?;
-        s.note(std::slice::from_ref(&rec), 1, &self.inner.metrics);
-        let (ops, view) = s.persist(*key).map_err(internal)?;
-        self.submit_wait(Submission {
-            ops,
-            transitions: 1,
-            view: Some((*key, Box::new(view))),
-            queued: None,
-            done: None,
-        })?;
+        s.record_migration(Outcome::MigratedOut { detail }, &self.inner.metrics)?;
+        self.commit_slot(*key, &mut s, 1)?;
         let snapshot = s.obj.snapshot().map_err(internal)?;
         let lineage = self
             .inner
@@ -730,14 +752,7 @@ impl HostCore {
         let mut s = lock(&slot);
         s.transferred = Some(to);
         s.frozen = false;
-        let (ops, view) = s.persist(*key).map_err(internal)?;
-        self.submit_wait(Submission {
-            ops,
-            transitions: 0,
-            view: Some((*key, Box::new(view))),
-            queued: None,
-            done: None,
-        })
+        self.commit_slot(*key, &mut s, 0).map(|_| ())
     }
 
     /// The move did not happen (refused, or aborted before the destination took it): records
@@ -751,24 +766,9 @@ impl HostCore {
                 "the object has moved away",
             ));
         }
-        let rec = s
-            .obj
-            .record_migration(Outcome::MigrationRefused { reason }, wall_ms())
-            .ok_or_else(|| internal("migration record"))?;
-        s.writer
-            .append(&rec, rec.inputs.now_ms)
-            .map_err(|e| internal(format!("lineage: {e}")))?;
-        s.note(std::slice::from_ref(&rec), 1, &self.inner.metrics);
+        s.record_migration(Outcome::MigrationRefused { reason }, &self.inner.metrics)?;
         s.frozen = false;
-        let (ops, view) = s.persist(*key).map_err(internal)?;
-        let info = view.info.clone();
-        self.submit_wait(Submission {
-            ops,
-            transitions: 1,
-            view: Some((*key, Box::new(view))),
-            queued: None,
-            done: None,
-        })?;
+        let info = self.commit_slot(*key, &mut s, 1)?;
         self.schedule_from(*key, &s.obj);
         Ok(info)
     }
@@ -873,19 +873,7 @@ impl HostCore {
             queued: None,
             done: None,
         })?;
-        let due = match (slot.obj.status(), slot.obj.schedule()) {
-            (Status::Active, Schedule::WakeAt(at)) => Some(at),
-            (Status::Active, Schedule::AwaitMessage) if slot.obj.inbox_len() > 0 => Some(wall_ms()),
-            _ => None,
-        };
-        write(&self.inner.slots).insert(key, Arc::new(Mutex::new(slot)));
-        self.inner
-            .metrics
-            .objects
-            .store(read(&self.inner.slots).len() as u64, Ordering::Relaxed);
-        if let Some(at) = due {
-            sched(&self.inner, SchedMsg::At(key, at));
-        }
+        self.install(key, slot);
         Ok(info)
     }
 }
@@ -920,6 +908,16 @@ fn schedule_from(inner: &Inner, key: ObjectKey, obj: &ResidentObject) {
         Schedule::WakeAt(at) => sched(inner, SchedMsg::At(key, at)),
         Schedule::AwaitMessage if obj.inbox_len() > 0 => sched(inner, SchedMsg::At(key, wall_ms())),
         Schedule::AwaitMessage => {}
+    }
+}
+
+/// When an object that runs here is next due: its chosen wake time, or now if it sleeps until
+/// a message and one is queued.
+fn due_at(obj: &ResidentObject) -> Option<i64> {
+    match (obj.status(), obj.schedule()) {
+        (Status::Active, Schedule::WakeAt(at)) => Some(at),
+        (Status::Active, Schedule::AwaitMessage) if obj.inbox_len() > 0 => Some(wall_ms()),
+        _ => None,
     }
 }
 
@@ -992,11 +990,10 @@ fn restore(inner: &Inner, so: StoredObject) -> Result<(Slot, Option<i64>), Strin
     )
     .map_err(|e| e.to_string())?;
     obj.set_trust(Some(writer.trust().clone()));
-    let due = match (obj.status(), obj.schedule()) {
-        _ if h.transferred.is_some() => None,
-        (Status::Active, Schedule::WakeAt(at)) => Some(at),
-        (Status::Active, Schedule::AwaitMessage) if obj.inbox_len() > 0 => Some(wall_ms()),
-        _ => None,
+    let due = if h.transferred.is_some() {
+        None
+    } else {
+        due_at(&obj)
     };
     Ok((
         Slot {
@@ -1258,18 +1255,7 @@ impl HostControl for HostCore {
             queued: None,
             done: None,
         })?;
-        let due = match (slot.obj.status(), slot.obj.schedule()) {
-            (Status::Active, Schedule::WakeAt(at)) => Some(at),
-            _ => None,
-        };
-        write(&self.inner.slots).insert(key, Arc::new(Mutex::new(slot)));
-        self.inner
-            .metrics
-            .objects
-            .store(read(&self.inner.slots).len() as u64, Ordering::Relaxed);
-        if let Some(at) = due {
-            sched(&self.inner, SchedMsg::At(key, at));
-        }
+        self.install(key, slot);
         Ok(info)
     }
 
