@@ -26,13 +26,8 @@ fn examples() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples")
 }
 
-fn tempdir(tag: &str) -> PathBuf {
-    let mut r = [0u8; 8];
-    getrandom::fill(&mut r).unwrap();
-    let d = std::env::temp_dir().join(format!("sojourn-{tag}-{}", hex::encode(r)));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+mod common;
+use common::{software_core, tempdir};
 
 /// A running `sojourn host`.
 struct Host {
@@ -501,10 +496,6 @@ fn a_corrupt_or_foreign_store_is_refused_and_left_untouched() {
 #[test]
 fn a_restart_resumes_every_object_with_its_schedule_and_inbox() {
     use sojourn_api::HostControl as _;
-    use sojourn_attestation::danger::software::{SoftwareAttester, SoftwareKey};
-    use sojourn_attestation::Attester;
-    use sojourn_host::daemon::{CoreOptions, HostCore, LineageSetup};
-    use sojourn_store::{SealingKey, Store};
 
     // Wakes once an hour; messages wait in the inbox until then.
     let wat = r#"(module
@@ -520,21 +511,6 @@ fn a_restart_resumes_every_object_with_its_schedule_and_inbox() {
                 [cycle]\ninbox_capacity = 16\n[limits]\nfuel_per_entry = 100000\nmemory_pages_max = 1\n\
                 [schema.fields.ticks]\ntype = \"int\"\ndefault = 0\n[policy.writers]\ntick = [\"ticks\"]\n";
     let home = tempdir("restart");
-    let key = [9u8; 32];
-    let seed = SoftwareKey::generate().unwrap().to_seed_hex();
-    let setup = || {
-        let seed = seed.clone();
-        LineageSetup {
-            attester: std::sync::Arc::new(move || {
-                SoftwareKey::from_seed_hex(&seed)
-                    .map(|k| Box::new(SoftwareAttester::new(k)) as Box<dyn Attester + Send>)
-                    .map_err(|e| e.to_string())
-            }),
-            reference: sojourn_attestation::ReferenceValues::default().allowing_software(),
-            label: "software".into(),
-            software: true,
-        }
-    };
     let req = {
         use base64::Engine as _;
         sojourn_api::DeployRequest {
@@ -543,12 +519,7 @@ fn a_restart_resumes_every_object_with_its_schedule_and_inbox() {
                 .encode(wat::parse_str(wat).unwrap()),
         }
     };
-    let core = HostCore::start(
-        Store::open(&home, SealingKey::from_bytes(key)).unwrap(),
-        setup(),
-        CoreOptions::default(),
-    )
-    .unwrap();
+    let core = software_core(&home, [9; 32]);
     let mut ids = Vec::new();
     for _ in 0..4 {
         ids.push(core.deploy(req.clone()).unwrap().id);
@@ -570,12 +541,7 @@ fn a_restart_resumes_every_object_with_its_schedule_and_inbox() {
     core.shutdown();
     drop(core);
 
-    let core = HostCore::start(
-        Store::open(&home, SealingKey::from_bytes(key)).unwrap(),
-        setup(),
-        CoreOptions::default(),
-    )
-    .unwrap();
+    let core = software_core(&home, [9; 32]);
     let after = core.list().unwrap();
     assert_eq!(
         before, after,

@@ -7,20 +7,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a failure is a panic
 
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sojourn_api::{DeployRequest, ErrorCode, HostControl};
 use sojourn_attestation::danger::software::{SoftwareAttester, SoftwareKey};
 use sojourn_attestation::{Attester, ReferenceValues, Timestamp};
-use sojourn_host::daemon::{CoreOptions, HostCore, LineageSetup};
+use sojourn_host::daemon::HostCore;
 use sojourn_lineage::{verify_lineage, VerifyOptions};
 use sojourn_migration::{
     appraise_destination, fresh_attempt, open, seal, DestinationKey, ObjectBundle, OfferBinding,
     RuntimeIdentity, SealedObject,
 };
-use sojourn_store::{SealingKey, Store};
+
+mod common;
+use common::{software_core as core, tempdir};
 
 const WAT: &str = r#"(module
   (import "sojourn" "field_get_i64" (func $get (param i32 i32) (result i64)))
@@ -64,29 +64,6 @@ allowed = true
 platforms = ["software"]
 allow_software = true
 "#;
-
-fn tempdir(tag: &str) -> PathBuf {
-    let mut r = [0u8; 8];
-    getrandom::fill(&mut r).unwrap();
-    let d = std::env::temp_dir().join(format!("sojourn-{tag}-{}", hex::encode(r)));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn core(dir: &std::path::Path, seed: [u8; 32]) -> HostCore {
-    let setup = LineageSetup {
-        attester: Arc::new(move || {
-            SoftwareKey::from_seed(seed)
-                .map(|k| Box::new(SoftwareAttester::new(k)) as Box<dyn Attester + Send>)
-                .map_err(|e| e.to_string())
-        }),
-        reference: ReferenceValues::default().allowing_software(),
-        label: "software".into(),
-        software: true,
-    };
-    let store = Store::open(dir, SealingKey::from_bytes([seed[0]; 32])).unwrap();
-    HostCore::start(store, setup, CoreOptions::default()).unwrap()
-}
 
 fn request() -> DeployRequest {
     use base64::Engine as _;
