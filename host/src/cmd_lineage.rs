@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail, Context, Result};
 use sojourn_attestation::danger::software::{SoftwareAttester, SoftwareKey};
 use sojourn_attestation::{Attester, ReferenceValues, Timestamp};
+use sojourn_host::evidence::{read_reference, HardwareAttester};
 use sojourn_lineage::{verify_lineage, LineageWriter, P256Signer, VerifyOptions, WriterConfig};
 use sojourn_policy::Descriptor;
 
@@ -44,12 +45,6 @@ pub enum AttestationMode {
     /// This machine's SEV-SNP or TDX through configfs-tsm, or /dev/sev-guest (needs the
     /// `configfs-tsm` or `sev-guest` feature).
     Hardware,
-}
-
-fn read_reference(path: &Path) -> Result<ReferenceValues> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    ReferenceValues::from_toml_str(&text).with_context(|| format!("{}", path.display()))
 }
 
 /// Builds the lineage writer for a local run. Returns the writer and a line saying what
@@ -126,21 +121,6 @@ pub fn local_writer(
         ),
         note,
     ))
-}
-
-/// Adapts the boxed hardware attester to the `Send` bound the writer needs.
-struct HardwareAttester(Box<dyn Attester + Send + Sync>);
-
-impl Attester for HardwareAttester {
-    fn platform(&self) -> sojourn_attestation::Platform {
-        self.0.platform()
-    }
-    fn attest(
-        &self,
-        report_data: &[u8; 64],
-    ) -> Result<sojourn_attestation::Evidence, sojourn_attestation::AttestError> {
-        self.0.attest(report_data)
-    }
 }
 
 /// Runs a `sojourn lineage` command.

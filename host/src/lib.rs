@@ -4,5 +4,6 @@
 
 pub mod daemon;
 pub mod demo;
+pub mod evidence;
 pub mod package;
 pub mod runner;

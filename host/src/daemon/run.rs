@@ -15,6 +15,7 @@ use sojourn_store::{SealingKeySource, SoftwareKeyFile, Store};
 
 use super::config::{AttestationMode, HostConfig};
 use super::{AttesterFactory, CoreOptions, HostCore, LineageSetup};
+use crate::evidence::{read_reference, HardwareAttester};
 
 /// The default listen address: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7443";
@@ -50,27 +51,6 @@ fn private_hex_file(path: &Path, make: impl FnOnce() -> Result<String>) -> Resul
             Ok(value)
         }
         Err(e) => Err(anyhow!("cannot read {}: {e}", path.display())),
-    }
-}
-
-fn read_reference(path: &Path) -> Result<ReferenceValues> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    ReferenceValues::from_toml_str(&text).with_context(|| format!("{}", path.display()))
-}
-
-/// Adapts the boxed hardware attester to the `Send` bound the writer needs.
-struct Hw(Box<dyn Attester + Send + Sync>);
-
-impl Attester for Hw {
-    fn platform(&self) -> sojourn_attestation::Platform {
-        self.0.platform()
-    }
-    fn attest(
-        &self,
-        report_data: &[u8; 64],
-    ) -> Result<sojourn_attestation::Evidence, sojourn_attestation::AttestError> {
-        self.0.attest(report_data)
     }
 }
 
@@ -129,7 +109,7 @@ pub fn lineage_setup(config: &HostConfig, data_dir: &Path) -> Result<(LineageSet
             };
             let factory: AttesterFactory = Arc::new(|| {
                 sojourn_attestation::hardware_attester()
-                    .map(|h| Box::new(Hw(h)) as Box<dyn Attester + Send>)
+                    .map(|h| Box::new(HardwareAttester(h)) as Box<dyn Attester + Send>)
                     .map_err(|e| e.to_string())
             });
             Ok((
