@@ -18,8 +18,10 @@ pub use hyper::Method;
 
 use crate::config::ClientConfig;
 use crate::{
-    paths, tls, DeployRequest, ErrorBody, Health, ObjectDetail, ObjectInfo, ObjectList,
-    SendReceipt, SendRequest, SuspendRequest,
+    paths, tls, DeployRequest, DrainReport, DrainRequest, ErrorBody, Health, MigrateRequest,
+    MigrationAnswer, MigrationOffer, MigrationOfferAnswer, MigrationRefusalRequest,
+    MigrationReport, MigrationStatusRequest, ObjectDetail, ObjectInfo, ObjectList, SendReceipt,
+    SendRequest, SuspendRequest, MIGRATION_EXPORTER_LABEL,
 };
 
 /// Largest response body the client accepts (a lineage can be long).
@@ -188,8 +190,28 @@ impl Target {
     }
 }
 
+/// A request body and its media type.
+struct RequestBody {
+    bytes: Vec<u8>,
+    content_type: &'static str,
+}
+
+impl RequestBody {
+    fn json(bytes: Vec<u8>) -> RequestBody {
+        RequestBody {
+            bytes,
+            content_type: "application/json",
+        }
+    }
+}
+
 /// A client of one host. Cheap to clone; each call opens its own connection (the CLI makes
 /// one call per command).
+///
+/// Every call is bounded by the request timeout (default 300 s, see
+/// [`Client::with_timeouts`]). [`Client::migrate`] and [`Client::drain`] return only when the
+/// host has finished, which may take minutes: give them a longer timeout (the CLI uses 15
+/// minutes). A timed-out call does not stop the host's work.
 #[derive(Clone)]
 pub struct Client {
     url: String,
@@ -334,6 +356,106 @@ impl Client {
         Ok(raw.body.to_vec())
     }
 
+    /// `POST /v1/objects/{id}/migrate` (admin, to the source host): moves the object to the
+    /// host `request` names. Returns when the attempt is decided (or `pending`), which may take
+    /// minutes: set a request timeout that allows it with [`Client::with_timeouts`] (the CLI
+    /// uses 15 minutes). If the call times out, the migration goes on at the host.
+    pub async fn migrate(
+        &self,
+        id: &str,
+        request: &MigrateRequest,
+    ) -> Result<MigrationReport, ClientError> {
+        self.post_json(&paths::object_path(paths::MIGRATE, id), request)
+            .await
+    }
+
+    /// `POST /v1/drain` (admin, to the source host): moves every object to one of the
+    /// destinations. May take minutes (about the request's deadline, longer for attempts in
+    /// flight): set a request timeout that allows it with [`Client::with_timeouts`].
+    pub async fn drain(&self, request: &DrainRequest) -> Result<DrainReport, ClientError> {
+        self.post_json(paths::DRAIN, request).await
+    }
+
+    /// `POST /v1/migration/offer` (peer, host to host, to the destination). Returns the
+    /// answer and this side's TLS exporter value of the very connection that carried the
+    /// offer ([`MIGRATION_EXPORTER_LABEL`], 32 bytes, no context): the destination's evidence
+    /// must commit to the same value, which proves that the evidence was produced for this
+    /// connection.
+    pub async fn migration_offer(
+        &self,
+        offer: &MigrationOffer,
+    ) -> Result<(MigrationOfferAnswer, [u8; 32]), ClientError> {
+        let bytes =
+            serde_json::to_vec(offer).map_err(|e| ClientError::InvalidRequest(e.to_string()))?;
+        let (raw, channel) = self
+            .call_with_channel(
+                Method::POST,
+                paths::MIGRATION_OFFER,
+                Some(RequestBody::json(bytes)),
+            )
+            .await?;
+        let channel = channel.map_err(|e| ClientError::Tls {
+            url: self.url.clone(),
+            detail: format!("cannot compute the TLS exporter of the connection: {e}"),
+        })?;
+        Ok((self.parse(&raw)?, channel))
+    }
+
+    /// `POST /v1/migration/transfers/{transfer}/package/{key}` (peer, host to host, to the
+    /// destination): the sealed package, as `application/octet-stream` (at most
+    /// [`paths::PACKAGE_BODY_LIMIT`]; a larger one is refused here without connecting).
+    pub async fn migration_package(
+        &self,
+        transfer: &str,
+        key: &str,
+        sealed: &[u8],
+    ) -> Result<MigrationAnswer, ClientError> {
+        if sealed.len() > paths::PACKAGE_BODY_LIMIT {
+            return Err(ClientError::InvalidRequest(format!(
+                "the sealed package is {} bytes; a host accepts at most {}",
+                sealed.len(),
+                paths::PACKAGE_BODY_LIMIT
+            )));
+        }
+        let body = RequestBody {
+            bytes: sealed.to_vec(),
+            content_type: paths::OCTET_STREAM,
+        };
+        let (raw, _) = self
+            .call_with_channel(
+                Method::POST,
+                &paths::migration_package_path(transfer, key),
+                Some(body),
+            )
+            .await?;
+        self.parse(&raw)
+    }
+
+    /// `POST /v1/migration/status` (peer, host to host, to the destination): "decide now".
+    pub async fn migration_status(
+        &self,
+        request: &MigrationStatusRequest,
+    ) -> Result<MigrationAnswer, ClientError> {
+        self.post_json(paths::MIGRATION_STATUS, request).await
+    }
+
+    /// `POST /v1/migration/refusal` (peer, host to host, to the destination): the source will
+    /// not send a package for this attempt. The host answers `204 No Content`.
+    pub async fn migration_refusal(
+        &self,
+        request: &MigrationRefusalRequest,
+    ) -> Result<(), ClientError> {
+        let bytes =
+            serde_json::to_vec(request).map_err(|e| ClientError::InvalidRequest(e.to_string()))?;
+        let raw = self
+            .call(Method::POST, paths::MIGRATION_REFUSAL, Some(bytes))
+            .await?;
+        if raw.status != 204 {
+            return Err(self.protocol(&format!("HTTP {} where 204 was expected", raw.status)));
+        }
+        Ok(())
+    }
+
     /// One call as given: `body`, if any, is sent as `application/json`. An answer with a
     /// status other than 2xx becomes [`ClientError::Api`] (or [`ClientError::Protocol`] when
     /// its body is not an [`ErrorBody`]); a 2xx answer is returned as received.
@@ -343,9 +465,23 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<RawResponse, ClientError> {
-        let raw = self.exchange(method, path, body).await?;
+        let (raw, _) = self
+            .call_with_channel(method, path, body.map(RequestBody::json))
+            .await?;
+        Ok(raw)
+    }
+
+    /// [`Client::call`] with a body of any media type, also returning the TLS exporter value
+    /// of the connection (or why it could not be computed).
+    async fn call_with_channel(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<RequestBody>,
+    ) -> Result<(RawResponse, Result<[u8; 32], rustls::Error>), ClientError> {
+        let (raw, channel) = self.exchange(method, path, body).await?;
         if (200..300).contains(&raw.status) {
-            return Ok(raw);
+            return Ok((raw, channel));
         }
         match serde_json::from_slice::<ErrorBody>(&raw.body) {
             Ok(body) => Err(ClientError::Api {
@@ -388,12 +524,15 @@ impl Client {
         }
     }
 
+    /// One request on a fresh connection; also returns that connection's TLS exporter value
+    /// ([`MIGRATION_EXPORTER_LABEL`], 32 bytes, no context), computed right after the
+    /// handshake.
     async fn exchange(
         &self,
         method: Method,
         path: &str,
-        body: Option<Vec<u8>>,
-    ) -> Result<RawResponse, ClientError> {
+        body: Option<RequestBody>,
+    ) -> Result<(RawResponse, Result<[u8; 32], rustls::Error>), ClientError> {
         let mut builder = hyper::Request::builder()
             .method(method)
             .uri(path)
@@ -404,9 +543,9 @@ impl Client {
             builder = builder.header(AUTHORIZATION, format!("Bearer {token}"));
         }
         let body = match body {
-            Some(bytes) => {
-                builder = builder.header(CONTENT_TYPE, "application/json");
-                Full::new(Bytes::from(bytes))
+            Some(body) => {
+                builder = builder.header(CONTENT_TYPE, body.content_type);
+                Full::new(Bytes::from(body.bytes))
             }
             None => Full::new(Bytes::new()),
         };
@@ -415,6 +554,11 @@ impl Client {
             .map_err(|e| ClientError::InvalidRequest(e.to_string()))?;
 
         let stream = self.connect().await?;
+        let channel =
+            stream
+                .get_ref()
+                .1
+                .export_keying_material([0u8; 32], MIGRATION_EXPORTER_LABEL, None);
         let url = self.url.clone();
         let closed = |e: hyper::Error| ClientError::Protocol {
             url: url.clone(),
@@ -450,7 +594,7 @@ impl Client {
             })
         };
         match tokio::time::timeout(self.request_timeout, exchange).await {
-            Ok(result) => result,
+            Ok(result) => result.map(|raw| (raw, channel)),
             Err(_) => Err(ClientError::Timeout {
                 url: self.url.clone(),
                 during: "waiting for the answer",

@@ -158,4 +158,68 @@ pub trait HostControl: Send + Sync + 'static {
     fn health(&self) -> Health;
     /// Prometheus text exposition (version 0.0.4).
     fn metrics(&self) -> String;
+
+    /// Source side: moves an object to another host (docs/migration.md). Returns when the
+    /// attempt is decided, or `pending` when the package may have left and the destination
+    /// has not answered yet.
+    fn migrate(&self, id: &str, request: MigrateRequest) -> Result<MigrationReport, ApiError> {
+        let _ = (id, request);
+        Err(not_supported())
+    }
+
+    /// Source side: moves every object to one of the destinations (see [`DrainRequest`]).
+    fn drain(&self, request: DrainRequest) -> Result<DrainReport, ApiError> {
+        let _ = request;
+        Err(not_supported())
+    }
+
+    /// Destination side: an offer. `channel` is this connection's TLS exporter value
+    /// ([`MIGRATION_EXPORTER_LABEL`], 32 bytes, no context), which the evidence must commit to.
+    fn migration_offer(
+        &self,
+        offer: MigrationOffer,
+        channel: [u8; 32],
+    ) -> Result<MigrationOfferAnswer, ApiError> {
+        let _ = (offer, channel);
+        Err(not_supported())
+    }
+
+    /// Destination side: the sealed package of an attempt (`key` is the hex key id it says it
+    /// is sealed to).
+    fn migration_package(
+        &self,
+        transfer: &str,
+        key: &str,
+        sealed: Vec<u8>,
+    ) -> Result<MigrationAnswer, ApiError> {
+        let _ = (transfer, key, sealed);
+        Err(not_supported())
+    }
+
+    /// Destination side: "decide now".
+    fn migration_status(
+        &self,
+        request: MigrationStatusRequest,
+    ) -> Result<MigrationAnswer, ApiError> {
+        let _ = request;
+        Err(not_supported())
+    }
+
+    /// Destination side: the source will not send a package for this attempt.
+    fn migration_refusal(&self, request: MigrationRefusalRequest) -> Result<(), ApiError> {
+        let _ = request;
+        Err(not_supported())
+    }
+}
+
+/// The TLS exporter label of the migration channel binding (RFC 8446 §7.5): both ends of a
+/// host-to-host connection export 32 bytes with it (no context) and the destination's evidence
+/// commits to them. Equal to `sojourn_migration::TLS_EXPORTER_LABEL`.
+pub const MIGRATION_EXPORTER_LABEL: &[u8] = b"EXPORTER-sojourn-migration-v1";
+
+fn not_supported() -> ApiError {
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        "this host does not support migration",
+    )
 }

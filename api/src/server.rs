@@ -34,8 +34,9 @@ use tokio::task::JoinSet;
 
 use crate::paths;
 use crate::{
-    ApiError, DeployRequest, ErrorBody, ErrorCode, HostControl, ObjectList, SendRequest,
-    SuspendRequest,
+    ApiError, DeployRequest, DrainRequest, ErrorBody, ErrorCode, HostControl, MigrateRequest,
+    MigrationOffer, MigrationRefusalRequest, MigrationStatusRequest, ObjectList, SendRequest,
+    SuspendRequest, MIGRATION_EXPORTER_LABEL,
 };
 
 /// What a credential may do.
@@ -45,19 +46,34 @@ pub enum Role {
     Admin,
     /// `list`, `inspect`, `lineage`, `health`, `metrics`: nothing that changes an object.
     Read,
+    /// Another host, for the host-to-host migration routes only (`/v1/migration/...`): offer,
+    /// package, status, refusal. Nothing else (not even reads).
+    Peer,
 }
 
 impl Role {
     fn allows(self, needed: Role) -> bool {
-        self == Role::Admin || needed == Role::Read
+        match self {
+            Role::Admin => true,
+            Role::Read => needed == Role::Read,
+            Role::Peer => needed == Role::Peer,
+        }
     }
 
-    /// `admin` or `read`.
+    /// `admin`, `read` or `peer`.
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Admin => "admin",
             Role::Read => "read",
+            Role::Peer => "peer",
         }
+    }
+
+    /// The role with this wire name (`admin`, `read` or `peer`).
+    pub fn from_wire(name: &str) -> Option<Role> {
+        [Role::Admin, Role::Read, Role::Peer]
+            .into_iter()
+            .find(|r| r.as_str() == name)
     }
 }
 
@@ -239,6 +255,30 @@ pub async fn serve_with(
 #[derive(Debug, Clone, Copy)]
 struct PeerAddr(SocketAddr);
 
+/// The TLS exporter value of a request's connection ([`MIGRATION_EXPORTER_LABEL`], 32 bytes,
+/// no context): the channel binding a migration offer's evidence commits to. Present on every
+/// request of a connection whose exporter could be computed.
+#[derive(Clone, Copy)]
+struct ChannelBinding([u8; 32]);
+
+impl fmt::Debug for ChannelBinding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ChannelBinding(..)")
+    }
+}
+
+/// The exporter of a server-side TLS session, if it can be computed (always, for an
+/// established TLS 1.3 session).
+fn channel_binding(conn: &rustls::ServerConnection, peer: SocketAddr) -> Option<ChannelBinding> {
+    match conn.export_keying_material([0u8; 32], MIGRATION_EXPORTER_LABEL, None) {
+        Ok(value) => Some(ChannelBinding(value)),
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "cannot compute the TLS exporter of a connection");
+            None
+        }
+    }
+}
+
 async fn connection(
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
@@ -258,8 +298,12 @@ async fn connection(
             return;
         }
     };
+    let binding = channel_binding(stream.get_ref().1, peer);
     let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
         req.extensions_mut().insert(PeerAddr(peer));
+        if let Some(binding) = binding {
+            req.extensions_mut().insert(binding);
+        }
         let mut router = router.clone();
         async move { tower_service::Service::call(&mut router, req).await }
     });
@@ -342,6 +386,12 @@ fn router(control: Arc<dyn HostControl>, credentials: &[Credential]) -> std::io:
         .route(paths::SUSPEND, post(suspend))
         .route(paths::RESUME, post(resume))
         .route(paths::LINEAGE, get(lineage))
+        .route(paths::MIGRATE, post(migrate))
+        .route(paths::DRAIN, post(drain_objects))
+        .route(paths::MIGRATION_OFFER, post(migration_offer))
+        .route(paths::MIGRATION_PACKAGE, post(migration_package))
+        .route(paths::MIGRATION_STATUS, post(migration_status))
+        .route(paths::MIGRATION_REFUSAL, post(migration_refusal))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(no_route)
         .layer(axum::middleware::map_response(no_store))
@@ -405,6 +455,33 @@ impl Needs for ReadRole {
 struct AdminRole;
 impl Needs for AdminRole {
     const ROLE: Role = Role::Admin;
+}
+
+/// Needs a peer or admin token.
+struct PeerRole;
+impl Needs for PeerRole {
+    const ROLE: Role = Role::Peer;
+}
+
+/// The connection's [`ChannelBinding`], as an extractor: `500 internal` "no channel binding"
+/// when the connection has none. Put it after the [`Caller`], so that authentication answers
+/// first.
+struct Channel([u8; 32]);
+
+impl<S: Send + Sync> FromRequestParts<S> for Channel {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        match parts.extensions.get::<ChannelBinding>() {
+            Some(binding) => Ok(Channel(binding.0)),
+            None => {
+                tracing::error!(
+                    "a migration offer arrived on a connection without a channel binding"
+                );
+                Err(ApiError::new(ErrorCode::Internal, "no channel binding"))
+            }
+        }
+    }
 }
 
 /// An authenticated caller allowed to call the route. As an extractor it runs before the
@@ -552,9 +629,39 @@ fn object_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiErr
     Ok(id)
 }
 
+/// Largest migration id (transfer or key id) in a path the server passes on.
+const MAX_MIGRATION_ID_LEN: usize = 128;
+
+/// The `{transfer}` and `{key}` of the package route: each 1 to 128 hex digits.
+fn transfer_and_key(
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<(String, String), ApiError> {
+    let Path((transfer, key)) = path.map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("bad transfer or key id in the path: {}", e.body_text()),
+        )
+    })?;
+    for (what, value) in [("transfer", &transfer), ("key", &key)] {
+        let ok = !value.is_empty()
+            && value.len() <= MAX_MIGRATION_ID_LEN
+            && value.bytes().all(|b| b.is_ascii_hexdigit());
+        if !ok {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("a {what} id is 1 to {MAX_MIGRATION_ID_LEN} hex digits"),
+            ));
+        }
+    }
+    Ok((transfer, key))
+}
+
 /// Longest a client may take to send a request body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(120);
 const DRAIN_CAP: usize = 16 * 1024 * 1024;
+/// Most bytes reserved up front for a body from its declared length (it grows past this as
+/// the bytes actually arrive).
+const PREALLOCATE_CAP: usize = 16 * 1024 * 1024;
 const DRAIN_TIME: Duration = Duration::from_secs(5);
 
 fn too_large(limit: usize) -> ApiError {
@@ -581,7 +688,8 @@ async fn read_body(headers: &HeaderMap, mut body: Body, limit: usize) -> Result<
     let capacity = declared
         .and_then(|n| usize::try_from(n).ok())
         .unwrap_or(0)
-        .min(limit);
+        .min(limit)
+        .min(PREALLOCATE_CAP);
     let mut buf = Vec::with_capacity(capacity);
     let deadline = tokio::time::Instant::now() + BODY_TIMEOUT;
     loop {
@@ -818,6 +926,163 @@ async fn lineage(
         .into_response())
 }
 
+// ---------------------------------------------------------------------------------------------
+// Migration. `migrate` and `drain` may run for minutes: nothing on the server side bounds a
+// handler's time (the header-read timeout covers only the reading of request headers, the body
+// timeout only the reading of the body); the caller bounds it with its own request timeout.
+
+async fn migrate(
+    caller: Caller<AdminRole>,
+    State(state): State<Arc<AppState>>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let id = object_id(path)?;
+    let request: MigrateRequest = json_body(&headers, body, paths::BODY_LIMIT, false).await?;
+    tracing::info!(
+        credential = %caller.name,
+        peer = %caller.peer,
+        id = %id,
+        to = %request.to,
+        "migration requested"
+    );
+    let control = state.control.clone();
+    let report = blocking(move || control.migrate(&id, request)).await?;
+    tracing::info!(
+        credential = %caller.name,
+        id = %report.object,
+        transfer = %report.transfer,
+        to = %report.destination,
+        outcome = %report.outcome,
+        reason = report.reason.as_deref().unwrap_or("-"),
+        downtime_micros = report.downtime_micros,
+        "migration ended"
+    );
+    Ok(json(StatusCode::OK, &report))
+}
+
+async fn drain_objects(
+    caller: Caller<AdminRole>,
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let request: DrainRequest = json_body(&headers, body, paths::BODY_LIMIT, false).await?;
+    let destinations: Vec<&str> = request.to.iter().map(|d| d.to.as_str()).collect();
+    tracing::info!(
+        credential = %caller.name,
+        peer = %caller.peer,
+        to = %destinations.join(","),
+        deadline_s = request.deadline_s,
+        "drain requested"
+    );
+    let control = state.control.clone();
+    let report = blocking(move || control.drain(request)).await?;
+    tracing::info!(
+        credential = %caller.name,
+        moved = report.moved.len(),
+        pending = report.pending.len(),
+        stayed = report.stayed.len(),
+        "drain ended"
+    );
+    Ok(json(StatusCode::OK, &report))
+}
+
+async fn migration_offer(
+    caller: Caller<PeerRole>,
+    Channel(channel): Channel,
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let offer: MigrationOffer = json_body(&headers, body, paths::BODY_LIMIT, false).await?;
+    tracing::info!(
+        credential = %caller.name,
+        peer = %caller.peer,
+        transfer = %offer.transfer,
+        object = %offer.object,
+        source = %offer.source,
+        "migration offer received"
+    );
+    let control = state.control.clone();
+    let answer = blocking(move || control.migration_offer(offer, channel)).await?;
+    Ok(json(StatusCode::OK, &answer))
+}
+
+async fn migration_package(
+    caller: Caller<PeerRole>,
+    State(state): State<Arc<AppState>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (transfer, key) = transfer_and_key(path)?;
+    let is_octets = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case(paths::OCTET_STREAM));
+    if !is_octets {
+        drain(body).await;
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "the package must be sent as Content-Type: application/octet-stream",
+        ));
+    }
+    let sealed = read_body(&headers, body, paths::PACKAGE_BODY_LIMIT).await?;
+    tracing::info!(
+        credential = %caller.name,
+        peer = %caller.peer,
+        transfer = %transfer,
+        key = %key,
+        bytes = sealed.len(),
+        "migration package received"
+    );
+    let control = state.control.clone();
+    let answer = blocking(move || control.migration_package(&transfer, &key, sealed)).await?;
+    Ok(json(StatusCode::OK, &answer))
+}
+
+async fn migration_status(
+    caller: Caller<PeerRole>,
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let request: MigrationStatusRequest =
+        json_body(&headers, body, paths::BODY_LIMIT, false).await?;
+    tracing::debug!(
+        credential = %caller.name,
+        peer = %caller.peer,
+        transfer = %request.transfer,
+        "migration status asked"
+    );
+    let control = state.control.clone();
+    let answer = blocking(move || control.migration_status(request)).await?;
+    Ok(json(StatusCode::OK, &answer))
+}
+
+async fn migration_refusal(
+    caller: Caller<PeerRole>,
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let request: MigrationRefusalRequest =
+        json_body(&headers, body, paths::BODY_LIMIT, false).await?;
+    tracing::info!(
+        credential = %caller.name,
+        peer = %caller.peer,
+        transfer = %request.transfer,
+        reason = %request.reason,
+        "migration refused by the source"
+    );
+    let control = state.control.clone();
+    blocking(move || control.migration_refusal(request)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 async fn no_route(method: Method, uri: Uri) -> ApiError {
     ApiError::new(
         ErrorCode::NotFound,
@@ -863,6 +1128,21 @@ mod tests {
         assert!(Role::Admin.allows(Role::Read));
         assert!(Role::Read.allows(Role::Read));
         assert!(!Role::Read.allows(Role::Admin));
+        assert!(!Role::Read.allows(Role::Peer));
+        assert!(Role::Admin.allows(Role::Peer));
+        assert!(Role::Peer.allows(Role::Peer));
+        assert!(!Role::Peer.allows(Role::Read));
+        assert!(!Role::Peer.allows(Role::Admin));
+        for role in [Role::Admin, Role::Read, Role::Peer] {
+            assert_eq!(Role::from_wire(role.as_str()), Some(role));
+        }
+        assert_eq!(Role::from_wire("root"), None);
+    }
+
+    #[test]
+    fn channel_binding_debug_hides_the_value() {
+        let b = ChannelBinding([0xab; 32]);
+        assert_eq!(format!("{b:?}"), "ChannelBinding(..)");
     }
 
     #[test]

@@ -12,9 +12,12 @@ use sha2::{Digest, Sha256};
 use sojourn_api::cli::{self, ConnectArgs};
 use sojourn_api::client::Method;
 use sojourn_api::{
-    paths, serve, ApiError, Client, ClientConfig, ClientError, ConfigError, Credential,
-    DeployRequest, ErrorCode, Health, HostControl, IdentityError, LocalIdentity, ObjectDetail,
-    ObjectInfo, Role, SendReceipt, SendRequest, ServerIdentity, TransitionSummary,
+    paths, serve, serve_with, ApiError, Client, ClientConfig, ClientError, ConfigError, Credential,
+    DeployRequest, DrainReport, DrainRequest, DrainStay, ErrorCode, Health, HostControl,
+    IdentityError, LocalIdentity, MigrateRequest, MigrationAnswer, MigrationOffer,
+    MigrationOfferAnswer, MigrationRefusalRequest, MigrationReport, MigrationStatusRequest,
+    MigrationStep, ObjectDetail, ObjectInfo, Role, SendReceipt, SendRequest, ServeOptions,
+    ServerIdentity, TransitionSummary,
 };
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -30,17 +33,46 @@ struct FakeObject {
     arrivals: u64,
 }
 
+/// A migration call as the fake host received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum MigrationCall {
+    Migrate(String, MigrateRequest),
+    Drain(DrainRequest),
+    Offer(MigrationOffer, [u8; 32]),
+    Package {
+        transfer: String,
+        key: String,
+        bytes: usize,
+        digest: [u8; 32],
+    },
+    Status(MigrationStatusRequest),
+    Refusal(MigrationRefusalRequest),
+}
+
 struct FakeHost {
     objects: Mutex<BTreeMap<String, FakeObject>>,
     started: Instant,
+    migration_calls: Mutex<Vec<MigrationCall>>,
 }
+
+/// How long the fake host's `migrate` of the object `slow` takes.
+const SLOW_MIGRATION: Duration = Duration::from_millis(2500);
 
 impl FakeHost {
     fn new() -> FakeHost {
         FakeHost {
             objects: Mutex::new(BTreeMap::new()),
             started: Instant::now(),
+            migration_calls: Mutex::new(Vec::new()),
         }
+    }
+
+    fn record(&self, call: MigrationCall) {
+        self.migration_calls.lock().unwrap().push(call);
+    }
+
+    fn calls(&self) -> Vec<MigrationCall> {
+        self.migration_calls.lock().unwrap().clone()
     }
 
     fn find<'a>(
@@ -65,6 +97,40 @@ impl FakeHost {
                 format!("{id:?} is ambiguous"),
             )),
         }
+    }
+}
+
+/// The fake host's report: the outcome is chosen by the object id (`refuse-me`, `abort-me`,
+/// `pending-me`; anything else is transferred).
+fn fake_report(id: &str, destination: &str) -> MigrationReport {
+    let outcome = match id {
+        "refuse-me" => "refused",
+        "abort-me" => "aborted",
+        "pending-me" => "pending",
+        _ => "transferred",
+    };
+    MigrationReport {
+        object: "0123456789abcdef0123456789abcdef".into(),
+        name: id.into(),
+        transfer: "ab".repeat(16),
+        destination: destination.into(),
+        outcome: outcome.into(),
+        reason: (outcome != "transferred").then(|| format!("fake {outcome}")),
+        refusal_code: (outcome == "refused").then(|| "measurement".to_string()),
+        appraisal: Some("software evidence (insecure), accepted by policy".into()),
+        seq: 42,
+        package_bytes: if outcome == "transferred" { 12_595 } else { 0 },
+        downtime_micros: 35_250,
+        steps: vec![
+            MigrationStep {
+                name: "quiesce".into(),
+                micros: 300,
+            },
+            MigrationStep {
+                name: "transfer".into(),
+                micros: 12_000,
+            },
+        ],
     }
 }
 
@@ -204,6 +270,144 @@ impl HostControl for FakeHost {
             self.objects.lock().unwrap().len()
         )
     }
+
+    fn migrate(&self, id: &str, request: MigrateRequest) -> Result<MigrationReport, ApiError> {
+        if id == "slow" {
+            std::thread::sleep(SLOW_MIGRATION);
+        }
+        if id == "missing" {
+            return Err(ApiError::new(ErrorCode::NotFound, "no object \"missing\""));
+        }
+        let report = fake_report(id, &request.to);
+        self.record(MigrationCall::Migrate(id.to_string(), request));
+        Ok(report)
+    }
+
+    fn drain(&self, request: DrainRequest) -> Result<DrainReport, ApiError> {
+        let first = request.to.first().map(|d| d.to.clone()).unwrap_or_default();
+        let stays = request.deadline_s == Some(0);
+        self.record(MigrationCall::Drain(request));
+        Ok(DrainReport {
+            moved: vec![fake_report("counter", &first)],
+            stayed: if stays {
+                vec![DrainStay {
+                    object: "aa".repeat(16),
+                    name: "ledger".into(),
+                    reasons: vec![format!("{first}: deadline over")],
+                }]
+            } else {
+                vec![]
+            },
+            pending: vec![],
+        })
+    }
+
+    /// Echoes the channel binding in `binding_base64`.
+    fn migration_offer(
+        &self,
+        offer: MigrationOffer,
+        channel: [u8; 32],
+    ) -> Result<MigrationOfferAnswer, ApiError> {
+        self.record(MigrationCall::Offer(offer, channel));
+        Ok(MigrationOfferAnswer {
+            binding_base64: Some(base64::engine::general_purpose::STANDARD.encode(channel)),
+            evidence_base64: Some("ZXZpZGVuY2U=".into()),
+            aborted: None,
+        })
+    }
+
+    fn migration_package(
+        &self,
+        transfer: &str,
+        key: &str,
+        sealed: Vec<u8>,
+    ) -> Result<MigrationAnswer, ApiError> {
+        self.record(MigrationCall::Package {
+            transfer: transfer.into(),
+            key: key.into(),
+            bytes: sealed.len(),
+            digest: Sha256::digest(&sealed).into(),
+        });
+        Ok(MigrationAnswer {
+            transfer: transfer.into(),
+            outcome: "ack".into(),
+            reason: None,
+            signature_base64: "c2ln".into(),
+        })
+    }
+
+    fn migration_status(
+        &self,
+        request: MigrationStatusRequest,
+    ) -> Result<MigrationAnswer, ApiError> {
+        let transfer = request.transfer.clone();
+        self.record(MigrationCall::Status(request));
+        Ok(MigrationAnswer {
+            transfer,
+            outcome: "aborted".into(),
+            reason: Some("no package arrived".into()),
+            signature_base64: "c2ln".into(),
+        })
+    }
+
+    fn migration_refusal(&self, request: MigrationRefusalRequest) -> Result<(), ApiError> {
+        self.record(MigrationCall::Refusal(request));
+        Ok(())
+    }
+}
+
+/// A host that implements only the required methods (no migration).
+struct NoMigrationHost;
+
+impl HostControl for NoMigrationHost {
+    fn deploy(&self, _: DeployRequest) -> Result<ObjectInfo, ApiError> {
+        Err(ApiError::new(ErrorCode::Internal, "unused"))
+    }
+    fn list(&self) -> Result<Vec<ObjectInfo>, ApiError> {
+        Ok(vec![])
+    }
+    fn inspect(&self, id: &str) -> Result<ObjectDetail, ApiError> {
+        Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("no object {id:?}"),
+        ))
+    }
+    fn send(&self, id: &str, _: Vec<u8>) -> Result<SendReceipt, ApiError> {
+        Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("no object {id:?}"),
+        ))
+    }
+    fn suspend(&self, id: &str, _: Option<String>) -> Result<ObjectInfo, ApiError> {
+        Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("no object {id:?}"),
+        ))
+    }
+    fn resume(&self, id: &str) -> Result<ObjectInfo, ApiError> {
+        Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("no object {id:?}"),
+        ))
+    }
+    fn lineage(&self, id: &str) -> Result<Vec<u8>, ApiError> {
+        Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("no object {id:?}"),
+        ))
+    }
+    fn health(&self) -> Health {
+        Health {
+            status: "ok".into(),
+            version: "test".into(),
+            attestation: "software".into(),
+            objects: 0,
+            uptime_s: 0,
+        }
+    }
+    fn metrics(&self) -> String {
+        String::new()
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -215,6 +419,9 @@ struct Harness {
     ca_file: PathBuf,
     admin: Credential,
     read: Credential,
+    peer: Credential,
+    /// The host behind the server (unused when the server runs another `HostControl`).
+    fake: Arc<FakeHost>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     dir: tempfile::TempDir,
@@ -232,17 +439,48 @@ impl Harness {
         server: &ServerIdentity,
         ca_pem: String,
     ) -> Harness {
+        let fake = Arc::new(FakeHost::new());
+        Harness::launch(
+            dir,
+            server,
+            ca_pem,
+            fake.clone(),
+            fake,
+            ServeOptions::default(),
+        )
+        .await
+    }
+
+    /// A server with a fresh identity in front of `control`, with `options`.
+    async fn start_control(control: Arc<dyn HostControl>, options: ServeOptions) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let identity = LocalIdentity::load_or_create(dir.path()).unwrap();
+        let ca = identity.ca_pem().to_string();
+        let fake = Arc::new(FakeHost::new());
+        Harness::launch(dir, identity.server(), ca, fake, control, options).await
+    }
+
+    async fn launch(
+        dir: tempfile::TempDir,
+        server: &ServerIdentity,
+        ca_pem: String,
+        fake: Arc<FakeHost>,
+        control: Arc<dyn HostControl>,
+        options: ServeOptions,
+    ) -> Harness {
         let tls = sojourn_api::server_tls_config(server).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let admin = Credential::generate("admin", Role::Admin).unwrap();
         let read = Credential::generate("dashboard", Role::Read).unwrap();
+        let peer = Credential::generate("host-b", Role::Peer).unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve(
+        let task = tokio::spawn(serve_with(
             listener,
             tls,
-            Arc::new(FakeHost::new()),
-            vec![admin.clone(), read.clone()],
+            control,
+            vec![admin.clone(), read.clone(), peer.clone()],
+            options,
             async move {
                 let _ = stopped.await;
             },
@@ -255,6 +493,8 @@ impl Harness {
             ca_file,
             admin,
             read,
+            peer,
+            fake,
             stop: Some(stop),
             task,
             dir,
@@ -271,6 +511,23 @@ impl Harness {
 
     fn reader(&self) -> Client {
         self.client(Some(&self.read.token))
+    }
+
+    fn peer(&self) -> Client {
+        self.client(Some(&self.peer.token))
+    }
+
+    /// A client file for this host with its peer token, as another host's operator has it.
+    fn peer_client_file(&self, name: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        ClientConfig {
+            url: self.url.clone(),
+            ca_pem: self.ca_pem.clone(),
+            token: self.peer.token.clone(),
+        }
+        .write_private(&path)
+        .unwrap();
+        path
     }
 
     fn connect_args(&self) -> ConnectArgs {
@@ -968,4 +1225,422 @@ async fn raw_requests_get_json_errors_and_headers() {
     )
     .await;
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Migration routes.
+
+fn offer(transfer: &str) -> MigrationOffer {
+    MigrationOffer {
+        version: 1,
+        transfer: transfer.into(),
+        object: "0123456789abcdef0123456789abcdef".into(),
+        challenge: "cd".repeat(32),
+        source: "https://127.0.0.1:1".into(),
+    }
+}
+
+fn migrate_request(h: &Harness) -> MigrateRequest {
+    MigrateRequest {
+        to: "https://127.0.0.1:9".into(),
+        ca_pem: h.ca_pem.clone(),
+        token: "destination-token-0123456789".into(),
+    }
+}
+
+#[tokio::test]
+async fn migration_routes_reach_the_host() {
+    let h = Harness::start().await;
+    let admin = h.admin();
+    let peer = h.peer();
+
+    let request = migrate_request(&h);
+    let report = admin.migrate("counter", &request).await.unwrap();
+    assert_eq!(report.outcome, "transferred");
+    assert_eq!(report.destination, request.to);
+    // The object id is one path segment, whatever it holds.
+    let (status, code, _) = api_error(admin.migrate("missing", &request).await);
+    assert_eq!((status, code.as_str()), (404, "not_found"));
+
+    let drain = DrainRequest {
+        to: vec![request.clone()],
+        deadline_s: Some(30),
+    };
+    let drained = admin.drain(&drain).await.unwrap();
+    assert_eq!(drained.moved.len(), 1);
+    assert!(drained.stayed.is_empty() && drained.pending.is_empty());
+
+    let transfer = "ab".repeat(16);
+    let key = "cd".repeat(32);
+    let (answer, _) = peer.migration_offer(&offer(&transfer)).await.unwrap();
+    assert_eq!(answer.evidence_base64.as_deref(), Some("ZXZpZGVuY2U="));
+    let sealed: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
+    let ack = peer
+        .migration_package(&transfer, &key, &sealed)
+        .await
+        .unwrap();
+    assert_eq!(
+        (ack.transfer.as_str(), ack.outcome.as_str()),
+        (transfer.as_str(), "ack")
+    );
+    let status = MigrationStatusRequest {
+        transfer: transfer.clone(),
+    };
+    let decided = peer.migration_status(&status).await.unwrap();
+    assert_eq!(decided.outcome, "aborted");
+    assert_eq!(decided.reason.as_deref(), Some("no package arrived"));
+    let refusal = MigrationRefusalRequest {
+        transfer: transfer.clone(),
+        reason: "policy refused the evidence".into(),
+    };
+    peer.migration_refusal(&refusal).await.unwrap();
+    // The refusal is a bare 204.
+    let raw = peer
+        .call(
+            Method::POST,
+            paths::MIGRATION_REFUSAL,
+            Some(serde_json::to_vec(&refusal).unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(raw.status, 204);
+    assert!(raw.body.is_empty());
+
+    let calls = h.fake.calls();
+    assert_eq!(calls.len(), 7, "{calls:?}");
+    assert_eq!(
+        calls[0],
+        MigrationCall::Migrate("counter".into(), request.clone())
+    );
+    assert_eq!(calls[1], MigrationCall::Drain(drain));
+    assert!(matches!(&calls[2], MigrationCall::Offer(o, _) if *o == offer(&transfer)));
+    assert_eq!(
+        calls[3],
+        MigrationCall::Package {
+            transfer: transfer.clone(),
+            key: key.clone(),
+            bytes: sealed.len(),
+            digest: Sha256::digest(&sealed).into(),
+        }
+    );
+    assert_eq!(calls[4], MigrationCall::Status(status));
+    assert_eq!(calls[5], MigrationCall::Refusal(refusal.clone()));
+    assert_eq!(calls[6], MigrationCall::Refusal(refusal));
+}
+
+#[tokio::test]
+async fn offer_channel_is_the_connections_exporter() {
+    let h = Harness::start().await;
+    let peer = h.peer();
+    let decode = |answer: &MigrationOfferAnswer| -> [u8; 32] {
+        base64::engine::general_purpose::STANDARD
+            .decode(answer.binding_base64.as_deref().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap()
+    };
+    let (first, ours_first) = peer
+        .migration_offer(&offer(&"01".repeat(16)))
+        .await
+        .unwrap();
+    let (second, ours_second) = peer
+        .migration_offer(&offer(&"02".repeat(16)))
+        .await
+        .unwrap();
+    // What the server handed to the host is what this side of the same connection exports.
+    assert_eq!(decode(&first), ours_first);
+    assert_eq!(decode(&second), ours_second);
+    // Each connection has its own value.
+    assert_ne!(ours_first, ours_second);
+    assert_ne!(ours_first, [0u8; 32]);
+    let calls = h.fake.calls();
+    let channels: Vec<[u8; 32]> = calls
+        .iter()
+        .filter_map(|c| match c {
+            MigrationCall::Offer(_, channel) => Some(*channel),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(channels, [ours_first, ours_second]);
+}
+
+#[tokio::test]
+async fn migration_roles() {
+    let h = Harness::start().await;
+    let transfer = "ab".repeat(16);
+    let key = "cd".repeat(32);
+    let request = migrate_request(&h);
+    let drain = DrainRequest {
+        to: vec![request.clone()],
+        deadline_s: None,
+    };
+    let status = MigrationStatusRequest {
+        transfer: transfer.clone(),
+    };
+    let refusal = MigrationRefusalRequest {
+        transfer: transfer.clone(),
+        reason: "no".into(),
+    };
+
+    // A read token reaches none of them.
+    let r = h.reader();
+    for (what, result) in [
+        ("migrate", r.migrate("counter", &request).await.map(|_| ())),
+        ("drain", r.drain(&drain).await.map(|_| ())),
+        (
+            "offer",
+            r.migration_offer(&offer(&transfer)).await.map(|_| ()),
+        ),
+        (
+            "package",
+            r.migration_package(&transfer, &key, b"x").await.map(|_| ()),
+        ),
+        ("status", r.migration_status(&status).await.map(|_| ())),
+        ("refusal", r.migration_refusal(&refusal).await),
+    ] {
+        let (status, code, message) = api_error(result);
+        assert_eq!(
+            (status, code.as_str()),
+            (403, "forbidden"),
+            "{what}: {message}"
+        );
+    }
+
+    // A peer token reaches only the host-to-host routes: not deploy, migrate, drain, nor reads.
+    let p = h.peer();
+    for (what, result) in [
+        ("deploy", p.deploy(&counter_request()).await.map(|_| ())),
+        ("migrate", p.migrate("counter", &request).await.map(|_| ())),
+        ("drain", p.drain(&drain).await.map(|_| ())),
+        ("list", p.list().await.map(|_| ())),
+        ("metrics", p.metrics().await.map(|_| ())),
+    ] {
+        let (status, code, message) = api_error(result);
+        assert_eq!(
+            (status, code.as_str()),
+            (403, "forbidden"),
+            "{what}: {message}"
+        );
+        assert!(
+            message.contains("host-b") && message.contains("peer"),
+            "{message}"
+        );
+    }
+    p.migration_offer(&offer(&transfer)).await.unwrap();
+    p.migration_package(&transfer, &key, b"x").await.unwrap();
+    p.migration_status(&status).await.unwrap();
+    p.migration_refusal(&refusal).await.unwrap();
+    p.health().await.unwrap();
+
+    // An admin token reaches everything.
+    let a = h.admin();
+    a.migration_offer(&offer(&transfer)).await.unwrap();
+    a.migration_package(&transfer, &key, b"x").await.unwrap();
+    a.migration_status(&status).await.unwrap();
+    a.migration_refusal(&refusal).await.unwrap();
+
+    // No token: 401.
+    let (status, _, _) = api_error(h.client(None).migration_offer(&offer(&transfer)).await);
+    assert_eq!(status, 401);
+    // Only the accepted calls reached the host: 4 by the peer, 4 by the admin.
+    assert_eq!(h.fake.calls().len(), 8);
+}
+
+#[tokio::test]
+async fn package_body_limit_and_shape() {
+    let h = Harness::start().await;
+    let p = h.peer();
+    let transfer = "ab".repeat(16);
+    let key = "cd".repeat(32);
+
+    // 2 MiB: over the 1 MiB of the other routes, under the package limit.
+    let sealed = vec![7u8; 2 * 1024 * 1024];
+    p.migration_package(&transfer, &key, &sealed).await.unwrap();
+    assert!(matches!(
+        h.fake.calls().last(),
+        Some(MigrationCall::Package { bytes, .. }) if *bytes == sealed.len()
+    ));
+
+    // Not octet-stream: 400.
+    let path = paths::migration_package_path(&transfer, &key);
+    let (status, code, message) =
+        api_error(p.call(Method::POST, &path, Some(b"{}".to_vec())).await);
+    assert_eq!(
+        (status, code.as_str()),
+        (400, "invalid_request"),
+        "{message}"
+    );
+    assert!(message.contains("octet-stream"), "{message}");
+
+    // Ids that are not hex: 400.
+    let (status, code, _) = api_error(p.migration_package("not-hex", &key, b"x").await);
+    assert_eq!((status, code.as_str()), (400, "invalid_request"));
+    let (status, _, _) = api_error(p.migration_package(&transfer, &"f".repeat(129), b"x").await);
+    assert_eq!(status, 400);
+
+    // Declared larger than the limit: 413 before anything is read.
+    let answer = raw_http(
+        &h,
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n",
+            h.peer.token,
+            paths::PACKAGE_BODY_LIMIT + 1
+        ),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer:.300}");
+    assert!(answer.contains(r#""code":"too_large""#), "{answer:.300}");
+    // Only the 2 MiB package reached the host.
+    assert_eq!(h.fake.calls().len(), 1);
+}
+
+#[tokio::test]
+async fn a_host_without_migration_answers_405() {
+    let h = Harness::start_control(Arc::new(NoMigrationHost), ServeOptions::default()).await;
+    let a = h.admin();
+    let transfer = "ab".repeat(16);
+    let request = migrate_request(&h);
+    for (what, result) in [
+        ("migrate", a.migrate("counter", &request).await.map(|_| ())),
+        (
+            "drain",
+            a.drain(&DrainRequest {
+                to: vec![request.clone()],
+                deadline_s: None,
+            })
+            .await
+            .map(|_| ()),
+        ),
+        (
+            "offer",
+            a.migration_offer(&offer(&transfer)).await.map(|_| ()),
+        ),
+        (
+            "package",
+            a.migration_package(&transfer, &transfer, b"x")
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "status",
+            a.migration_status(&MigrationStatusRequest {
+                transfer: transfer.clone(),
+            })
+            .await
+            .map(|_| ()),
+        ),
+        (
+            "refusal",
+            a.migration_refusal(&MigrationRefusalRequest {
+                transfer: transfer.clone(),
+                reason: "x".into(),
+            })
+            .await,
+        ),
+    ] {
+        let (status, code, message) = api_error(result);
+        assert_eq!(
+            (status, code.as_str()),
+            (405, "method_not_allowed"),
+            "{what}: {message}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_long_migration_outlives_the_header_timeout() {
+    let options = ServeOptions {
+        header_read_timeout: Duration::from_millis(500),
+        ..ServeOptions::default()
+    };
+    let fake = Arc::new(FakeHost::new());
+    let h = Harness::start_control(fake.clone(), options).await;
+    let started = Instant::now();
+    let report = h
+        .admin()
+        .migrate("slow", &migrate_request(&h))
+        .await
+        .unwrap();
+    assert!(started.elapsed() >= SLOW_MIGRATION);
+    assert_eq!(report.outcome, "transferred");
+    assert_eq!(fake.calls().len(), 1);
+}
+
+#[tokio::test]
+async fn cli_migrate_and_drain() {
+    let source = Harness::start().await;
+    let destination = Harness::start().await;
+    let dest_file = destination.peer_client_file("destination.toml");
+    let args = |object: &str, json: bool| cli::MigrateArgs {
+        object: object.into(),
+        from: Some(source.url.clone()),
+        to: dest_file.display().to_string(),
+        destination: cli::DestinationArgs::default(),
+        connect: ConnectArgs {
+            json,
+            ..source.connect_args()
+        },
+    };
+    let expected = MigrateRequest {
+        to: destination.url.clone(),
+        ca_pem: destination.ca_pem.clone(),
+        token: destination.peer.token.clone(),
+    };
+
+    let code = cli::migrate(args("counter", false)).await.unwrap();
+    assert_eq!(code, std::process::ExitCode::SUCCESS);
+    assert_eq!(
+        source.fake.calls(),
+        [MigrationCall::Migrate("counter".into(), expected.clone())]
+    );
+    cli::migrate(args("counter", true)).await.unwrap();
+
+    for (object, says) in [
+        ("refuse-me", "still runs at the source"),
+        ("abort-me", "still runs at the source"),
+        ("pending-me", "runs on neither host"),
+    ] {
+        let e = cli::migrate(args(object, false)).await.unwrap_err();
+        assert!(format!("{e:#}").contains(says), "{object}: {e:#}");
+        // The same with --json.
+        assert!(cli::migrate(args(object, true)).await.is_err());
+    }
+    let e = cli::migrate(args("missing", false)).await.unwrap_err();
+    assert!(format!("{e:#}").contains("not_found"), "{e:#}");
+
+    // Destination as a URL with --to-ca and --to-token.
+    let mut by_url = args("counter", false);
+    by_url.to = destination.url.clone();
+    by_url.destination = cli::DestinationArgs {
+        to_ca: Some(destination.ca_file.clone()),
+        to_token: Some(destination.peer.token.clone()),
+    };
+    cli::migrate(by_url).await.unwrap();
+    assert_eq!(
+        source.fake.calls().last(),
+        Some(&MigrationCall::Migrate("counter".into(), expected.clone()))
+    );
+    // Nothing reached the destination: the source host talks to it, not the CLI.
+    assert!(destination.fake.calls().is_empty());
+
+    let drain = |deadline_s| cli::DrainArgs {
+        to: vec![dest_file.display().to_string()],
+        deadline_s,
+        destination: cli::DestinationArgs::default(),
+        connect: source.connect_args(),
+    };
+    let code = cli::drain(drain(Some(30))).await.unwrap();
+    assert_eq!(code, std::process::ExitCode::SUCCESS);
+    assert_eq!(
+        source.fake.calls().last(),
+        Some(&MigrationCall::Drain(DrainRequest {
+            to: vec![expected],
+            deadline_s: Some(30),
+        }))
+    );
+    // An object that stays: exit status 1 with a message.
+    let e = cli::drain(drain(Some(0))).await.unwrap_err();
+    assert!(format!("{e:#}").contains("1 object stayed"), "{e:#}");
 }

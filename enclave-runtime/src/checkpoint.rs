@@ -68,6 +68,20 @@ impl ResidentObject {
         })
     }
 
+    /// Every chunk of memory as it is now, zero chunks included: what overwrites an older
+    /// stored image of the same object completely (an object returning to a host it left).
+    pub fn all_chunks(&self) -> Vec<(u32, Vec<u8>)> {
+        match self.store.data().memory {
+            Some(mem) => mem
+                .data(&self.store)
+                .chunks(CHUNK)
+                .enumerate()
+                .map(|(i, c)| (i as u32, c.to_vec()))
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
     /// Rebuilds an object from its module, descriptor bytes, latest execution state and every
     /// stored memory chunk. The result's next checkpoint is incremental from here.
     pub fn restore_checkpoint(

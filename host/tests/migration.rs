@@ -1,26 +1,26 @@
-//! Moving an object between two hosts' cores, in process: the destination's evidence is
-//! appraised against the object's own migration policy, the object travels HPKE-sealed, the
-//! destination verifies its lineage and continues it, and the source keeps a tombstone that
-//! survives a restart. A refused move leaves the object running at the source with the
-//! refusal in its lineage. (The network protocol and its durable states are not wired yet:
-//! see docs/migration.md.)
+//! Attested migration between host cores, in process, over the protocol
+//! (`sojourn_migration::protocol`) with its durable states: the destination's evidence is
+//! appraised against the object's own migration policy, the object travels HPKE-sealed,
+//! answers are signed, and lost or duplicated messages end with exactly one owner. The same
+//! protocol over TLS between real processes, with kill -9 at each step, is in
+//! `tests/migration_processes.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a failure is a panic
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sojourn_api::{DeployRequest, ErrorCode, HostControl};
-use sojourn_attestation::danger::software::{SoftwareAttester, SoftwareKey};
-use sojourn_attestation::{Attester, ReferenceValues, Timestamp};
-use sojourn_host::daemon::HostCore;
-use sojourn_lineage::{verify_lineage, VerifyOptions};
-use sojourn_migration::{
-    appraise_destination, fresh_attempt, open, seal, DestinationKey, ObjectBundle, OfferBinding,
-    RuntimeIdentity, SealedObject,
+use sojourn_api::{
+    DeployRequest, ErrorCode, HostControl, MigrationAnswer, MigrationOffer, MigrationOfferAnswer,
 };
+use sojourn_attestation::ReferenceValues;
+use sojourn_host::daemon::migrate::{LocalNetwork, PeerLink};
+use sojourn_host::daemon::{CoreOptions, HostCore};
+use sojourn_lineage::{verify_lineage, VerifyOptions};
 
 mod common;
-use common::{software_core as core, tempdir};
+use common::{software_core_with, tempdir};
 
 const WAT: &str = r#"(module
   (import "sojourn" "field_get_i64" (func $get (param i32 i32) (result i64)))
@@ -36,7 +36,9 @@ const WAT: &str = r#"(module
     (call $set (i32.const 0) (i32.const 8) (i64.add (call $get (i32.const 0) (i32.const 8)) (i64.const 1)))
     (i32.const 0)))"#;
 
-const TOML: &str = r#"[object]
+fn toml(migration: &str) -> String {
+    format!(
+        r#"[object]
 name = "mover"
 version = 1
 module = "mover.wasm"
@@ -61,64 +63,108 @@ message = ["received"]
 allow_software = true
 [policy.migration]
 allowed = true
-platforms = ["software"]
-allow_software = true
-"#;
+{migration}
+"#
+    )
+}
 
-fn request() -> DeployRequest {
+const SOFTWARE_OK: &str = "platforms = [\"software\"]\nallow_software = true";
+
+fn request_with(wat: &str, toml: &str) -> DeployRequest {
     use base64::Engine as _;
     DeployRequest {
-        object_toml: TOML.into(),
+        object_toml: toml.into(),
         module_base64: base64::engine::general_purpose::STANDARD
-            .encode(wat::parse_str(WAT).unwrap()),
+            .encode(wat::parse_str(wat).unwrap()),
     }
+}
+
+fn request(migration: &str) -> DeployRequest {
+    request_with(WAT, &toml(migration))
 }
 
 fn wait(core: &HostCore, id: &str, what: &str, done: impl Fn(&sojourn_api::ObjectDetail) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if done(&core.inspect(id).unwrap()) {
-            return;
+        if let Ok(d) = core.inspect(id) {
+            if done(&d) {
+                return;
+            }
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {:?}",
+            core.inspect(id)
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
 
-/// The destination's side of an offer: a fresh HPKE key, the binding, software evidence over
-/// it (optionally in debug mode, which the policy forbids).
-fn destination_offer(
-    object_id: [u8; 16],
-    channel: [u8; 32],
-    debug: bool,
-) -> (DestinationKey, OfferBinding, sojourn_attestation::Evidence) {
-    let (transfer, challenge) = fresh_attempt().unwrap();
-    let key = DestinationKey::generate().unwrap();
-    let binding = OfferBinding {
-        transfer,
-        object_id,
-        challenge,
-        channel,
-        hpke_public_key: key.public_bytes(),
-        runtime: RuntimeIdentity {
-            name: "sojourn".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            policy_engine: [0; 32],
-            claims: Default::default(),
-        },
+fn verify(lineage: &[u8]) -> sojourn_lineage::LineageSummary {
+    let opts = VerifyOptions {
+        reference: Some(ReferenceValues::default().allowing_software()),
+        at: None,
     };
-    let attester =
-        SoftwareAttester::new(SoftwareKey::from_seed([42; 32]).unwrap()).with_debug(debug);
-    let evidence = attester.attest(&binding.report_data()).unwrap();
-    (key, binding, evidence)
+    verify_lineage(lineage, &opts).unwrap()
+}
+
+/// Two (or more) cores on one in-process network.
+struct Net {
+    net: LocalNetwork,
+    dirs: Vec<std::path::PathBuf>,
+}
+
+impl Net {
+    fn new() -> Net {
+        Net {
+            net: LocalNetwork::new(),
+            dirs: Vec::new(),
+        }
+    }
+
+    fn host(&mut self, url: &str, seed: u8, debug: bool) -> HostCore {
+        let dir = tempdir(&format!("mig-{seed}"));
+        self.dirs.push(dir.clone());
+        self.start(url, &dir, seed, debug)
+    }
+
+    fn start(&self, url: &str, dir: &std::path::Path, seed: u8, debug: bool) -> HostCore {
+        let options = CoreOptions {
+            answer_secret: Some([seed; 32]),
+            self_url: url.into(),
+            links: Some(self.net.factory()),
+            ..CoreOptions::default()
+        };
+        let core = software_core_with(dir, [seed; 32], debug, options);
+        self.net.register(url, &core);
+        core
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for d in &self.dirs {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+fn migrate(
+    from: &HostCore,
+    id: &str,
+    net: &LocalNetwork,
+    to: &str,
+) -> sojourn_api::MigrationReport {
+    from.migrate_to(id, LocalNetwork::address(to), &net.link(to))
+        .unwrap()
 }
 
 #[test]
 fn an_object_moves_whole_continues_at_the_destination_and_leaves_a_tombstone() {
-    let (dir_a, dir_b) = (tempdir("move-a"), tempdir("move-b"));
-    let a = core(&dir_a, [1; 32]);
-    let b = core(&dir_b, [2; 32]);
-    let id = a.deploy(request()).unwrap().id;
+    let mut n = Net::new();
+    let a = n.host("https://a", 1, false);
+    let b = n.host("https://b", 2, false);
+    let id = a.deploy(request(SOFTWARE_OK)).unwrap().id;
     for i in 0..5 {
         a.send(&id, format!("m{i}").into_bytes()).unwrap();
     }
@@ -126,87 +172,70 @@ fn an_object_moves_whole_continues_at_the_destination_and_leaves_a_tombstone() {
         d.info.seq >= 10 && d.state["received"] == 5
     });
 
-    let key = a.freeze(&id).unwrap();
-    assert_eq!(
-        a.send(&id, b"late".to_vec()).unwrap_err().code,
-        ErrorCode::Conflict,
-        "a moving object takes no messages"
+    let r = migrate(&a, &id, &n.net, "https://b");
+    assert_eq!(r.outcome, "transferred", "{r:?}");
+    assert!(
+        r.appraisal.as_deref().unwrap().contains("INSECURE"),
+        "{r:?}"
     );
-    let frozen = a.inspect(&id).unwrap();
-    assert_eq!(frozen.info.status, "moving");
-    std::thread::sleep(Duration::from_millis(100));
+    assert!(r.package_bytes > 0, "{r:?}");
+    let names: Vec<&str> = r.steps.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(
-        a.inspect(&id).unwrap().info.seq,
-        frozen.info.seq,
-        "frozen: no wake"
+        names,
+        [
+            "quiesce",
+            "attestation",
+            "appraisal",
+            "seal",
+            "transfer",
+            "commit"
+        ]
     );
 
-    // Offer, appraisal against the object's own policy, seal, open.
-    let channel = [7; 32];
-    let (dkey, binding, evidence) = destination_offer(key, channel, false);
-    let rules =
-        sojourn_policy::parse_descriptor("mover/object.toml", TOML, &wat::parse_str(WAT).unwrap())
-            .unwrap()
-            .policy
-            .migration;
-    let ticket = appraise_destination(
-        &rules,
-        &evidence,
-        &binding,
-        &binding.challenge,
-        &channel,
-        None,
-        Timestamp::now(),
-    )
-    .unwrap();
-    let (snapshot, lineage) = a.seal_out(&key, ticket.summary().to_string()).unwrap();
-    let bundle = ObjectBundle {
-        object_id: key,
-        snapshot,
-        lineage,
-        pending_messages: Vec::new(),
-        source: "host-a".into(),
-    };
-    let wire = seal(&ticket, &bundle).unwrap().to_bytes();
-    let opened = open(&dkey, &binding, &SealedObject::from_bytes(&wire).unwrap()).unwrap();
-    let arrived = b
-        .receive(&opened.snapshot, &opened.lineage, "host-a".into())
-        .unwrap();
-    a.mark_transferred(&key, "host-b".into()).unwrap();
-
-    // The same object, one entry later (migrated-in), same state.
+    // The same object at the destination, one entry after the migrate-out, same state.
     let left = a.inspect(&id).unwrap();
     assert_eq!(left.info.status, "transferred");
-    assert_eq!(arrived.id, id);
-    assert_eq!(arrived.state_digest, left.info.state_digest);
-    assert_eq!(arrived.seq, left.info.seq + 1);
+    let arrived = b.inspect(&id).unwrap();
+    assert_eq!(arrived.state["received"], left.state["received"]);
+    assert_eq!(arrived.state["ticks"], left.state["ticks"]);
+    assert!(arrived.info.seq > left.info.seq);
     assert_eq!(
         a.send(&id, b"x".to_vec()).unwrap_err().code,
-        ErrorCode::Conflict
+        ErrorCode::Conflict,
+        "the source refuses messages for an object that left"
     );
 
     // It runs at the destination, from where it stopped.
     for i in 0..3 {
         b.send(&id, format!("n{i}").into_bytes()).unwrap();
     }
+    let seq = arrived.info.seq;
     wait(&b, &id, "the destination to run it", |d| {
-        d.state["received"] == 8 && d.info.seq > arrived.seq + 3
+        d.state["received"] == 8 && d.info.seq > seq + 3
     });
 
-    // One lineage across both hosts: it verifies, with both events and both hosts' keys.
-    let opts = VerifyOptions {
-        reference: Some(ReferenceValues::default().allowing_software()),
-        at: None,
-    };
-    let s = verify_lineage(&b.lineage(&id).unwrap(), &opts).unwrap();
+    // One lineage across both hosts: it verifies, with both events and both hosts' keys; the
+    // source's export is a prefix of the destination's.
+    let at_a = a.lineage(&id).unwrap();
+    let at_b = b.lineage(&id).unwrap();
+    assert!(at_b.starts_with(&at_a));
+    let s = verify(&at_b);
     assert_eq!(s.outcomes["migrated-out"], 1);
     assert_eq!(s.outcomes["migrated-in"], 1);
     assert!(s.hosts.len() >= 2, "{s:?}");
 
-    // The tombstone survives a restart of the source: the object never runs there again.
+    // A second attempt from the tombstone is refused; the tombstone survives a restart.
+    assert!(a
+        .migrate_to(
+            &id,
+            LocalNetwork::address("https://b"),
+            &n.net.link("https://b")
+        )
+        .is_err());
     a.shutdown();
+    n.net.unregister("https://a");
     drop(a);
-    let a = core(&dir_a, [1; 32]);
+    let a = n.start("https://a", &n.dirs[0], 1, false);
     let again = a.inspect(&id).unwrap();
     assert_eq!(again.info.status, "transferred");
     std::thread::sleep(Duration::from_millis(150));
@@ -214,55 +243,358 @@ fn an_object_moves_whole_continues_at_the_destination_and_leaves_a_tombstone() {
     assert!(a.resume(&id).is_err());
     a.shutdown();
     b.shutdown();
-    let _ = std::fs::remove_dir_all(&dir_a);
-    let _ = std::fs::remove_dir_all(&dir_b);
+}
+
+/// Counts packages and can drop or duplicate messages.
+struct Faulty {
+    inner: Box<dyn PeerLink>,
+    packages: AtomicUsize,
+    /// Drop the answer of the first N packages (the package is delivered).
+    drop_package_answers: usize,
+    /// Never deliver packages.
+    drop_packages: bool,
+    /// Deliver every package twice.
+    duplicate: bool,
+    log: Mutex<Vec<String>>,
+}
+
+impl Faulty {
+    fn new(inner: Box<dyn PeerLink>) -> Faulty {
+        Faulty {
+            inner,
+            packages: AtomicUsize::new(0),
+            drop_package_answers: 0,
+            drop_packages: false,
+            duplicate: false,
+            log: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl PeerLink for Faulty {
+    fn url(&self) -> &str {
+        self.inner.url()
+    }
+    fn offer(&self, offer: &MigrationOffer) -> Result<(MigrationOfferAnswer, [u8; 32]), String> {
+        self.log.lock().unwrap().push("offer".into());
+        self.inner.offer(offer)
+    }
+    fn package(&self, t: &str, k: &str, sealed: &[u8]) -> Result<MigrationAnswer, String> {
+        let n = self.packages.fetch_add(1, Ordering::SeqCst);
+        if self.drop_packages {
+            self.log.lock().unwrap().push("package lost".into());
+            return Err("lost".into());
+        }
+        let mut a = self.inner.package(t, k, sealed);
+        if self.duplicate {
+            a = self.inner.package(t, k, sealed);
+        }
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("package {:?}", a.as_ref().map(|a| &a.outcome)));
+        if n < self.drop_package_answers {
+            return Err("answer lost".into());
+        }
+        a
+    }
+    fn status(&self, t: &str) -> Result<MigrationAnswer, String> {
+        self.log.lock().unwrap().push("status".into());
+        self.inner.status(t)
+    }
+    fn refusal(&self, t: &str, r: &str) -> Result<(), String> {
+        self.log.lock().unwrap().push("refusal".into());
+        self.inner.refusal(t, r)
+    }
 }
 
 #[test]
-fn a_refused_move_leaves_the_object_running_at_the_source_with_the_refusal_recorded() {
-    let dir = tempdir("refuse");
-    let a = core(&dir, [3; 32]);
-    let id = a.deploy(request()).unwrap().id;
-    wait(&a, &id, "a few ticks", |d| d.info.seq >= 3);
-    let key = a.freeze(&id).unwrap();
-    let rules =
-        sojourn_policy::parse_descriptor("mover/object.toml", TOML, &wat::parse_str(WAT).unwrap())
-            .unwrap()
-            .policy
-            .migration;
-    let channel = [8; 32];
-    // Debug evidence (the policy forbids debug), then evidence bound to another channel.
-    for (debug, presented_channel, code) in
-        [(true, channel, "debug"), (false, [9; 32], "wrong_channel")]
-    {
-        let (_k, binding, evidence) = destination_offer(key, presented_channel, debug);
-        let refusal = appraise_destination(
-            &rules,
-            &evidence,
-            &binding,
-            &binding.challenge,
-            &channel,
-            None,
-            Timestamp::now(),
-        )
-        .unwrap_err();
-        assert_eq!(refusal.code(), code);
+fn refused_destinations_get_no_package_and_the_object_runs_on_at_the_source() {
+    let mut n = Net::new();
+    let a = n.host("https://a", 3, false);
+    let _b = n.host("https://b", 4, false);
+    let _debug = n.host("https://debug", 5, true);
+    let pinned = "platforms = [\"software\"]\nallow_software = true\nmeasurements = [\""
+        .to_string()
+        + &"ab".repeat(48)
+        + "\"]";
+    let cases = [
+        (SOFTWARE_OK.to_string(), "https://debug", "debug"),
+        (
+            "platforms = [\"snp\", \"tdx\"]".to_string(),
+            "https://b",
+            "software_not_allowed",
+        ),
+        (pinned, "https://b", "measurement"),
+    ];
+    for (i, (policy, dest, code)) in cases.iter().enumerate() {
+        // Distinct objects (the name is part of the identity).
+        let t = toml(policy).replace("name = \"mover\"", &format!("name = \"mover{i}\""));
+        let id = a.deploy(request_with(WAT, &t)).unwrap().id;
+        wait(&a, &id, "a few ticks", |d| d.info.seq >= 3);
+        let link = Faulty::new(Box::new(n.net.link(dest)));
+        let r = a
+            .migrate_to(&id, LocalNetwork::address(dest), &link)
+            .unwrap();
+        assert_eq!(r.outcome, "refused", "{r:?}");
+        assert_eq!(r.refusal_code.as_deref(), Some(*code), "{r:?}");
+        assert_eq!(
+            link.packages.load(Ordering::SeqCst),
+            0,
+            "no sealed byte left"
+        );
+        assert_eq!(*link.log.lock().unwrap(), ["offer", "refusal"]);
+        let seq = a.inspect(&id).unwrap().info.seq;
+        assert_eq!(a.inspect(&id).unwrap().info.status, "active");
+        wait(&a, &id, "the object to run again at the source", |d| {
+            d.info.seq > seq + 2
+        });
+        let s = verify(&a.lineage(&id).unwrap());
+        assert_eq!(s.outcomes["migration-refused"], 1);
+        assert!(!s.outcomes.contains_key("migrated-out"));
     }
-    let info = a
-        .abort_move(&key, "destination evidence: debug enabled".into())
+    // A destination that already runs the object refuses the offer.
+    let id = a.deploy(request(SOFTWARE_OK)).unwrap().id;
+    let r = migrate(&a, &id, &n.net, "https://a");
+    assert_eq!(r.outcome, "aborted", "{r:?}");
+    assert!(r.reason.unwrap().contains("already runs"));
+}
+
+#[test]
+fn lost_and_duplicated_messages_end_with_exactly_one_owner() {
+    let mut n = Net::new();
+    let a = n.host("https://a", 6, false);
+    let b = n.host("https://b", 7, false);
+
+    // 1. The first package's answer is lost: the package is sent again, the destination
+    //    answers `ack` again (it holds the object once).
+    let id = a.deploy(request(SOFTWARE_OK)).unwrap().id;
+    let mut link = Faulty::new(Box::new(n.net.link("https://b")));
+    link.drop_package_answers = 1;
+    let r = a
+        .migrate_to(&id, LocalNetwork::address("https://b"), &link)
         .unwrap();
-    assert_eq!(info.status, "active");
-    let seq = info.seq;
-    wait(&a, &id, "the object to run again at the source", |d| {
+    assert_eq!(r.outcome, "transferred", "{r:?}");
+    assert_eq!(link.packages.load(Ordering::SeqCst), 2);
+    assert_eq!(b.inspect(&id).unwrap().info.status, "active");
+    assert_eq!(verify(&b.lineage(&id).unwrap()).outcomes["migrated-in"], 1);
+
+    // 2. Every package is delivered twice.
+    let t = toml(SOFTWARE_OK).replace("\"mover\"", "\"dup\"");
+    let id2 = a.deploy(request_with(WAT, &t)).unwrap().id;
+    let mut link = Faulty::new(Box::new(n.net.link("https://b")));
+    link.duplicate = true;
+    let r = a
+        .migrate_to(&id2, LocalNetwork::address("https://b"), &link)
+        .unwrap();
+    assert_eq!(r.outcome, "transferred", "{r:?}");
+    assert_eq!(verify(&b.lineage(&id2).unwrap()).outcomes["migrated-in"], 1);
+
+    // 3. No package ever arrives: the source asks, the destination records the attempt
+    //    aborted, and the object runs at the source again.
+    let t = toml(SOFTWARE_OK).replace("\"mover\"", "\"lost\"");
+    let id3 = a.deploy(request_with(WAT, &t)).unwrap().id;
+    let mut link = Faulty::new(Box::new(n.net.link("https://b")));
+    link.drop_packages = true;
+    let r = a
+        .migrate_to(&id3, LocalNetwork::address("https://b"), &link)
+        .unwrap();
+    assert_eq!(r.outcome, "aborted", "{r:?}");
+    assert!(b.inspect(&id3).is_err(), "the destination never took it");
+    let seq = a.inspect(&id3).unwrap().info.seq;
+    wait(&a, &id3, "the source to run it again", |d| {
         d.info.seq > seq + 2
     });
-    let opts = VerifyOptions {
-        reference: Some(ReferenceValues::default().allowing_software()),
-        at: None,
-    };
-    let s = verify_lineage(&a.lineage(&id).unwrap(), &opts).unwrap();
-    assert_eq!(s.outcomes["migration-refused"], 1);
-    assert!(!s.outcomes.contains_key("migrated-out"));
+
+    // 4. The destination goes away after the package may have left: the object runs nowhere
+    //    (`pending`), the source does not resume on its own; when the destination is back,
+    //    the resolver asks, and exactly one host ends up running it.
+    let t = toml(SOFTWARE_OK).replace("\"mover\"", "\"pending\"");
+    let id4 = a.deploy(request_with(WAT, &t)).unwrap().id;
+    let mut link = Faulty::new(Box::new(n.net.link("https://b")));
+    link.drop_packages = true;
+    n.net.unregister("https://b"); // status questions are lost too
+    let (tx, rx) = std::sync::mpsc::channel();
+    {
+        let a = a.clone();
+        let id4 = id4.clone();
+        std::thread::spawn(move || {
+            let r = a.migrate_to(&id4, LocalNetwork::address("https://b"), &link);
+            let _ = tx.send(r);
+        });
+    }
+    let r = rx.recv_timeout(Duration::from_secs(30)).unwrap().unwrap();
+    // The offer itself was lost (b is down): nothing left, so the source decided alone.
+    assert_eq!(r.outcome, "aborted", "{r:?}");
+    // Now with the destination up for the offer but gone for the package and the status:
+    n.net.register("https://b", &b);
+    struct GoneAfterOffer<'a>(&'a LocalNetwork, Box<dyn PeerLink>);
+    impl PeerLink for GoneAfterOffer<'_> {
+        fn url(&self) -> &str {
+            self.1.url()
+        }
+        fn offer(&self, o: &MigrationOffer) -> Result<(MigrationOfferAnswer, [u8; 32]), String> {
+            let a = self.1.offer(o);
+            self.0.unregister("https://b");
+            a
+        }
+        fn package(&self, t: &str, k: &str, s: &[u8]) -> Result<MigrationAnswer, String> {
+            self.1.package(t, k, s)
+        }
+        fn status(&self, t: &str) -> Result<MigrationAnswer, String> {
+            self.1.status(t)
+        }
+        fn refusal(&self, t: &str, r: &str) -> Result<(), String> {
+            self.1.refusal(t, r)
+        }
+    }
+    let link = GoneAfterOffer(&n.net, Box::new(n.net.link("https://b")));
+    let r = a
+        .migrate_to(&id4, LocalNetwork::address("https://b"), &link)
+        .unwrap();
+    assert_eq!(r.outcome, "pending", "{r:?}");
+    let frozen = a.inspect(&id4).unwrap();
+    assert_eq!(frozen.info.status, "moving");
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(
+        a.inspect(&id4).unwrap().info.seq,
+        frozen.info.seq,
+        "runs nowhere"
+    );
+    assert!(b.inspect(&id4).is_err());
+    n.net.register("https://b", &b);
+    // b still holds the offer (and its key): asked for status, it records the attempt
+    // aborted; the source resumes.
+    wait(&a, &id4, "the resolver to settle the attempt", |d| {
+        d.info.status == "active"
+    });
+    assert!(b.inspect(&id4).is_err());
+    let s = verify(&a.lineage(&id4).unwrap());
+    assert_eq!(s.outcomes["migrated-out"], 1);
+    assert_eq!(s.outcomes["migration-refused"], 2);
+}
+
+#[test]
+fn an_object_can_come_back_to_a_host_it_left() {
+    let mut n = Net::new();
+    let a = n.host("https://a", 8, false);
+    let b = n.host("https://b", 9, false);
+    let id = a.deploy(request(SOFTWARE_OK)).unwrap().id;
+    a.send(&id, b"1".to_vec()).unwrap();
+    wait(&a, &id, "ticks", |d| d.info.seq >= 4);
+    assert_eq!(migrate(&a, &id, &n.net, "https://b").outcome, "transferred");
+    b.send(&id, b"2".to_vec()).unwrap();
+    wait(&b, &id, "ticks at b", |d| d.state["received"] == 2);
+    assert_eq!(migrate(&b, &id, &n.net, "https://a").outcome, "transferred");
+    let back = a.inspect(&id).unwrap();
+    assert_eq!(back.info.status, "active");
+    assert_eq!(back.state["received"], 2);
+    a.send(&id, b"3".to_vec()).unwrap();
+    wait(&a, &id, "ticks back at a", |d| d.state["received"] == 3);
+    let s = verify(&a.lineage(&id).unwrap());
+    assert_eq!(s.outcomes["migrated-in"], 2);
+    assert_eq!(s.outcomes["migrated-out"], 2);
+    // And after a restart of a, it is restored whole from the store and runs on.
     a.shutdown();
-    let _ = std::fs::remove_dir_all(&dir);
+    n.net.unregister("https://a");
+    drop(a);
+    let a = n.start("https://a", &n.dirs[0], 8, false);
+    let after = a.inspect(&id).unwrap();
+    assert_eq!(after.info.status, "active");
+    assert_eq!(after.state["received"], 3);
+    wait(&a, &id, "ticks after the restart", |d| {
+        d.info.seq > after.info.seq + 2
+    });
+    verify(&a.lineage(&id).unwrap());
+}
+
+/// An object whose state depends only on its messages' order and sizes (its ticks write
+/// nothing).
+const FOLD_WAT: &str = r#"(module
+  (import "sojourn" "field_get_i64" (func $get (param i32 i32) (result i64)))
+  (import "sojourn" "field_set_i64" (func $set (param i32 i32 i64)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "acc")
+  (func (export "sojourn_tick") (param i64) (result i64) (i64.const 5))
+  (func (export "sojourn_on_message") (param i32) (result i32)
+    (call $set (i32.const 0) (i32.const 3)
+      (i64.add (i64.mul (call $get (i32.const 0) (i32.const 3)) (i64.const 31))
+               (i64.extend_i32_u (local.get 0))))
+    (i64.store (i32.mul (i32.add (i32.rem_u (local.get 0) (i32.const 15)) (i32.const 1)) (i32.const 4096))
+               (call $get (i32.const 0) (i32.const 3)))
+    (i32.const 0)))"#;
+
+const FOLD_TOML: &str = r#"[object]
+name = "fold"
+version = 1
+module = "fold.wasm"
+[cycle]
+min_interval_ms = 1
+inbox_capacity = 256
+[limits]
+fuel_per_entry = 100000
+memory_pages_max = 1
+[schema.fields.acc]
+type = "int"
+default = 0
+[policy.writers]
+message = ["acc"]
+[policy.attestation]
+allow_software = true
+[policy.migration]
+allowed = true
+platforms = ["software"]
+allow_software = true
+"#;
+
+#[test]
+fn a_migrated_object_ends_where_one_that_never_moved_does() {
+    let mut n = Net::new();
+    let a = n.host("https://a", 10, false);
+    let b = n.host("https://b", 11, false);
+    let c = n.host("https://c", 12, false);
+    let rounds: usize = std::env::var("SOJOURN_EQUIV_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    for round in 0..rounds {
+        let mut seed = [0u8; 64];
+        getrandom::fill(&mut seed).unwrap();
+        let count = 5 + usize::from(seed[0] % 30);
+        let lens: Vec<usize> = (0..count)
+            .map(|i| 1 + usize::from(seed[1 + i % 63] % 97))
+            .collect();
+        let cut = usize::from(seed[63]) % (count + 1);
+        let t = FOLD_TOML.replace("\"fold\"", &format!("\"fold{round}\""));
+        let moved = a.deploy(request_with(FOLD_WAT, &t)).unwrap().id;
+        let still = c.deploy(request_with(FOLD_WAT, &t)).unwrap().id;
+        let mut at = &a;
+        for (i, len) in lens.iter().enumerate() {
+            if i == cut {
+                wait(at, &moved, "messages consumed before the move", |d| {
+                    d.info.inbox == 0
+                });
+                assert_eq!(
+                    migrate(&a, &moved, &n.net, "https://b").outcome,
+                    "transferred"
+                );
+                at = &b;
+            }
+            at.send(&moved, vec![b'x'; *len]).unwrap();
+            c.send(&still, vec![b'x'; *len]).unwrap();
+        }
+        if cut == count {
+            wait(at, &moved, "messages consumed", |d| d.info.inbox == 0);
+            assert_eq!(
+                migrate(&a, &moved, &n.net, "https://b").outcome,
+                "transferred"
+            );
+            at = &b;
+        }
+        wait(at, &moved, "all messages", |d| d.info.inbox == 0);
+        wait(&c, &still, "all messages", |d| d.info.inbox == 0);
+        let (m, s) = (at.inspect(&moved).unwrap(), c.inspect(&still).unwrap());
+        assert_eq!(m.state, s.state, "round {round}: cut {cut} of {count}");
+        assert_eq!(m.info.state_digest, s.info.state_digest, "round {round}");
+    }
 }

@@ -20,6 +20,12 @@ pub struct ObjectHead {
     pub lineage_entries: u64,
     /// Set when the object has moved to another host (a tombstone: it never runs here again).
     pub transferred: Option<String>,
+    /// The source side's migration state while an attempt is in progress (`Offering` or
+    /// `Sent`, encoded by `migrate::MoveState`): the object does not run while it is set.
+    pub moving: Option<Vec<u8>>,
+    /// Every migration attempt under which this object arrived here (the destination's
+    /// durable `Received` records: 80 bytes each, see `migrate::Arrival`).
+    pub arrivals: Vec<u8>,
 }
 
 const VERSION: u64 = 1;
@@ -47,6 +53,12 @@ impl ObjectHead {
         ];
         if let Some(to) = &self.transferred {
             entries.push((t("transferred"), t(to)));
+        }
+        if let Some(m) = &self.moving {
+            entries.push((t("moving"), Cbor::Bytes(m.clone())));
+        }
+        if !self.arrivals.is_empty() {
+            entries.push((t("arrivals"), Cbor::Bytes(self.arrivals.clone())));
         }
         canonical::encode(&Cbor::Map(entries)).unwrap_or_default()
     }
@@ -88,6 +100,16 @@ impl ObjectHead {
                 Ok(_) => return Err("object head: `transferred` is not text".into()),
                 Err(_) => None,
             },
+            moving: match get("moving") {
+                Ok(Cbor::Bytes(m)) => Some(m.clone()),
+                Ok(_) => return Err("object head: `moving` is not bytes".into()),
+                Err(_) => None,
+            },
+            arrivals: match get("arrivals") {
+                Ok(Cbor::Bytes(a)) => a.clone(),
+                Ok(_) => return Err("object head: `arrivals` is not bytes".into()),
+                Err(_) => Vec::new(),
+            },
         })
     }
 }
@@ -105,6 +127,8 @@ mod tests {
             included_arrival: 8,
             lineage_entries: 77,
             transferred: None,
+            moving: None,
+            arrivals: Vec::new(),
         };
         let b = h.encode();
         assert_eq!(ObjectHead::decode(&b).unwrap(), h);
@@ -115,5 +139,11 @@ mod tests {
             ..h
         };
         assert_eq!(ObjectHead::decode(&gone.encode()).unwrap(), gone);
+        let moving = ObjectHead {
+            moving: Some(vec![7; 40]),
+            arrivals: vec![3; 160],
+            ..gone
+        };
+        assert_eq!(ObjectHead::decode(&moving.encode()).unwrap(), moving);
     }
 }

@@ -16,6 +16,7 @@
 pub mod config;
 pub mod head;
 pub mod metrics;
+pub mod migrate;
 pub mod run;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -27,7 +28,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use sojourn_api::{
-    ApiError, DeployRequest, ErrorCode, Health, HostControl, ObjectDetail, ObjectInfo, SendReceipt,
+    ApiError, DeployRequest, DrainReport, DrainRequest, ErrorCode, Health, HostControl,
+    MigrateRequest, MigrationAnswer, MigrationOffer, MigrationOfferAnswer, MigrationRefusalRequest,
+    MigrationReport, MigrationStatusRequest, ObjectDetail, ObjectInfo, SendReceipt,
     TransitionSummary,
 };
 use sojourn_attestation::{Attester, ReferenceValues};
@@ -77,13 +80,36 @@ impl std::fmt::Debug for LineageSetup {
     }
 }
 
-/// Tuning of the core.
-#[derive(Debug, Clone)]
+/// Tuning and identity of the core.
+#[derive(Clone)]
 pub struct CoreOptions {
     /// Wake runner threads.
     pub workers: usize,
     /// Most submissions merged into one store commit.
     pub group_commit_max: usize,
+    /// The secret of the host's migration answer key (ES256): its public half goes into the
+    /// evidence of every offer, and `ack`/`aborted` answers are signed with it. It must stay
+    /// the same across restarts (a source may ask about an attempt after this host
+    /// restarted). `None`: a fresh key (in-process tests).
+    pub answer_secret: Option<[u8; 32]>,
+    /// How this host names itself to destinations (its URL).
+    pub self_url: String,
+    /// Operator claims this host states in its offers (location, operator, ...), which object
+    /// policies may require (`[policy.migration] claims`).
+    pub claims: BTreeMap<String, String>,
+    /// How the source reaches destinations (`None`: HTTPS, [`migrate::HttpLink`]).
+    pub links: Option<migrate::LinkFactory>,
+}
+
+impl std::fmt::Debug for CoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoreOptions")
+            .field("workers", &self.workers)
+            .field("group_commit_max", &self.group_commit_max)
+            .field("self_url", &self.self_url)
+            .field("claims", &self.claims)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for CoreOptions {
@@ -91,6 +117,10 @@ impl Default for CoreOptions {
         CoreOptions {
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             group_commit_max: 1024,
+            answer_secret: None,
+            self_url: "local".to_string(),
+            claims: BTreeMap::new(),
+            links: None,
         }
     }
 }
@@ -109,6 +139,14 @@ struct Slot {
     frozen: bool,
     /// Moved to another host (durable tombstone): never runs here again.
     transferred: Option<String>,
+    /// The source's durable state of a migration attempt in progress.
+    moving: Option<migrate::MoveState>,
+    /// The attempts under which the object arrived here (durable `Received` records).
+    arrivals: Vec<migrate::Arrival>,
+    /// The protocol's source machine for this object.
+    source: sojourn_migration::protocol::Source,
+    /// A migration driver is working on the object (the resolver leaves it alone).
+    busy: bool,
 }
 
 /// What `ls` and `inspect` show: the object as of its last *committed* transition.
@@ -156,6 +194,11 @@ struct Inner {
     failed: Mutex<Option<String>>,
     stopping: AtomicBool,
     started: Instant,
+    dest: Mutex<migrate::DestSide>,
+    answer: P256Signer,
+    links: migrate::LinkFactory,
+    self_url: String,
+    claims: BTreeMap<String, String>,
 }
 
 /// The daemon's core. Cheap to clone (shared).
@@ -266,6 +309,8 @@ impl Slot {
             included_arrival: included,
             lineage_entries: self.lineage_entries,
             transferred: self.transferred.clone(),
+            moving: self.moving.as_ref().map(migrate::MoveState::encode),
+            arrivals: migrate::Arrival::encode_all(&self.arrivals),
         };
         let mut ops = vec![Op::PutHead {
             id,
@@ -428,6 +473,17 @@ impl HostCore {
                 break s;
             }
         };
+        let answer_secret = match options.answer_secret {
+            Some(s) => s,
+            None => loop {
+                let s = random32()?;
+                if P256Signer::from_secret(&s).is_some() {
+                    break s;
+                }
+            },
+        };
+        let answer = P256Signer::from_secret(&answer_secret)
+            .ok_or("the migration answer key is not a valid P-256 secret")?;
         let (commit_tx, commit_rx) = mpsc::channel();
         let (sched_tx, sched_rx) = mpsc::channel();
         let inner = Arc::new(Inner {
@@ -444,6 +500,14 @@ impl HostCore {
             failed: Mutex::new(None),
             stopping: AtomicBool::new(false),
             started: Instant::now(),
+            dest: Mutex::new(migrate::DestSide::default()),
+            answer,
+            links: options
+                .links
+                .clone()
+                .unwrap_or_else(migrate::HttpLink::factory),
+            self_url: options.self_url.clone(),
+            claims: options.claims.clone(),
         });
         let stored = inner.store.load_all().map_err(|e| e.to_string())?;
         let mut due = Vec::new();
@@ -462,6 +526,12 @@ impl HostCore {
             .metrics
             .objects
             .store(read(&inner.slots).len() as u64, Ordering::Relaxed);
+        *lock(&inner.dest) = migrate::DestSide::restored(
+            read(&inner.slots)
+                .values()
+                .flat_map(|s| lock(s).arrivals.clone())
+                .collect::<Vec<_>>(),
+        );
 
         let mut threads = Vec::new();
         let (job_tx, job_rx) = mpsc::channel::<Job>();
@@ -492,6 +562,19 @@ impl HostCore {
                 while !inner.stopping.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(EPOCH_MS));
                     inner.engine.tick_epoch();
+                }
+            })?);
+        }
+        {
+            let core = HostCore {
+                inner: inner.clone(),
+                threads: Arc::new(Mutex::new(Vec::new())),
+            };
+            threads.push(spawn("sojourn-resolve", move || {
+                core.recover_moves();
+                while !core.inner.stopping.load(Ordering::Relaxed) {
+                    std::thread::sleep(migrate::RESOLVE_EVERY);
+                    core.resolve_sent();
                 }
             })?);
         }
@@ -698,90 +781,29 @@ impl HostCore {
     }
 }
 
-/// The mechanics of moving an object between hosts, which the migration protocol
-/// (`sojourn_migration::protocol`) drives: quiesce, record the move in the lineage and hand out
-/// the committed image, tombstone, or abort; and on the other side, receive. These do not
-/// persist the protocol's own states (offering, sent, received, aborted) — that wiring is
-/// still to come (docs/migration.md).
+/// An object that arrived, checked and ready to commit (see [`HostCore::prepare_arrival`]).
+pub(crate) struct Prepared {
+    key: ObjectKey,
+    slot: Slot,
+    lineage: Vec<u8>,
+    /// Lineage bytes this host already stores for the object (a returning object): the
+    /// arriving lineage extends them, and only the rest is appended.
+    stored_lineage: usize,
+}
+
+/// The destination side's object mechanics, which `migrate` drives.
 impl HostCore {
-    /// Quiesces an object at a tick boundary: it is not woken again and sends are refused,
-    /// and everything it did so far is committed. Returns its key.
-    pub fn freeze(&self, id: &str) -> Result<ObjectKey, ApiError> {
-        self.check_running()?;
-        let key = self.resolve(id)?;
-        let slot = self.slot(&key)?;
-        let mut s = lock(&slot);
-        s.refuse_if_away()?;
-        s.frozen = true;
-        sched(&self.inner, SchedMsg::Cancel(key));
-        self.commit_slot(key, &mut s, 0)?;
-        Ok(key)
-    }
-
-    /// For a frozen object: appends `migrated-out` (where to, and the appraisal that allowed
-    /// it) to its lineage, commits, and returns the snapshot and the whole lineage that travel
-    /// (the lineage ends with that entry, so the destination continues one chain).
-    pub fn seal_out(
-        &self,
-        key: &ObjectKey,
-        detail: String,
-    ) -> Result<(Vec<u8>, Vec<u8>), ApiError> {
-        let slot = self.slot(key)?;
-        let mut s = lock(&slot);
-        if !s.frozen || s.transferred.is_some() {
-            return Err(ApiError::new(
-                ErrorCode::Conflict,
-                "the object is not frozen for a move",
-            ));
-        }
-        s.record_migration(Outcome::MigratedOut { detail }, &self.inner.metrics)?;
-        self.commit_slot(*key, &mut s, 1)?;
-        let snapshot = s.obj.snapshot().map_err(internal)?;
-        let lineage = self
-            .inner
-            .store
-            .lineage(key)
-            .map_err(|e| ApiError::new(ErrorCode::Unavailable, e.to_string()))?;
-        Ok((snapshot, lineage))
-    }
-
-    /// After the destination has the object durably: the tombstone. The object never runs
-    /// here again (also after a restart); its image and lineage stay in the store.
-    pub fn mark_transferred(&self, key: &ObjectKey, to: String) -> Result<(), ApiError> {
-        let slot = self.slot(key)?;
-        let mut s = lock(&slot);
-        s.transferred = Some(to);
-        s.frozen = false;
-        self.commit_slot(*key, &mut s, 0).map(|_| ())
-    }
-
-    /// The move did not happen (refused, or aborted before the destination took it): records
-    /// `migration-refused` with the reason, and the object runs here again.
-    pub fn abort_move(&self, key: &ObjectKey, reason: String) -> Result<ObjectInfo, ApiError> {
-        let slot = self.slot(key)?;
-        let mut s = lock(&slot);
-        if s.transferred.is_some() {
-            return Err(ApiError::new(
-                ErrorCode::Conflict,
-                "the object has moved away",
-            ));
-        }
-        s.record_migration(Outcome::MigrationRefused { reason }, &self.inner.metrics)?;
-        s.frozen = false;
-        let info = self.commit_slot(*key, &mut s, 1)?;
-        self.schedule_from(*key, &s.obj);
-        Ok(info)
-    }
-
-    /// Takes in an object that moved here: checks its lineage under the object's own policy
-    /// and that the lineage ends exactly at the snapshot, continues the lineage with a
-    /// `migrated-in` entry bound to this host's evidence, stores it durably and runs it.
-    pub fn receive(
+    /// Checks an object that moved here: its policy against this host, its lineage under
+    /// the object's own policy, that the lineage ends exactly at the snapshot, and (for an
+    /// object that left this host before) that it continues what this host stored; continues
+    /// the lineage with a `migrated-in` entry bound to this host's evidence. Nothing is
+    /// stored yet.
+    pub(crate) fn prepare_arrival(
         &self,
         snapshot: &[u8],
         lineage: &[u8],
-        from: String,
-    ) -> Result<ObjectInfo, ApiError> {
+        detail: String,
+    ) -> Result<Prepared, ApiError> {
         self.check_running()?;
         let bad = |m: String| ApiError::new(ErrorCode::InvalidPackage, m);
         let mut obj = ResidentObject::restore(&self.inner.engine, snapshot)
@@ -790,12 +812,39 @@ impl HostCore {
         let descriptor = obj.descriptor().clone();
         check_policy(&self.inner, &descriptor)
             .map_err(|e| ApiError::new(ErrorCode::Forbidden, e))?;
-        if read(&self.inner.slots).contains_key(&key) {
-            return Err(ApiError::new(
-                ErrorCode::Conflict,
-                "this host already holds that object (a returning object is not supported yet)",
-            ));
-        }
+        let (stored_lineage, previous) = match read(&self.inner.slots).get(&key) {
+            None => (0, None),
+            Some(old) => {
+                let old = lock(old);
+                if old.transferred.is_none() {
+                    return Err(ApiError::new(
+                        ErrorCode::Conflict,
+                        "this host already runs that object",
+                    ));
+                }
+                let stored = self
+                    .inner
+                    .store
+                    .lineage(&key)
+                    .map_err(|e| ApiError::new(ErrorCode::Unavailable, e.to_string()))?;
+                if !lineage.starts_with(&stored) {
+                    return Err(bad(
+                        "the object left this host before, but its lineage does not continue \
+                         what this host stored: a fork"
+                            .into(),
+                    ));
+                }
+                (
+                    stored.len(),
+                    Some((
+                        old.head_version,
+                        old.lineage_segments,
+                        old.arrivals.clone(),
+                        old.next_arrival,
+                    )),
+                )
+            }
+        };
         let summary = sojourn_lineage::verify_lineage(
             lineage,
             &sojourn_lineage::VerifyOptions {
@@ -827,44 +876,80 @@ impl HostCore {
         .map_err(|e| bad(e.to_string()))?;
         obj.set_trust(Some(writer.trust().clone()));
         let rec = obj
-            .record_migration(Outcome::MigratedIn { detail: from }, wall_ms())
+            .record_migration(Outcome::MigratedIn { detail }, wall_ms())
             .ok_or_else(|| internal("migration record"))?;
         writer
             .append(&rec, rec.inputs.now_ms)
             .map_err(|e| internal(format!("lineage: {e}")))?;
         obj.set_trust(Some(writer.trust().clone()));
+        let (head_version, lineage_segments, arrivals, next_arrival) =
+            previous.unwrap_or((0, 0, Vec::new(), 1));
         let mut slot = Slot {
             name: descriptor.name.clone(),
             obj,
             writer,
-            head_version: 0,
-            next_arrival: 1,
-            lineage_segments: 1,
+            head_version,
+            next_arrival,
+            lineage_segments: lineage_segments + 1,
             lineage_entries: summary.entries,
             recent: VecDeque::new(),
             frozen: false,
             transferred: None,
+            moving: None,
+            arrivals,
+            source: sojourn_migration::protocol::Source::new(),
+            busy: false,
         };
         slot.note(std::slice::from_ref(&rec), 1, &self.inner.metrics);
+        Ok(Prepared {
+            key,
+            slot,
+            lineage: lineage.to_vec(),
+            stored_lineage,
+        })
+    }
+
+    /// Stores an arrived object durably, with its `Received` record, and runs it.
+    pub(crate) fn commit_arrival(
+        &self,
+        prepared: Prepared,
+        arrival: Option<migrate::Arrival>,
+    ) -> Result<ObjectInfo, ApiError> {
+        let Prepared {
+            key,
+            mut slot,
+            lineage,
+            stored_lineage,
+        } = prepared;
+        slot.arrivals.extend(arrival);
+        let returning = stored_lineage > 0;
+        let first_segment = slot.lineage_segments - 1;
         let (mut ops, view) = slot.persist(key).map_err(internal)?;
-        ops.splice(
-            0..0,
-            [
-                Op::PutImage {
-                    id: key,
-                    image: ObjectImage {
-                        name: descriptor.name.clone(),
-                        descriptor: descriptor.encode(),
-                        module: slot.obj.module_bytes().to_vec(),
-                    },
+        let mut front = Vec::new();
+        if !returning {
+            front.push(Op::PutImage {
+                id: key,
+                image: ObjectImage {
+                    name: slot.name.clone(),
+                    descriptor: slot.obj.descriptor().encode(),
+                    module: slot.obj.module_bytes().to_vec(),
                 },
-                Op::AppendLineage {
-                    id: key,
-                    segment: 0,
-                    bytes: lineage.to_vec(),
-                },
-            ],
-        );
+            });
+        }
+        front.push(Op::AppendLineage {
+            id: key,
+            segment: first_segment,
+            bytes: lineage.get(stored_lineage..).unwrap_or_default().to_vec(),
+        });
+        ops.splice(0..0, front);
+        if returning {
+            // The memory image is whole in the checkpoint's chunks only if every chunk is
+            // rewritten: a returning object's old chunks must not show through.
+            ops.push(Op::PutChunks {
+                id: key,
+                chunks: slot.obj.all_chunks(),
+            });
+        }
         let info = view.info.clone();
         self.submit_wait(Submission {
             ops,
@@ -990,7 +1075,21 @@ fn restore(inner: &Inner, so: StoredObject) -> Result<(Slot, Option<i64>), Strin
     )
     .map_err(|e| e.to_string())?;
     obj.set_trust(Some(writer.trust().clone()));
-    let due = if h.transferred.is_some() {
+    let moving = h
+        .moving
+        .as_deref()
+        .map(migrate::MoveState::decode)
+        .transpose()?;
+    let arrivals = migrate::Arrival::decode_all(&h.arrivals)?;
+    let source = match &moving {
+        // Sent: only the destination's answer ends it (the resolver asks).
+        Some(m @ migrate::MoveState::Sent { .. }) => {
+            sojourn_migration::protocol::Source::on_restart(m.source_state()).0
+        }
+        // Offering ends at once after the restart (`recover_moves`), back to Running.
+        _ => sojourn_migration::protocol::Source::new(),
+    };
+    let due = if h.transferred.is_some() || moving.is_some() {
         None
     } else {
         due_at(&obj)
@@ -1005,8 +1104,12 @@ fn restore(inner: &Inner, so: StoredObject) -> Result<(Slot, Option<i64>), Strin
             lineage_segments: so.lineage_segments,
             lineage_entries: h.lineage_entries,
             recent: VecDeque::new(),
-            frozen: false,
+            frozen: moving.is_some(),
             transferred: h.transferred.clone(),
+            moving,
+            arrivals,
+            source,
+            busy: false,
         },
         due,
     ))
@@ -1233,6 +1336,10 @@ impl HostControl for HostCore {
             recent: VecDeque::new(),
             frozen: false,
             transferred: None,
+            moving: None,
+            arrivals: Vec::new(),
+            source: sojourn_migration::protocol::Source::new(),
+            busy: false,
         };
         slot.note(std::slice::from_ref(&init), 1, &self.inner.metrics);
         let (mut ops, view) = slot.persist(key).map_err(internal)?;
@@ -1386,5 +1493,44 @@ impl HostControl for HostCore {
                 self.inner.started.elapsed().as_secs_f64(),
             ),
         ])
+    }
+
+    fn migrate(&self, id: &str, request: MigrateRequest) -> Result<MigrationReport, ApiError> {
+        let peer = migrate::PeerAddress::from(request);
+        let link = (self.inner.links)(&peer)
+            .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, format!("destination: {e}")))?;
+        self.migrate_to(id, peer, link.as_ref())
+    }
+
+    fn drain(&self, request: DrainRequest) -> Result<DrainReport, ApiError> {
+        self.drain_to(request)
+    }
+
+    fn migration_offer(
+        &self,
+        offer: MigrationOffer,
+        channel: [u8; 32],
+    ) -> Result<MigrationOfferAnswer, ApiError> {
+        self.on_offer(offer, channel)
+    }
+
+    fn migration_package(
+        &self,
+        transfer: &str,
+        key: &str,
+        sealed: Vec<u8>,
+    ) -> Result<MigrationAnswer, ApiError> {
+        self.on_package(transfer, key, sealed)
+    }
+
+    fn migration_status(
+        &self,
+        request: MigrationStatusRequest,
+    ) -> Result<MigrationAnswer, ApiError> {
+        self.on_status(request)
+    }
+
+    fn migration_refusal(&self, request: MigrationRefusalRequest) -> Result<(), ApiError> {
+        self.on_refusal(request)
     }
 }

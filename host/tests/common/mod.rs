@@ -22,10 +22,23 @@ pub fn tempdir(tag: &str) -> PathBuf {
 /// A host core on the store in `dir`, with software evidence from `seed` (the same seed gives
 /// the same attestation key and sealing key, so a restart reopens the store).
 pub fn software_core(dir: &Path, seed: [u8; 32]) -> HostCore {
+    software_core_with(dir, seed, false, CoreOptions::default())
+}
+
+/// [`software_core`] with options; `debug` makes its evidence claim a debug-enabled TEE
+/// (which migration policies forbid by default).
+pub fn software_core_with(
+    dir: &Path,
+    seed: [u8; 32],
+    debug: bool,
+    options: CoreOptions,
+) -> HostCore {
     let setup = LineageSetup {
         attester: Arc::new(move || {
             SoftwareKey::from_seed(seed)
-                .map(|k| Box::new(SoftwareAttester::new(k)) as Box<dyn Attester + Send>)
+                .map(|k| {
+                    Box::new(SoftwareAttester::new(k).with_debug(debug)) as Box<dyn Attester + Send>
+                })
                 .map_err(|e| e.to_string())
         }),
         reference: ReferenceValues::default().allowing_software(),
@@ -33,5 +46,5 @@ pub fn software_core(dir: &Path, seed: [u8; 32]) -> HostCore {
         software: true,
     };
     let store = Store::open(dir, SealingKey::from_bytes([seed[0]; 32])).unwrap();
-    HostCore::start(store, setup, CoreOptions::default()).unwrap()
+    HostCore::start(store, setup, options).unwrap()
 }
