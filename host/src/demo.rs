@@ -173,5 +173,6 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         "\nEvery rejected change left its object's state untouched; the runaway object was \
          stopped by its own fuel budget while the others kept their schedules."
     );
+    crate::demo_migration::run().await?;
     Ok(ExitCode::SUCCESS)
 }

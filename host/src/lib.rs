@@ -4,6 +4,7 @@
 
 pub mod daemon;
 pub mod demo;
+pub mod demo_migration;
 pub mod evidence;
 pub mod package;
 pub mod runner;

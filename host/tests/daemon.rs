@@ -7,96 +7,20 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a failure is a panic
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sojourn_api::{Client, ClientConfig};
 use sojourn_lineage::export::Item;
 use sojourn_lineage::{verify_lineage, LineageEntry, VerifyOptions};
-
-fn sojourn() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_sojourn"))
-}
 
 fn examples() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples")
 }
 
 mod common;
-use common::{software_core, tempdir};
-
-/// A running `sojourn host`.
-struct Host {
-    child: Child,
-    url: String,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Host {
-    fn start(home: &Path) -> Host {
-        let mut child = sojourn()
-            .args(["host", "--listen", "127.0.0.1:0"])
-            .env("SOJOURN_HOME", home)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        {
-            let lines = lines.clone();
-            std::thread::spawn(move || {
-                for l in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    if let Some(u) = l.trim().strip_prefix("listening on") {
-                        let _ = tx.send(u.trim().to_string());
-                    }
-                    lines.lock().unwrap().push(l);
-                }
-            });
-        }
-        {
-            let lines = lines.clone();
-            std::thread::spawn(move || {
-                for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    lines.lock().unwrap().push(format!("stderr: {l}"));
-                }
-            });
-        }
-        let url = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(u) => u,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("host did not start: {:#?}", lines.lock().unwrap());
-            }
-        };
-        Host { child, url, lines }
-    }
-
-    fn client(&self, home: &Path) -> Client {
-        let cfg = ClientConfig::load(&home.join("client.toml")).unwrap();
-        assert_eq!(cfg.url, self.url);
-        Client::from_config(&cfg).unwrap()
-    }
-
-    fn kill9(mut self) {
-        self.child.kill().unwrap(); // SIGKILL
-        self.child.wait().unwrap();
-    }
-
-    fn terminate(mut self) -> String {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "{:#?}", self.lines.lock().unwrap());
-        self.lines.lock().unwrap().join("\n")
-    }
-}
+use common::{software_core, sojourn, tempdir, Host};
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()

@@ -29,6 +29,39 @@ pub struct HostConfig {
     /// Threads and commit batching.
     #[serde(default)]
     pub runtime: RuntimeSection,
+    /// Migration: how this host names itself, its claims, and the peers it drains to.
+    #[serde(default)]
+    pub migration: MigrationSection,
+}
+
+/// `[migration]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationSection {
+    /// The URL other hosts reach this one at (named in lineages); default `https://<listen>`.
+    pub advertise_url: Option<String>,
+    /// Claims this host states in its migration offers (for example `region = "westeurope"`,
+    /// `operator = "acme"`); object policies may require them (`[policy.migration] claims`).
+    #[serde(default)]
+    pub claims: std::collections::BTreeMap<String, String>,
+    /// Where objects go when this host stops (SIGTERM/SIGINT): every object moves to the
+    /// first peer its policy accepts, within `drain_deadline_s`.
+    #[serde(default)]
+    pub peers: Vec<PeerEntry>,
+    /// Deadline of the drain at shutdown, seconds (default 60).
+    pub drain_deadline_s: Option<u64>,
+}
+
+/// One `[[migration.peers]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerEntry {
+    /// `https://HOST:PORT`.
+    pub url: String,
+    /// PEM file of the CA its certificate chains to.
+    pub ca_file: PathBuf,
+    /// File holding a token with the `peer` (or `admin`) role there.
+    pub token_file: PathBuf,
 }
 
 /// `[tls]`: both or neither. Without them the host makes a local CA and a server
@@ -109,7 +142,8 @@ pub struct TokenEntry {
     pub token_file: Option<PathBuf>,
     /// The token itself.
     pub token: Option<String>,
-    /// `admin` (everything) or `read` (list, inspect, lineage, metrics).
+    /// `admin` (everything), `read` (list, inspect, lineage, metrics) or `peer` (the
+    /// host-to-host migration routes only: what other hosts use to move objects here).
     pub role: String,
 }
 
@@ -140,9 +174,9 @@ impl HostConfig {
             ));
         }
         for t in &c.auth.tokens {
-            if t.role != "admin" && t.role != "read" {
+            if !["admin", "read", "peer"].contains(&t.role.as_str()) {
                 return Err(format!(
-                    "{origin}: auth.tokens ({}): role must be \"admin\" or \"read\", found {:?}",
+                    "{origin}: auth.tokens ({}): role must be \"admin\", \"read\" or \"peer\", found {:?}",
                     t.name, t.role
                 ));
             }

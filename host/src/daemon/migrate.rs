@@ -463,7 +463,7 @@ impl Arrival {
     }
 
     pub(crate) fn decode_all(bytes: &[u8]) -> Result<Vec<Arrival>, String> {
-        if bytes.len() % ARRIVAL_LEN != 0 {
+        if !bytes.len().is_multiple_of(ARRIVAL_LEN) {
             return Err("object head: `arrivals` has the wrong length".into());
         }
         bytes
@@ -769,6 +769,7 @@ impl HostCore {
                         side.forget(t);
                         return Err(e);
                     }
+                    crash_point("dest-received");
                     side.offers.remove(&t);
                 }
                 DestEffect::Persist { transfer: t, .. } => {
@@ -826,6 +827,7 @@ impl HostCore {
         for m in &out {
             match m {
                 ToSource::Evidence(e) if e.transfer == transfer => {
+                    crash_point("dest-offered");
                     let side = lock(&self.inner.dest);
                     let o = side
                         .offers
@@ -1013,256 +1015,262 @@ impl HostCore {
         steps.done("quiesce");
         crash_point("source-offering");
 
-        // Offer → evidence.
-        let offer = MigrationOffer {
-            version: sojourn_migration::protocol::PROTOCOL_VERSION,
-            transfer: hex::encode(transfer.0),
-            object: hex::encode(key),
-            challenge: hex::encode(challenge.0),
-            source: self.inner.self_url.clone(),
-        };
-        let answer = link.offer(&offer);
-        steps.done("attestation");
-        let mut ticket = None;
-        let mut refusal_code = None;
-        let mut appraisal_line = None;
-        let mut package_bytes = 0u64;
-        let mut effects = {
-            let mut s = lock(&slot);
-            match answer {
-                Err(e) => {
-                    let mut fx = s.source.on_timeout();
-                    rename_reason(&mut fx, &format!("no evidence: {e}"));
-                    fx
-                }
-                Ok((a, _)) if a.aborted.is_some() => {
-                    let reason = a
-                        .aborted
-                        .and_then(|x| x.reason)
-                        .unwrap_or_else(|| "refused by the destination".into());
-                    s.source
-                        .on_message(ToSource::Aborted { transfer, reason }, |_| {
-                            Err(String::new())
+        let result = (|| -> Result<MigrationReport, ApiError> {
+            // Offer → evidence.
+            let offer = MigrationOffer {
+                version: sojourn_migration::protocol::PROTOCOL_VERSION,
+                transfer: hex::encode(transfer.0),
+                object: hex::encode(key),
+                challenge: hex::encode(challenge.0),
+                source: self.inner.self_url.clone(),
+            };
+            let answer = link.offer(&offer);
+            steps.done("attestation");
+            let mut ticket = None;
+            let mut refusal_code = None;
+            let mut appraisal_line = None;
+            let mut package_bytes = 0u64;
+            let mut effects = {
+                let mut s = lock(&slot);
+                match answer {
+                    Err(e) => {
+                        let mut fx = s.source.on_timeout();
+                        rename_reason(&mut fx, &format!("no evidence: {e}"));
+                        fx
+                    }
+                    Ok((a, _)) if a.aborted.is_some() => {
+                        let reason = a
+                            .aborted
+                            .and_then(|x| x.reason)
+                            .unwrap_or_else(|| "refused by the destination".into());
+                        s.source
+                            .on_message(ToSource::Aborted { transfer, reason }, |_| {
+                                Err(String::new())
+                            })
+                    }
+                    Ok((a, channel)) => {
+                        let decoded = decode_evidence(&a);
+                        let ev = match &decoded {
+                            Ok((binding, _, bytes)) => Evidence {
+                                transfer,
+                                challenge: binding.challenge,
+                                key: KeyId(binding.key_id()),
+                                evidence: EvidenceId(sha256(bytes)),
+                            },
+                            Err(_) => Evidence {
+                                transfer,
+                                challenge,
+                                key: KeyId([0; 32]),
+                                evidence: EvidenceId([0; 32]),
+                            },
+                        };
+                        s.source.on_message(ToSource::Evidence(ev), |_| {
+                            let (binding, evidence, _) = decoded.as_ref().map_err(|e| {
+                                refusal_code = Some("malformed".to_string());
+                                e.clone()
+                            })?;
+                            match appraise_destination(
+                                &rules,
+                                evidence,
+                                binding,
+                                &challenge,
+                                &channel,
+                                source_trust,
+                                Timestamp::now(),
+                            ) {
+                                Ok(t) => {
+                                    let id = AppraisalId(sha256(t.summary().as_bytes()));
+                                    appraisal_line = Some(t.summary().to_string());
+                                    ticket = Some(t);
+                                    Ok(id)
+                                }
+                                Err(r) => {
+                                    refusal_code = Some(r.code().to_string());
+                                    Err(format!("{} ({})", r, r.code()))
+                                }
+                            }
                         })
+                    }
                 }
-                Ok((a, channel)) => {
-                    let decoded = decode_evidence(&a);
-                    let ev = match &decoded {
-                        Ok((binding, _, bytes)) => Evidence {
-                            transfer,
-                            challenge: binding.challenge,
-                            key: KeyId(binding.key_id()),
-                            evidence: EvidenceId(sha256(bytes)),
-                        },
-                        Err(_) => Evidence {
-                            transfer,
-                            challenge,
-                            key: KeyId([0; 32]),
-                            evidence: EvidenceId([0; 32]),
-                        },
-                    };
-                    s.source.on_message(ToSource::Evidence(ev), |_| {
-                        let (binding, evidence, _) = decoded.as_ref().map_err(|e| {
-                            refusal_code = Some("malformed".to_string());
-                            e.clone()
-                        })?;
-                        match appraise_destination(
-                            &rules,
-                            evidence,
-                            binding,
-                            &challenge,
-                            &channel,
-                            source_trust,
-                            Timestamp::now(),
-                        ) {
-                            Ok(t) => {
-                                let id = AppraisalId(sha256(t.summary().as_bytes()));
-                                appraisal_line = Some(t.summary().to_string());
-                                ticket = Some(t);
-                                Ok(id)
-                            }
-                            Err(r) => {
-                                refusal_code = Some(r.code().to_string());
-                                Err(format!("{} ({})", r, r.code()))
-                            }
-                        }
-                    })
-                }
-            }
-        };
-        steps.done("appraisal");
+            };
+            steps.done("appraisal");
 
-        // Execute: either Persist(Sent)+Package, or Persist(Running)+Refusal+StartRunning.
-        let mut decision = None;
-        let mut sealed: Option<Vec<u8>> = None;
-        let mut answer_key = Vec::new();
-        loop {
-            let mut next = Vec::new();
-            for e in effects {
-                match e {
-                    SourceEffect::StopRunning => {}
-                    SourceEffect::Persist {
-                        state:
-                            SourceState::Sent {
+            // Execute: either Persist(Sent)+Package, or Persist(Running)+Refusal+StartRunning.
+            let mut decision = None;
+            let mut sealed: Option<Vec<u8>> = None;
+            let mut answer_key = Vec::new();
+            loop {
+                let mut next = Vec::new();
+                for e in effects {
+                    match e {
+                        SourceEffect::StopRunning => {}
+                        SourceEffect::Persist {
+                            state:
+                                SourceState::Sent {
+                                    key: kid,
+                                    appraisal,
+                                    ..
+                                },
+                            ..
+                        } => {
+                            let t = ticket
+                                .as_ref()
+                                .ok_or_else(|| internal("sent without a ticket"))?;
+                            answer_key = t
+                                .binding()
+                                .runtime
+                                .claims
+                                .get(ANSWER_KEY_CLAIM)
+                                .and_then(|h| hex::decode(h).ok())
+                                .unwrap_or_default();
+                            let detail = format!(
+                                "to {} (transfer {}): {}",
+                                peer.url,
+                                hex::encode(transfer.0),
+                                t.summary()
+                            );
+                            let state = MoveState::Sent {
+                                transfer,
+                                dest,
                                 key: kid,
                                 appraisal,
-                                ..
-                            },
-                        ..
-                    } => {
-                        let t = ticket
-                            .as_ref()
-                            .ok_or_else(|| internal("sent without a ticket"))?;
-                        answer_key = t
-                            .binding()
-                            .runtime
-                            .claims
-                            .get(ANSWER_KEY_CLAIM)
-                            .and_then(|h| hex::decode(h).ok())
-                            .unwrap_or_default();
-                        let detail = format!(
-                            "to {} (transfer {}): {}",
-                            peer.url,
-                            hex::encode(transfer.0),
-                            t.summary()
-                        );
-                        let state = MoveState::Sent {
-                            transfer,
-                            dest,
-                            key: kid,
-                            appraisal,
-                            peer: peer.clone(),
-                            answer_key: answer_key.clone(),
-                        };
-                        let (snapshot, lineage) = self.persist_sent(&key, state, detail)?;
-                        crash_point("source-sent");
-                        let bundle = ObjectBundle {
-                            object_id: key,
-                            snapshot,
+                                peer: peer.clone(),
+                                answer_key: answer_key.clone(),
+                            };
+                            let (snapshot, lineage) = self.persist_sent(&key, state, detail)?;
+                            crash_point("source-sent");
+                            let bundle = ObjectBundle {
+                                object_id: key,
+                                snapshot,
+                                lineage,
+                                pending_messages: Vec::new(),
+                                source: self.inner.self_url.clone(),
+                            };
+                            let bytes = seal(t, &bundle).map_err(internal)?.to_bytes();
+                            package_bytes = bytes.len() as u64;
+                            sealed = Some(bytes);
+                            steps.done("seal");
+                        }
+                        SourceEffect::Persist {
+                            state: SourceState::Transferred { .. },
+                            ..
+                        } => {
+                            self.finish_transferred(&key, &peer.url)?;
+                            steps.done("commit");
+                            decision = Some(Decision::Transferred);
+                        }
+                        SourceEffect::Persist {
+                            state: SourceState::Running,
                             lineage,
-                            pending_messages: Vec::new(),
-                            source: self.inner.self_url.clone(),
-                        };
-                        let bytes = seal(t, &bundle).map_err(internal)?.to_bytes();
-                        package_bytes = bytes.len() as u64;
-                        sealed = Some(bytes);
-                        steps.done("seal");
-                    }
-                    SourceEffect::Persist {
-                        state: SourceState::Transferred { .. },
-                        ..
-                    } => {
-                        crash_point("source-acked");
-                        self.finish_transferred(&key, &peer.url)?;
-                        steps.done("commit");
-                        decision = Some(Decision::Transferred);
-                    }
-                    SourceEffect::Persist {
-                        state: SourceState::Running,
-                        lineage,
-                    } => {
-                        let reason = lineage
-                            .as_ref()
-                            .and_then(|l| l.reason())
-                            .unwrap_or("ended")
-                            .to_string();
-                        let refused = matches!(
-                            lineage,
-                            Some(
-                                sojourn_migration::protocol::LineageRecord::MigrationRefused { .. }
-                            )
-                        );
-                        let recorded = if refused {
-                            format!("refused: {reason}")
-                        } else {
-                            format!("aborted: {reason}")
-                        };
-                        self.resume_here(&key, recorded)?;
-                        decision = Some(if refused {
-                            Decision::Refused {
-                                reason,
-                                code: refusal_code.clone().unwrap_or_else(|| "refused".into()),
-                            }
-                        } else {
-                            Decision::Aborted { reason }
-                        });
-                    }
-                    SourceEffect::Persist { .. } => {}
-                    SourceEffect::Send(ToDest::Refusal { reason, .. }) => {
-                        let _ = link.refusal(&hex::encode(transfer.0), &reason);
-                    }
-                    SourceEffect::Send(ToDest::Package { .. }) => {
-                        let bytes = sealed.as_deref().unwrap_or_default();
-                        let mut got = None;
-                        for i in 0..PACKAGE_TRIES {
-                            if i > 0 {
-                                std::thread::sleep(Duration::from_millis(200 << i));
-                            }
-                            if let Ok(a) = link.package(
-                                &hex::encode(transfer.0),
-                                &hex::encode(ticket_key(&ticket)),
-                                bytes,
-                            ) {
-                                got = verified_answer(&a, &transfer, &answer_key);
-                                if got.is_some() {
-                                    break;
+                        } => {
+                            let reason = lineage
+                                .as_ref()
+                                .and_then(|l| l.reason())
+                                .unwrap_or("ended")
+                                .to_string();
+                            let refused = matches!(
+                                lineage,
+                                Some(
+                                    sojourn_migration::protocol::LineageRecord::MigrationRefused { .. }
+                                )
+                            );
+                            let recorded = if refused {
+                                format!("refused: {reason}")
+                            } else {
+                                format!("aborted: {reason}")
+                            };
+                            self.resume_here(&key, recorded)?;
+                            decision = Some(if refused {
+                                Decision::Refused {
+                                    reason,
+                                    code: refusal_code.clone().unwrap_or_else(|| "refused".into()),
+                                }
+                            } else {
+                                Decision::Aborted { reason }
+                            });
+                        }
+                        SourceEffect::Persist { .. } => {}
+                        SourceEffect::Send(ToDest::Refusal { reason, .. }) => {
+                            let _ = link.refusal(&hex::encode(transfer.0), &reason);
+                        }
+                        SourceEffect::Send(ToDest::Package { .. }) => {
+                            let bytes = sealed.as_deref().unwrap_or_default();
+                            let mut got = None;
+                            for i in 0..PACKAGE_TRIES {
+                                if i > 0 {
+                                    std::thread::sleep(Duration::from_millis(200 << i));
+                                }
+                                if let Ok(a) = link.package(
+                                    &hex::encode(transfer.0),
+                                    &hex::encode(ticket_key(&ticket)),
+                                    bytes,
+                                ) {
+                                    got = verified_answer(&a, &transfer, &answer_key);
+                                    if got.is_some() {
+                                        break;
+                                    }
                                 }
                             }
-                        }
-                        steps.done("transfer");
-                        match got {
-                            Some(m) => {
-                                crash_point("source-answered");
-                                let mut s = lock(&slot);
-                                next.extend(s.source.on_message(m, |_| Err(String::new())));
-                            }
-                            None => match self.ask_status(&slot, transfer, &answer_key, link) {
-                                Some(fx) => next.extend(fx),
-                                None => {
-                                    decision = Some(Decision::Pending {
-                                        reason: "the destination has not answered; the host \
+                            steps.done("transfer");
+                            match got {
+                                Some(m) => {
+                                    crash_point("source-answered");
+                                    let mut s = lock(&slot);
+                                    next.extend(s.source.on_message(m, |_| Err(String::new())));
+                                }
+                                None => match self.ask_status(&slot, transfer, &answer_key, link) {
+                                    Some(fx) => next.extend(fx),
+                                    None => {
+                                        decision = Some(Decision::Pending {
+                                            reason: "the destination has not answered; the host \
                                                  keeps asking it"
-                                            .into(),
-                                    })
-                                }
-                            },
+                                                .into(),
+                                        })
+                                    }
+                                },
+                            }
                         }
+                        SourceEffect::Send(_) => {}
+                        SourceEffect::StartRunning => {}
                     }
-                    SourceEffect::Send(_) => {}
-                    SourceEffect::StartRunning => {}
                 }
+                if next.is_empty() {
+                    break;
+                }
+                effects = next;
             }
-            if next.is_empty() {
-                break;
-            }
-            effects = next;
+            let downtime = started.elapsed();
+            let (outcome, reason, code) = match decision {
+                Some(Decision::Transferred) => ("transferred", None, None),
+                Some(Decision::Refused { reason, code }) => ("refused", Some(reason), Some(code)),
+                Some(Decision::Aborted { reason }) => ("aborted", Some(reason), None),
+                Some(Decision::Pending { reason }) => ("pending", Some(reason), None),
+                None => ("pending", Some("undecided".to_string()), None),
+            };
+            Ok(MigrationReport {
+                object: hex::encode(key),
+                name,
+                transfer: hex::encode(transfer.0),
+                destination: peer.url.clone(),
+                outcome: outcome.to_string(),
+                reason,
+                refusal_code: code,
+                appraisal: appraisal_line,
+                seq,
+                package_bytes,
+                downtime_micros: u64::try_from(downtime.as_micros()).unwrap_or(u64::MAX),
+                steps: steps.steps,
+            })
+        })();
+        let mut s = lock(&slot);
+        s.busy = false;
+        let offering = matches!(s.moving, Some(MoveState::Offering { .. }));
+        drop(s);
+        if let (Err(e), true) = (&result, offering) {
+            // Nothing sealed has left: the source decides alone, and resumes.
+            let _ = self.resume_here(&key, format!("aborted: {}", e.message));
         }
-        {
-            let mut s = lock(&slot);
-            s.busy = false;
-        }
-        let downtime = started.elapsed();
-        let (outcome, reason, code) = match decision {
-            Some(Decision::Transferred) => ("transferred", None, None),
-            Some(Decision::Refused { reason, code }) => ("refused", Some(reason), Some(code)),
-            Some(Decision::Aborted { reason }) => ("aborted", Some(reason), None),
-            Some(Decision::Pending { reason }) => ("pending", Some(reason), None),
-            None => ("pending", Some("undecided".to_string()), None),
-        };
-        Ok(MigrationReport {
-            object: hex::encode(key),
-            name,
-            transfer: hex::encode(transfer.0),
-            destination: peer.url.clone(),
-            outcome: outcome.to_string(),
-            reason,
-            refusal_code: code,
-            appraisal: appraisal_line,
-            seq,
-            package_bytes,
-            downtime_micros: u64::try_from(downtime.as_micros()).unwrap_or(u64::MAX),
-            steps: steps.steps,
-        })
+        result
     }
 
     /// Asks the destination to decide (`status`); returns the effects of its signed answer,
@@ -1320,6 +1328,7 @@ impl HostCore {
         s.record_migration(Outcome::MigrationRefused { reason }, &self.inner.metrics)?;
         s.moving = None;
         s.frozen = false;
+        s.source = sojourn_migration::protocol::Source::new();
         self.commit_slot(*key, &mut s, 1)?;
         self.schedule_from(*key, &s.obj);
         Ok(())

@@ -189,11 +189,8 @@ fn credentials(config: &HostConfig, data_dir: &Path) -> Result<(Vec<Credential>,
                 .to_string(),
             (None, None) => bail!("auth.tokens ({}): no token", t.name),
         };
-        let role = if t.role == "admin" {
-            Role::Admin
-        } else {
-            Role::Read
-        };
+        let role = Role::from_wire(&t.role)
+            .ok_or_else(|| anyhow!("auth.tokens ({}): unknown role {:?}", t.name, t.role))?;
         if role == Role::Admin && admin.is_none() {
             admin = Some(token.clone());
         }
@@ -238,6 +235,47 @@ pub fn run_host(config: HostConfig, origin: &str) -> Result<()> {
     let (lineage, evidence_note) = lineage_setup(&config, &data_dir)?;
     println!("  attestation:  {evidence_note}");
     let mut options = CoreOptions::default();
+    let answer = private_hex_file(&data_dir.join("migration-answer.key"), || loop {
+        let mut b = [0u8; 32];
+        getrandom::fill(&mut b).map_err(|e| anyhow!("randomness: {e}"))?;
+        if sojourn_lineage::P256Signer::from_secret(&b).is_some() {
+            break Ok(hex::encode(b));
+        }
+    })?;
+    options.answer_secret = Some(
+        hex::decode(&answer)
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+            .ok_or_else(|| {
+                anyhow!(
+                    "{}/migration-answer.key is not 64 hex digits",
+                    data_dir.display()
+                )
+            })?,
+    );
+    options.self_url = config
+        .migration
+        .advertise_url
+        .clone()
+        .unwrap_or_else(|| format!("https://{listen}"));
+    options.claims = config.migration.claims.clone();
+    let peers = config
+        .migration
+        .peers
+        .iter()
+        .map(|p| {
+            let read = |f: &Path| {
+                std::fs::read_to_string(f).with_context(|| {
+                    format!("migration.peers ({}): cannot read {}", p.url, f.display())
+                })
+            };
+            Ok(sojourn_api::MigrateRequest {
+                to: p.url.clone(),
+                ca_pem: read(&p.ca_file)?,
+                token: read(&p.token_file)?.trim().to_string(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     if let Some(w) = config.runtime.workers {
         options.workers = w;
     }
@@ -293,7 +331,10 @@ pub fn run_host(config: HostConfig, origin: &str) -> Result<()> {
         }
         println!("  listening on  {url}");
         println!("ready");
-        let shutdown = async {
+        let drain_core = core.clone();
+        let drain_peers = peers.clone();
+        let drain_deadline = config.migration.drain_deadline_s;
+        let shutdown = async move {
             let term = async {
                 match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
                     Ok(mut s) => {
@@ -305,6 +346,37 @@ pub fn run_host(config: HostConfig, origin: &str) -> Result<()> {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 () = term => {}
+            }
+            if !drain_peers.is_empty() {
+                println!(
+                    "sojourn host: draining to {} peer(s) before stopping",
+                    drain_peers.len()
+                );
+                let core = drain_core;
+                let request = sojourn_api::DrainRequest {
+                    to: drain_peers,
+                    deadline_s: drain_deadline,
+                };
+                match tokio::task::spawn_blocking(move || core.drain_to(request)).await {
+                    Ok(Ok(r)) => {
+                        println!(
+                            "sojourn host: drain: {} moved, {} pending, {} stay",
+                            r.moved.len(),
+                            r.pending.len(),
+                            r.stayed.len()
+                        );
+                        for s in &r.stayed {
+                            println!(
+                                "  stays: {} ({}): {}",
+                                s.name,
+                                s.object,
+                                s.reasons.join("; ")
+                            );
+                        }
+                    }
+                    Ok(Err(e)) => println!("sojourn host: drain failed: {e}"),
+                    Err(e) => println!("sojourn host: drain failed: {e}"),
+                }
             }
             println!("sojourn host: stopping (committing in-flight transitions)");
         };

@@ -2,8 +2,13 @@
 //! software attestation mode.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sojourn_api::{Client, ClientConfig};
 
 use sojourn_attestation::danger::software::{SoftwareAttester, SoftwareKey};
 use sojourn_attestation::{Attester, ReferenceValues};
@@ -47,4 +52,84 @@ pub fn software_core_with(
     };
     let store = Store::open(dir, SealingKey::from_bytes([seed[0]; 32])).unwrap();
     HostCore::start(store, setup, options).unwrap()
+}
+
+/// The `sojourn` binary under test.
+pub fn sojourn() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sojourn"))
+}
+
+/// A running `sojourn host`.
+pub struct Host {
+    pub child: Child,
+    pub url: String,
+    pub lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Host {
+    pub fn start(home: &Path) -> Host {
+        Host::start_with(home, "127.0.0.1:0", &[])
+    }
+
+    /// Starts `sojourn host` on `listen` with extra environment variables.
+    pub fn start_with(home: &Path, listen: &str, env: &[(&str, &str)]) -> Host {
+        let mut child = sojourn()
+            .args(["host", "--listen", listen])
+            .env("SOJOURN_HOME", home)
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if let Some(u) = l.trim().strip_prefix("listening on") {
+                        let _ = tx.send(u.trim().to_string());
+                    }
+                    lines.lock().unwrap().push(l);
+                }
+            });
+        }
+        {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    lines.lock().unwrap().push(format!("stderr: {l}"));
+                }
+            });
+        }
+        let url = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(u) => u,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("host did not start: {:#?}", lines.lock().unwrap());
+            }
+        };
+        Host { child, url, lines }
+    }
+
+    pub fn client(&self, home: &Path) -> Client {
+        let cfg = ClientConfig::load(&home.join("client.toml")).unwrap();
+        assert_eq!(cfg.url, self.url);
+        Client::from_config(&cfg).unwrap()
+    }
+
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+    }
+
+    pub fn terminate(mut self) -> String {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "{:#?}", self.lines.lock().unwrap());
+        self.lines.lock().unwrap().join("\n")
+    }
 }
