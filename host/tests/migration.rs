@@ -598,3 +598,77 @@ fn a_migrated_object_ends_where_one_that_never_moved_does() {
         assert_eq!(m.info.state_digest, s.info.state_digest, "round {round}");
     }
 }
+
+#[test]
+fn drain_moves_every_object_a_peer_may_take_and_says_why_the_others_stay() {
+    let mut n = Net::new();
+    let a = n.host("https://a", 13, false);
+    let debug = n.host("https://debug", 14, true);
+    let b = n.host("https://b", 15, false);
+    let mut movable = Vec::new();
+    for i in 0..5 {
+        let t = toml(SOFTWARE_OK).replace("\"mover\"", &format!("\"m{i}\""));
+        movable.push(a.deploy(request_with(WAT, &t)).unwrap().id);
+    }
+    let pinned = toml(
+        &("platforms = [\"software\"]\nallow_software = true\nmeasurements = [\"".to_string()
+            + &"cd".repeat(48)
+            + "\"]"),
+    )
+    .replace("\"mover\"", "\"pinned\"");
+    let stays = a.deploy(request_with(WAT, &pinned)).unwrap().id;
+    let never = toml("")
+        .replace("allowed = true", "allowed = false")
+        .replace("\"mover\"", "\"never\"");
+    let never = a.deploy(request_with(WAT, &never)).unwrap().id;
+
+    // Peers in order: the debug host (every policy refuses it), then b.
+    let to = ["https://debug", "https://b"]
+        .iter()
+        .map(|u| sojourn_api::MigrateRequest {
+            to: (*u).into(),
+            ca_pem: String::new(),
+            token: String::new(),
+        })
+        .collect();
+    let r = a
+        .drain_to(sojourn_api::DrainRequest {
+            to,
+            deadline_s: Some(60),
+        })
+        .unwrap();
+    let mut moved: Vec<String> = r.moved.iter().map(|m| m.object.clone()).collect();
+    moved.sort();
+    movable.sort();
+    assert_eq!(moved, movable, "{r:#?}");
+    assert!(r.pending.is_empty());
+    for id in &movable {
+        assert_eq!(a.inspect(id).unwrap().info.status, "transferred");
+        assert_eq!(b.inspect(id).unwrap().info.status, "active");
+        assert!(debug.inspect(id).is_err());
+        // Refused by the first peer, recorded, then taken by the second.
+        let s = verify(&b.lineage(id).unwrap());
+        assert_eq!(s.outcomes["migration-refused"], 1, "{s:?}");
+    }
+    let mut stayed: Vec<(&str, &Vec<String>)> = r
+        .stayed
+        .iter()
+        .map(|s| (s.object.as_str(), &s.reasons))
+        .collect();
+    stayed.sort();
+    assert_eq!(stayed.len(), 2, "{r:#?}");
+    let reasons = |id: &str| stayed.iter().find(|(o, _)| *o == id).unwrap().1.join(" | ");
+    assert!(reasons(&stays).contains("debug"), "{}", reasons(&stays));
+    assert!(
+        reasons(&stays).contains("measurement"),
+        "{}",
+        reasons(&stays)
+    );
+    assert!(
+        reasons(&never).contains("does not allow migration"),
+        "{}",
+        reasons(&never)
+    );
+    assert_eq!(a.inspect(&stays).unwrap().info.status, "active");
+    assert_eq!(a.inspect(&never).unwrap().info.status, "active");
+}

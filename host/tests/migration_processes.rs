@@ -250,3 +250,71 @@ fn a_host_killed_at_any_step_of_a_migration_leaves_exactly_one_owner() {
         }
     }
 }
+
+#[test]
+fn sigterm_drains_every_object_to_the_configured_peer() {
+    let rt = rt();
+    let (home_a, home_b) = (tempdir("drain-a"), tempdir("drain-b"));
+    let b = Host::start(&home_b);
+    let config = home_a.join("host.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[migration]\ndrain_deadline_s = 30\n[[migration.peers]]\nurl = \"{}\"\nca_file = \"{}\"\ntoken_file = \"{}\"\n",
+            b.url,
+            home_b.join("tls/ca.pem").display(),
+            home_b.join("admin.token").display()
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let a = Host::start_args(
+        &home_a,
+        &["--config", &config, "--listen", "127.0.0.1:0"],
+        &[],
+    );
+    use base64::Engine as _;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let t = TOML.replace("\"mover\"", &format!("\"d{i}\""));
+        let id = rt
+            .block_on(client(&home_a).deploy(&DeployRequest {
+                object_toml: t,
+                module_base64:
+                    base64::engine::general_purpose::STANDARD.encode(wat::parse_str(WAT).unwrap()),
+            }))
+            .unwrap()
+            .id;
+        rt.block_on(client(&home_a).send_text(&id, "hello"))
+            .unwrap();
+        ids.push(id);
+    }
+    let out = a.terminate();
+    assert!(out.contains("drain: 3 moved, 0 pending, 0 stay"), "{out}");
+    for id in &ids {
+        let d = rt.block_on(client(&home_b).inspect(id)).unwrap();
+        assert_eq!(d.info.status, "active", "{id}");
+        let got = loop {
+            let d = rt.block_on(client(&home_b).inspect(id)).unwrap();
+            if d.info.inbox == 0 {
+                break d.state["received"].as_i64();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(got, Some(1), "the acknowledged message moved with it");
+    }
+    // Restarted, A holds only tombstones.
+    let a = Host::start_args(
+        &home_a,
+        &["--config", &config, "--listen", "127.0.0.1:0"],
+        &[],
+    );
+    for id in &ids {
+        let d = rt.block_on(client(&home_a).inspect(id)).unwrap();
+        assert_eq!(d.info.status, "transferred");
+    }
+    a.kill9();
+    b.terminate();
+    let _ = std::fs::remove_dir_all(&home_a);
+    let _ = std::fs::remove_dir_all(&home_b);
+}

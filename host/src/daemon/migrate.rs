@@ -1587,6 +1587,39 @@ mod tests {
     }
 
     #[test]
+    fn malformed_records_are_errors_not_panics() {
+        let m = MoveState::Sent {
+            transfer: TransferId([1; 16]),
+            dest: HostId([3; 32]),
+            key: KeyId([4; 32]),
+            appraisal: AppraisalId([5; 32]),
+            peer: PeerAddress {
+                url: "https://b:1".into(),
+                ca_pem: "pem".into(),
+                token: "t".into(),
+            },
+            answer_key: vec![6; 65],
+        };
+        let good = m.encode();
+        for cut in 0..good.len() {
+            assert!(MoveState::decode(&good[..cut]).is_err(), "cut {cut}");
+        }
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..2000 {
+            let mut b = good.clone();
+            for _ in 0..3 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let i = (x as usize) % b.len();
+                b[i] ^= (x >> 32) as u8 | 1;
+            }
+            let _ = MoveState::decode(&b);
+            let _ = Arrival::decode_all(&b);
+        }
+    }
+
+    #[test]
     fn answers_verify_only_with_the_attested_key_and_transfer() {
         let signer = P256Signer::from_secret(&[7; 32]).unwrap();
         let other = P256Signer::from_secret(&[8; 32]).unwrap();

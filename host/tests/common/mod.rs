@@ -73,8 +73,14 @@ impl Host {
 
     /// Starts `sojourn host` on `listen` with extra environment variables.
     pub fn start_with(home: &Path, listen: &str, env: &[(&str, &str)]) -> Host {
+        Host::start_args(home, &["--listen", listen], env)
+    }
+
+    /// Starts `sojourn host ARGS...`.
+    pub fn start_args(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Host {
         let mut child = sojourn()
-            .args(["host", "--listen", listen])
+            .arg("host")
+            .args(args)
             .env("SOJOURN_HOME", home)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
