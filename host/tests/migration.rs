@@ -672,3 +672,96 @@ fn drain_moves_every_object_a_peer_may_take_and_says_why_the_others_stay() {
     assert_eq!(a.inspect(&stays).unwrap().info.status, "active");
     assert_eq!(a.inspect(&never).unwrap().info.status, "active");
 }
+
+/// A man in the middle: relays evidence made for another connection, or replays an earlier
+/// attempt's evidence.
+struct Relay {
+    inner: Box<dyn PeerLink>,
+    replay: Mutex<Option<MigrationOfferAnswer>>,
+    mode: &'static str,
+    packages: AtomicUsize,
+}
+
+impl PeerLink for Relay {
+    fn url(&self) -> &str {
+        self.inner.url()
+    }
+    fn offer(&self, offer: &MigrationOffer) -> Result<(MigrationOfferAnswer, [u8; 32]), String> {
+        let (answer, channel) = self.inner.offer(offer)?;
+        match self.mode {
+            // The relay's own connection to the source has another exporter value.
+            "relay" => Ok((answer, [0x42; 32])),
+            // First call: remember; second: answer with the remembered evidence.
+            _ => {
+                let mut r = self.replay.lock().unwrap();
+                match r.take() {
+                    None => {
+                        *r = Some(answer.clone());
+                        Ok((answer, channel))
+                    }
+                    Some(old) => Ok((old, channel)),
+                }
+            }
+        }
+    }
+    fn package(&self, t: &str, k: &str, s: &[u8]) -> Result<MigrationAnswer, String> {
+        self.packages.fetch_add(1, Ordering::SeqCst);
+        self.inner.package(t, k, s)
+    }
+    fn status(&self, t: &str) -> Result<MigrationAnswer, String> {
+        self.inner.status(t)
+    }
+    fn refusal(&self, t: &str, r: &str) -> Result<(), String> {
+        self.inner.refusal(t, r)
+    }
+}
+
+#[test]
+fn relayed_or_replayed_evidence_is_refused_before_anything_is_sealed() {
+    let mut n = Net::new();
+    let a = n.host("https://a", 16, false);
+    let _b = n.host("https://b", 17, false);
+
+    let id = a.deploy(request(SOFTWARE_OK)).unwrap().id;
+    let relay = Relay {
+        inner: Box::new(n.net.link("https://b")),
+        replay: Mutex::new(None),
+        mode: "relay",
+        packages: AtomicUsize::new(0),
+    };
+    let r = a
+        .migrate_to(&id, LocalNetwork::address("https://b"), &relay)
+        .unwrap();
+    assert_eq!(r.outcome, "refused", "{r:?}");
+    assert_eq!(r.refusal_code.as_deref(), Some("wrong_channel"));
+    assert_eq!(relay.packages.load(Ordering::SeqCst), 0);
+
+    // Replay: the relay records the evidence of one attempt and answers the next with it.
+    let replay = Relay {
+        inner: Box::new(n.net.link("https://b")),
+        replay: Mutex::new(None),
+        mode: "replay",
+        packages: AtomicUsize::new(0),
+    };
+    let t = toml(SOFTWARE_OK).replace("\"mover\"", "\"replayed\"");
+    let id2 = a.deploy(request_with(WAT, &t)).unwrap().id;
+    // First attempt goes through (its evidence is recorded by the relay) and is transferred.
+    assert_eq!(
+        a.migrate_to(&id2, LocalNetwork::address("https://b"), &replay)
+            .unwrap()
+            .outcome,
+        "transferred"
+    );
+    // The object of the second attempt gets the first attempt's evidence.
+    let r = a
+        .migrate_to(&id, LocalNetwork::address("https://b"), &replay)
+        .unwrap();
+    assert_eq!(r.outcome, "refused", "{r:?}");
+    assert_eq!(r.refusal_code.as_deref(), Some("wrong_challenge"), "{r:?}");
+    assert_eq!(
+        replay.packages.load(Ordering::SeqCst),
+        1,
+        "only the first attempt's"
+    );
+    assert_eq!(a.inspect(&id).unwrap().info.status, "active");
+}

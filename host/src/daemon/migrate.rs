@@ -1181,10 +1181,16 @@ impl HostCore {
                             };
                             self.resume_here(&key, recorded)?;
                             decision = Some(if refused {
-                                Decision::Refused {
-                                    reason,
-                                    code: refusal_code.clone().unwrap_or_else(|| "refused".into()),
-                                }
+                                let code = refusal_code.clone().unwrap_or_else(|| {
+                                    let mismatch =
+                                        sojourn_migration::protocol::reason::CHALLENGE_MISMATCH;
+                                    if reason == mismatch {
+                                        "wrong_challenge".into()
+                                    } else {
+                                        "refused".into()
+                                    }
+                                });
+                                Decision::Refused { reason, code }
                             } else {
                                 Decision::Aborted { reason }
                             });
