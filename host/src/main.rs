@@ -44,8 +44,18 @@ enum Command {
     /// Run the host daemon: objects sealed at rest, recovered after a crash, driven over an
     /// authenticated TLS 1.3 API (`sojourn deploy`, `ls`, `inspect`, `send`, ...).
     Host(HostArgs),
+    /// Confidential VM images (vm-images/): what a verifier should expect of a host running one.
+    #[command(subcommand)]
+    Image(ImageCommand),
     #[command(flatten)]
     Client(sojourn_api::cli::ClientCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum ImageCommand {
+    /// Compute the SEV-SNP launch digest (direct boot), the vTPM PCRs and the TDX RTMRs of an
+    /// image's UKI; print them and write a reference-values file (docs/vm-images.md).
+    Measure(Box<sojourn_measure::cli::MeasureArgs>),
 }
 
 #[derive(clap::Args, Debug)]
@@ -349,6 +359,9 @@ fn main() -> ExitCode {
             Command::Run(a) => cmd_run(a).await,
             Command::Object(ObjectCommand::Pack { dir, out, json }) => cmd_pack(dir, out, json),
             Command::Demo(a) => demo::run(a).await,
+            Command::Image(ImageCommand::Measure(a)) => {
+                sojourn_measure::cli::measure(*a).map(|()| ExitCode::SUCCESS)
+            }
             Command::Attest(c) => cmd_attest::run(c),
             Command::Lineage(cmd_lineage::LineageCommand::Export(a)) => {
                 sojourn_api::cli::lineage_export(a).await
