@@ -190,16 +190,25 @@ impl Target {
     }
 }
 
+/// Bytes shared with the caller, as a body ([`Bytes::from_owner`] needs `AsRef<[u8]>`).
+struct SharedBytes(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for SharedBytes {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_slice()
+    }
+}
+
 /// A request body and its media type.
 struct RequestBody {
-    bytes: Vec<u8>,
+    bytes: Bytes,
     content_type: &'static str,
 }
 
 impl RequestBody {
     fn json(bytes: Vec<u8>) -> RequestBody {
         RequestBody {
-            bytes,
+            bytes: Bytes::from(bytes),
             content_type: "application/json",
         }
     }
@@ -410,6 +419,18 @@ impl Client {
         key: &str,
         sealed: &[u8],
     ) -> Result<MigrationAnswer, ClientError> {
+        self.migration_package_shared(transfer, key, Arc::new(sealed.to_vec()))
+            .await
+    }
+
+    /// [`Client::migration_package`] over bytes the caller shares (a source retrying the
+    /// same package): the body is sent from them, not copied.
+    pub async fn migration_package_shared(
+        &self,
+        transfer: &str,
+        key: &str,
+        sealed: Arc<Vec<u8>>,
+    ) -> Result<MigrationAnswer, ClientError> {
         if sealed.len() > paths::PACKAGE_BODY_LIMIT {
             return Err(ClientError::InvalidRequest(format!(
                 "the sealed package is {} bytes; a host accepts at most {}",
@@ -418,7 +439,7 @@ impl Client {
             )));
         }
         let body = RequestBody {
-            bytes: sealed.to_vec(),
+            bytes: Bytes::from_owner(SharedBytes(sealed)),
             content_type: paths::OCTET_STREAM,
         };
         let (raw, _) = self
@@ -545,7 +566,7 @@ impl Client {
         let body = match body {
             Some(body) => {
                 builder = builder.header(CONTENT_TYPE, body.content_type);
-                Full::new(Bytes::from(body.bytes))
+                Full::new(body.bytes)
             }
             None => Full::new(Bytes::new()),
         };

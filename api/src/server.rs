@@ -676,7 +676,19 @@ fn too_large(limit: usize) -> ApiError {
 
 /// Reads the body, refusing more than `limit` bytes. Before refusing it reads and discards a
 /// bounded amount more, so that the client (still sending) sees the 413 instead of a reset.
-async fn read_body(headers: &HeaderMap, mut body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+    read_body_reserving(headers, body, limit, PREALLOCATE_CAP).await
+}
+
+/// [`read_body`], reserving up to `reserve_cap` bytes up front from the declared length (the
+/// package route reserves a whole declared package, at most its limit, so that a large body
+/// is never regrown and copied as it arrives).
+async fn read_body_reserving(
+    headers: &HeaderMap,
+    mut body: Body,
+    limit: usize,
+    reserve_cap: usize,
+) -> Result<Vec<u8>, ApiError> {
     let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -689,7 +701,7 @@ async fn read_body(headers: &HeaderMap, mut body: Body, limit: usize) -> Result<
         .and_then(|n| usize::try_from(n).ok())
         .unwrap_or(0)
         .min(limit)
-        .min(PREALLOCATE_CAP);
+        .min(reserve_cap);
     let mut buf = Vec::with_capacity(capacity);
     let deadline = tokio::time::Instant::now() + BODY_TIMEOUT;
     loop {
@@ -1030,7 +1042,15 @@ async fn migration_package(
             "the package must be sent as Content-Type: application/octet-stream",
         ));
     }
-    let sealed = read_body(&headers, body, paths::PACKAGE_BODY_LIMIT).await?;
+    // Only an authenticated peer reaches this; the declared length is checked against the
+    // limit before anything is reserved.
+    let sealed = read_body_reserving(
+        &headers,
+        body,
+        paths::PACKAGE_BODY_LIMIT,
+        paths::PACKAGE_BODY_LIMIT,
+    )
+    .await?;
     tracing::info!(
         credential = %caller.name,
         peer = %caller.peer,

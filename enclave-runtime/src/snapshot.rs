@@ -72,31 +72,99 @@ fn t(s: &str) -> Cbor {
 impl ResidentObject {
     /// Serialises the whole object (memory, mutable globals, fields, inbox, schedule, status,
     /// descriptor and module) into one versioned snapshot. Call it between entries.
+    ///
+    /// Written straight into one buffer of the exact size: the small entries are encoded
+    /// canonically one by one, module and memory chunks are copied once from where they are
+    /// (no value tree holds them). The bytes are those of the canonical encoding of the whole
+    /// map (the keys' encodings sorted bytewise).
     pub fn snapshot(&mut self) -> Result<Vec<u8>, SnapshotError> {
-        let mut chunks = Vec::new();
-        if let Some(mem) = self.store.data().memory {
-            for (i, c) in mem.data(&self.store).chunks(CHUNK).enumerate() {
-                if c.iter().any(|b| *b != 0) {
-                    chunks.push(Cbor::Array(vec![
-                        Cbor::Integer((i as u64).into()),
-                        Cbor::Bytes(c.to_vec()),
-                    ]));
+        let body_err = |e: canonical::CanonicalError| SnapshotError::Body(e.to_string());
+        enum Value {
+            Encoded(Vec<u8>),
+            Module,
+            Memory,
+        }
+        let mut entries: Vec<(Vec<u8>, Value)> = Vec::with_capacity(12);
+        for (k, v) in self.exec_entries()? {
+            entries.push((
+                canonical::encode(&k).map_err(body_err)?,
+                Value::Encoded(canonical::encode(&v).map_err(body_err)?),
+            ));
+        }
+        let mut descriptor = Vec::with_capacity(self.descriptor_bytes.len() + 9);
+        put_head(&mut descriptor, MAJOR_BYTES, self.descriptor_bytes.len());
+        descriptor.extend_from_slice(&self.descriptor_bytes);
+        entries.push((
+            canonical::encode(&t("descriptor")).map_err(body_err)?,
+            Value::Encoded(descriptor),
+        ));
+        entries.push((
+            canonical::encode(&t("module")).map_err(body_err)?,
+            Value::Module,
+        ));
+        entries.push((
+            canonical::encode(&t("memory_chunks")).map_err(body_err)?,
+            Value::Memory,
+        ));
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+
+        let module = self.module.original_bytes();
+        let memory: &[u8] = match self.store.data().memory {
+            Some(mem) => mem.data(&self.store),
+            None => &[],
+        };
+        // Non-zero chunks: a comparison with a zero chunk (memcmp) stops at the first
+        // non-zero byte.
+        let nonzero: Vec<usize> = memory
+            .chunks(CHUNK)
+            .enumerate()
+            .filter(|(_, c)| *c != ZERO_CHUNK.get(..c.len()).unwrap_or_default())
+            .map(|(i, _)| i)
+            .collect();
+        let chunk_len = |i: usize, len: usize| 1 + head_len(i as u64) + head_len(len as u64) + len;
+        let memory_len = head_len(nonzero.len() as u64)
+            + nonzero
+                .iter()
+                .map(|&i| chunk_len(i, memory.len().saturating_sub(i * CHUNK).min(CHUNK)))
+                .sum::<usize>();
+        let body_len = head_len(entries.len() as u64)
+            + entries
+                .iter()
+                .map(|(k, v)| {
+                    k.len()
+                        + match v {
+                            Value::Encoded(b) => b.len(),
+                            Value::Module => head_len(module.len() as u64) + module.len(),
+                            Value::Memory => memory_len,
+                        }
+                })
+                .sum::<usize>();
+
+        let mut out = Vec::with_capacity(MAGIC.len() + 2 + body_len + 32);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&VERSION.to_be_bytes());
+        put_head(&mut out, MAJOR_MAP, entries.len());
+        for (k, v) in &entries {
+            out.extend_from_slice(k);
+            match v {
+                Value::Encoded(b) => out.extend_from_slice(b),
+                Value::Module => {
+                    put_head(&mut out, MAJOR_BYTES, module.len());
+                    out.extend_from_slice(module);
+                }
+                Value::Memory => {
+                    put_head(&mut out, MAJOR_ARRAY, nonzero.len());
+                    for &i in &nonzero {
+                        let c = memory.get(i * CHUNK..).unwrap_or_default();
+                        let c = c.get(..CHUNK).unwrap_or(c);
+                        out.push(0x82); // array of 2
+                        put_head(&mut out, MAJOR_UINT, i);
+                        put_head(&mut out, MAJOR_BYTES, c.len());
+                        out.extend_from_slice(c);
+                    }
                 }
             }
         }
-        let mut body = self.exec_entries()?;
-        body.push((t("descriptor"), Cbor::Bytes(self.descriptor_bytes.clone())));
-        body.push((
-            t("module"),
-            Cbor::Bytes(self.module.original_bytes().to_vec()),
-        ));
-        body.push((t("memory_chunks"), Cbor::Array(chunks)));
-        let body =
-            canonical::encode(&Cbor::Map(body)).map_err(|e| SnapshotError::Body(e.to_string()))?;
-        let mut out = Vec::with_capacity(body.len() + 40);
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&VERSION.to_be_bytes());
-        out.extend_from_slice(&body);
         let sum = canonical::sha256(&out);
         out.extend_from_slice(&sum);
         Ok(out)
@@ -171,8 +239,20 @@ impl ResidentObject {
     }
 
     /// Restores a snapshot into a fresh instance on `engine`.
+    ///
+    /// A snapshot in the shape this build writes is read in one pass that borrows the memory
+    /// chunks from `snapshot` (checking the canonical form as it goes); anything else takes
+    /// the general path (a full canonical decode), which refuses what is not canonical with
+    /// the same errors as always.
     pub fn restore(engine: &ObjectEngine, snapshot: &[u8]) -> Result<ResidentObject, RuntimeError> {
         let body = open(snapshot)?;
+        if let Some((entries, chunks)) = read_body_fast(body) {
+            let m = MapView(&entries);
+            let descriptor = Descriptor::decode(m.bytes("descriptor")?)
+                .map_err(|e| field_err("descriptor", e.to_string()))?;
+            let module = engine.compile(m.bytes("module")?)?;
+            return restore_parts(engine, &module, descriptor, &m, chunks.into_iter());
+        }
         let root = canonical::decode(body).map_err(|e| SnapshotError::Body(e.to_string()))?;
         let Cbor::Map(entries) = &root else {
             return Err(SnapshotError::Body("not a map".into()).into());
@@ -202,6 +282,168 @@ impl ResidentObject {
         }
         restore_parts(engine, &module, descriptor, &m, pairs.into_iter())
     }
+}
+
+const MAJOR_UINT: u8 = 0;
+const MAJOR_BYTES: u8 = 2;
+const MAJOR_ARRAY: u8 = 4;
+const MAJOR_MAP: u8 = 5;
+/// Nesting deeper than this (in a small entry) sends a snapshot to the general path.
+const FAST_MAX_DEPTH: usize = 32;
+static ZERO_CHUNK: [u8; CHUNK] = [0; CHUNK];
+
+/// Length of a CBOR head in shortest form.
+fn head_len(n: u64) -> usize {
+    match n {
+        0..=23 => 1,
+        24..=0xff => 2,
+        0x100..=0xffff => 3,
+        0x1_0000..=0xffff_ffff => 5,
+        _ => 9,
+    }
+}
+
+/// Appends a CBOR head in shortest form (as ciborium writes it).
+fn put_head(out: &mut Vec<u8>, major: u8, n: impl TryInto<u64>) {
+    let n: u64 = n.try_into().unwrap_or(u64::MAX);
+    let m = major << 5;
+    match head_len(n) {
+        1 => out.push(m | n as u8),
+        2 => out.extend([m | 24, n as u8]),
+        3 => {
+            out.push(m | 25);
+            out.extend((n as u16).to_be_bytes());
+        }
+        5 => {
+            out.push(m | 26);
+            out.extend((n as u32).to_be_bytes());
+        }
+        _ => {
+            out.push(m | 27);
+            out.extend(n.to_be_bytes());
+        }
+    }
+}
+
+/// A CBOR head at `*pos`: (major type, argument, whether in shortest form). `None` for an
+/// indefinite length, a reserved value or a truncated head.
+fn read_head(body: &[u8], pos: &mut usize) -> Option<(u8, u64, bool)> {
+    let b = *body.get(*pos)?;
+    *pos += 1;
+    let (major, ai) = (b >> 5, b & 31);
+    let (len, min) = match ai {
+        0..=23 => return Some((major, u64::from(ai), true)),
+        24 => (1, 24),
+        25 => (2, 0x100),
+        26 => (4, 0x1_0000),
+        27 => (8, 0x1_0000_0000),
+        _ => return None,
+    };
+    let bytes = body.get(*pos..pos.checked_add(len)?)?;
+    *pos += len;
+    let n = bytes.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+    Some((major, n, n >= min))
+}
+
+/// Skips one well-formed definite-length item at `*pos` (no canonical check: the caller
+/// decodes the item canonically). `None` if malformed, indefinite or too deep.
+fn skip_item(body: &[u8], pos: &mut usize, depth: usize) -> Option<()> {
+    if depth > FAST_MAX_DEPTH {
+        return None;
+    }
+    let (major, n, _) = read_head(body, pos)?;
+    match major {
+        2 | 3 => {
+            let end = pos.checked_add(usize::try_from(n).ok()?)?;
+            if end > body.len() {
+                return None;
+            }
+            *pos = end;
+        }
+        4 | 5 => {
+            let items = if major == 5 { n.checked_mul(2)? } else { n };
+            for _ in 0..items {
+                skip_item(body, pos, depth + 1)?;
+            }
+        }
+        6 => skip_item(body, pos, depth + 1)?,
+        _ => {}
+    }
+    Some(())
+}
+
+/// The memory chunks array at `*pos`, borrowed: `[[index, bytes], …]` with every head in
+/// shortest form. `None` for anything else.
+fn read_chunks<'a>(body: &'a [u8], pos: &mut usize) -> Option<Vec<(u64, &'a [u8])>> {
+    let (major, n, shortest) = read_head(body, pos)?;
+    if major != MAJOR_ARRAY || !shortest {
+        return None;
+    }
+    // Each element takes at least 3 bytes: never reserve for more than the input can hold.
+    let n = usize::try_from(n).ok()?;
+    if n > body.len().saturating_sub(*pos) / 3 {
+        return None;
+    }
+    let mut chunks = Vec::with_capacity(n);
+    for _ in 0..n {
+        if *body.get(*pos)? != 0x82 {
+            return None;
+        }
+        *pos += 1;
+        let (major, index, shortest) = read_head(body, pos)?;
+        if major != MAJOR_UINT || !shortest {
+            return None;
+        }
+        let (major, len, shortest) = read_head(body, pos)?;
+        if major != MAJOR_BYTES || !shortest {
+            return None;
+        }
+        let end = pos.checked_add(usize::try_from(len).ok()?)?;
+        let bytes = body.get(*pos..end)?;
+        *pos = end;
+        chunks.push((index, bytes));
+    }
+    Some(chunks)
+}
+
+/// The snapshot body read in one pass, if it has exactly the shape this build writes: a map
+/// of 12 text keys in strictly ascending canonical order, each small value canonical on its
+/// own, and `memory_chunks` an array of `[uint, bytes]` pairs in shortest form. Such a body
+/// is canonical as a whole. Returns the entries other than `memory_chunks` and the chunks
+/// (borrowed); `None` sends the body to the general path.
+#[allow(clippy::type_complexity)]
+fn read_body_fast(body: &[u8]) -> Option<(Vec<(Cbor, Cbor)>, Vec<(u64, &[u8])>)> {
+    if *body.first()? != (MAJOR_MAP << 5) | 12 {
+        return None;
+    }
+    let mut pos = 1;
+    let mut entries = Vec::with_capacity(11);
+    let mut chunks = None;
+    let mut previous: &[u8] = &[];
+    for _ in 0..12 {
+        let start = pos;
+        skip_item(body, &mut pos, 1)?;
+        let key = body.get(start..pos)?;
+        if key <= previous {
+            return None;
+        }
+        previous = key;
+        let Ok(Cbor::Text(name)) = canonical::decode(key) else {
+            return None;
+        };
+        if name == "memory_chunks" {
+            chunks = Some(read_chunks(body, &mut pos)?);
+        } else {
+            let start = pos;
+            skip_item(body, &mut pos, 1)?;
+            let value = canonical::decode(body.get(start..pos)?).ok()?;
+            entries.push((Cbor::Text(name), value));
+        }
+    }
+    if pos != body.len() {
+        return None;
+    }
+    Some((entries, chunks?))
 }
 
 /// Read access to a decoded CBOR map with text keys.
@@ -265,8 +507,15 @@ pub(crate) fn restore_parts<'c>(
     }
     mem.grow(&mut obj.store, pages - have)
         .map_err(|e| field_err("memory_pages", e.to_string()))?;
+    // Only the memory instantiation had can hold what it wrote: grown pages are zero. Of
+    // that, only what no chunk overwrites is cleared (untouched pages stay untouched).
+    let written = usize::try_from(have)
+        .ok()
+        .and_then(|p| p.checked_mul(65536))
+        .unwrap_or(usize::MAX);
     let data = mem.data_mut(&mut obj.store);
-    data.fill(0);
+    let written = written.min(data.len());
+    let mut clear_from = 0usize;
     let mut last: Option<u64> = None;
     for (idx, bytes) in chunks {
         if last.is_some_and(|l| idx <= l) || bytes.len() != CHUNK {
@@ -278,9 +527,17 @@ pub(crate) fn restore_parts<'c>(
             .and_then(|i| i.checked_mul(CHUNK))
             .ok_or_else(|| field_err("memory_chunks", "index overflow"))?;
         let dst = data
-            .get_mut(start..start + CHUNK)
+            .get_mut(start..start.saturating_add(CHUNK))
+            .filter(|d| d.len() == CHUNK)
             .ok_or_else(|| field_err("memory_chunks", "chunk beyond memory"))?;
         dst.copy_from_slice(bytes);
+        if let Some(gap) = data.get_mut(clear_from..start.min(written)) {
+            gap.fill(0);
+        }
+        clear_from = start + CHUNK;
+    }
+    if let Some(rest) = data.get_mut(clear_from..written) {
+        rest.fill(0);
     }
     let Cbor::Array(globals) = m.get("globals")? else {
         return Err(field_err("globals", "expected an array").into());
@@ -417,4 +674,115 @@ fn open(snapshot: &[u8]) -> Result<&[u8], SnapshotError> {
     signed
         .get(MAGIC.len() + 2..)
         .ok_or(SnapshotError::NotASnapshot(min))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    fn body(chunks: Vec<Cbor>) -> Cbor {
+        let mut entries = vec![
+            (t("object_id"), Cbor::Bytes(vec![7; 16])),
+            (t("seq"), Cbor::Integer(300.into())),
+            (
+                t("fields"),
+                Cbor::Map(vec![(t("b"), Cbor::Integer(1.into())), (t("a"), t("x"))]),
+            ),
+            (t("memory_pages"), Cbor::Integer(2.into())),
+            (
+                t("globals"),
+                Cbor::Array(vec![Cbor::Array(vec![
+                    Cbor::Integer(0.into()),
+                    t("i64"),
+                    Cbor::Integer(5.into()),
+                ])]),
+            ),
+            (t("inbox"), Cbor::Array(vec![Cbor::Bytes(b"m".to_vec())])),
+            (t("schedule"), t("await_message")),
+            (t("status"), t("active")),
+            (t("last_rejection"), Cbor::Null),
+            (t("descriptor"), Cbor::Bytes(vec![1, 2, 3])),
+            (t("module"), Cbor::Bytes(vec![0; 300])),
+        ];
+        entries.push((t("memory_chunks"), Cbor::Array(chunks)));
+        Cbor::Map(entries)
+    }
+
+    fn chunk(i: u64, fill: u8) -> Cbor {
+        Cbor::Array(vec![
+            Cbor::Integer(i.into()),
+            Cbor::Bytes(vec![fill; CHUNK]),
+        ])
+    }
+
+    #[test]
+    fn fast_reader_agrees_with_the_general_decode() {
+        let bytes =
+            canonical::encode(&body(vec![chunk(0, 1), chunk(30, 2), chunk(1000, 3)])).unwrap();
+        let (entries, chunks) = read_body_fast(&bytes).expect("fast path");
+        let Cbor::Map(all) = canonical::decode(&bytes).unwrap() else {
+            panic!("not a map")
+        };
+        let expected: Vec<(Cbor, Cbor)> = all
+            .iter()
+            .filter(|(k, _)| k != &t("memory_chunks"))
+            .cloned()
+            .collect();
+        assert_eq!(entries, expected);
+        let got: Vec<(u64, Vec<u8>)> = chunks.iter().map(|(i, b)| (*i, b.to_vec())).collect();
+        assert_eq!(
+            got,
+            vec![
+                (0, vec![1; CHUNK]),
+                (30, vec![2; CHUNK]),
+                (1000, vec![3; CHUNK])
+            ]
+        );
+    }
+
+    #[test]
+    fn fast_reader_declines_what_is_not_plainly_canonical() {
+        let good = canonical::encode(&body(vec![chunk(5, 1)])).unwrap();
+        assert!(read_body_fast(&good).is_some());
+        // Every truncation and every single-byte change outside chunk payloads either stays
+        // canonical (then the general decode agrees) or is declined.
+        for len in 0..good.len() {
+            assert!(read_body_fast(&good[..len]).is_none(), "truncated at {len}");
+        }
+        // The body ends with `memory_chunks` then `"last_rejection": null` (16 bytes).
+        let end = good.len() - 16;
+        assert_eq!(good[end..end + 2], [0x6e, b'l']);
+        let payload = end - CHUNK..end;
+        for i in (0..good.len()).filter(|i| !payload.contains(i)) {
+            for flip in [0x01u8, 0x10, 0x80, 0xff] {
+                let mut bad = good.clone();
+                bad[i] ^= flip;
+                if read_body_fast(&bad).is_some() {
+                    assert!(
+                        canonical::decode(&bad).is_ok(),
+                        "accepted non-canonical at {i}"
+                    );
+                }
+            }
+        }
+        // The chunk index in a longer form than needed.
+        let at = end - CHUNK - 3 - 1; // 0x82 | index (5) | 0x59 0x10 0x00 | payload
+        assert_eq!(&good[at - 1..at + 1], &[0x82, 0x05]);
+        let mut long = good.clone();
+        long.splice(at..at + 1, [0x18, 0x05]);
+        assert!(read_body_fast(&long).is_none());
+        assert!(canonical::decode(&long).is_err());
+        // Keys out of order.
+        let mut w = Vec::new();
+        ciborium::into_writer(&body(vec![chunk(5, 1)]), &mut w).unwrap();
+        assert!(read_body_fast(&w).is_none());
+        assert!(canonical::decode(&w).is_err());
+        // A huge declared chunk count does not reserve memory.
+        assert_eq!(good[at - 2], 0x81);
+        let mut huge = good[..at - 2].to_vec();
+        huge.extend([0x9b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+        huge.extend_from_slice(&good[at - 1..]);
+        assert!(read_body_fast(&huge).is_none());
+    }
 }

@@ -461,6 +461,57 @@ mod snapshots {
         );
     }
 
+    /// Re-checksums `body` as a snapshot.
+    fn wrap(body: &[u8]) -> Vec<u8> {
+        let mut out = b"SJSNAP\x00\x01".to_vec();
+        out.extend_from_slice(body);
+        let sum = sojourn_policy::canonical::sha256(&out);
+        out.extend_from_slice(&sum);
+        out
+    }
+
+    #[test]
+    fn snapshot_bytes_are_the_canonical_encoding_and_non_canonical_ones_are_refused() {
+        let engine = ObjectEngine::new().unwrap();
+        let (mut obj, _) = probe(&engine, "memory");
+        obj.wake(0, [0; 32]);
+        send(&mut obj, 150, "x");
+        obj.enqueue(b"d".to_vec()).unwrap();
+        let snap = obj.snapshot().unwrap();
+        let body = &snap[8..snap.len() - 32];
+        // Decoding canonically re-encodes the tree and compares: the streaming writer wrote
+        // exactly the canonical encoding of the whole map.
+        let tree = sojourn_policy::canonical::decode(body).unwrap();
+        assert_eq!(sojourn_policy::canonical::encode(&tree).unwrap(), body);
+        assert_eq!(wrap(body), snap);
+        // The same map, keys in insertion (non-canonical) order, correctly checksummed.
+        let ciborium::Value::Map(mut entries) = tree.clone() else {
+            panic!("not a map")
+        };
+        entries.reverse();
+        let mut reordered = Vec::new();
+        ciborium::into_writer(&ciborium::Value::Map(entries), &mut reordered).unwrap();
+        assert_ne!(reordered, body);
+        let err = ResidentObject::restore(&engine, &wrap(&reordered))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("deterministic"), "{err}");
+        // A chunk index in a longer form than needed.
+        let pos = body
+            .windows(5)
+            .position(|w| w[0] == 0x82 && w[1] < 24 && w[2..] == [0x59, 0x10, 0x00])
+            .expect("a memory chunk");
+        let mut long = body.to_vec();
+        long.splice(pos + 1..pos + 2, [0x18, body[pos + 1]]);
+        let err = ResidentObject::restore(&engine, &wrap(&long))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("deterministic"), "{err}");
+        // Restored (through the fast reader) to the same state.
+        let mut back = ResidentObject::restore(&engine, &snap).unwrap();
+        assert_eq!(back.snapshot().unwrap(), snap);
+    }
+
     #[test]
     fn truncated_or_corrupted_snapshots_are_rejected() {
         let engine = ObjectEngine::new().unwrap();

@@ -137,36 +137,66 @@ impl ObjectBundle {
     /// The encoding, in a buffer with room for `tail` more bytes (the seal's tag), so that a
     /// large bundle is never copied to grow it.
     fn encode(&self, tail: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.encoded_len() + tail);
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// An upper bound of the encoding's length.
+    fn encoded_len(&self) -> usize {
         let n = self.pending_messages.len();
-        let capacity = self.snapshot.len()
+        self.snapshot.len()
             + self.lineage.len()
             + self.source.len()
             + self.pending_messages.iter().map(Vec::len).sum::<usize>()
             + 9 * n
             + 128
-            + tail;
-        let mut w = cbor::Writer::with_capacity(capacity);
-        w.map(6);
-        w.text("v");
-        w.uint(BUNDLE_FORMAT);
-        w.text("object");
-        w.bytes(&self.object_id);
-        w.text("source");
-        w.text(&self.source);
-        w.text("lineage");
-        w.bytes(&self.lineage);
-        w.text("pending");
-        w.array(self.pending_messages.len());
+    }
+
+    /// Appends the encoding to `out` (same bytes as the crate's CBOR writer: shortest heads).
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        put_head(out, MAJOR_MAP, 6);
+        put_text(out, "v");
+        put_head(out, MAJOR_UINT, BUNDLE_FORMAT);
+        put_text(out, "object");
+        put_bytes(out, &self.object_id);
+        put_text(out, "source");
+        put_text(out, &self.source);
+        put_text(out, "lineage");
+        put_bytes(out, &self.lineage);
+        put_text(out, "pending");
+        put_head(out, MAJOR_ARRAY, self.pending_messages.len() as u64);
         for m in &self.pending_messages {
-            w.bytes(m);
+            put_bytes(out, m);
         }
-        w.text("snapshot");
-        w.bytes(&self.snapshot);
-        w.finish()
+        put_text(out, "snapshot");
+        put_bytes(out, &self.snapshot);
     }
 
     /// Reads [`ObjectBundle::to_bytes`]'s output, strictly.
     pub fn from_bytes(bytes: &[u8]) -> Result<ObjectBundle, PackageError> {
+        let (bundle, snapshot) = Self::parse(bytes)?;
+        Ok(ObjectBundle {
+            snapshot: snapshot.to_vec(),
+            ..bundle
+        })
+    }
+
+    /// [`ObjectBundle::from_bytes`] that keeps `bytes`' buffer as the snapshot (the last
+    /// field, so it is the buffer's tail): the large part is moved down, not copied out.
+    fn from_vec(mut bytes: Vec<u8>) -> Result<ObjectBundle, PackageError> {
+        let (bundle, snapshot) = Self::parse(&bytes)?;
+        let start = bytes.len() - snapshot.len();
+        bytes.drain(..start);
+        Ok(ObjectBundle {
+            snapshot: bytes,
+            ..bundle
+        })
+    }
+
+    /// Parses the encoding; the returned bundle's snapshot is empty, the snapshot is the
+    /// returned slice (which ends the input).
+    fn parse(bytes: &[u8]) -> Result<(ObjectBundle, &[u8]), PackageError> {
         let bad = |e: cbor::Error| PackageError::Bundle(e.0);
         let mut r = cbor::Reader::new(bytes);
         r.expect_map(6).map_err(bad)?;
@@ -190,16 +220,54 @@ impl ObjectBundle {
             pending_messages.push(r.bytes().map_err(bad)?.to_vec());
         }
         r.expect_key("snapshot").map_err(bad)?;
-        let snapshot = r.bytes().map_err(bad)?.to_vec();
+        let snapshot = r.bytes().map_err(bad)?;
         r.finish().map_err(bad)?;
-        Ok(ObjectBundle {
-            object_id,
+        Ok((
+            ObjectBundle {
+                object_id,
+                snapshot: Vec::new(),
+                lineage,
+                pending_messages,
+                source,
+            },
             snapshot,
-            lineage,
-            pending_messages,
-            source,
-        })
+        ))
     }
+}
+
+const MAJOR_UINT: u8 = 0;
+const MAJOR_BYTES: u8 = 2;
+const MAJOR_TEXT: u8 = 3;
+const MAJOR_ARRAY: u8 = 4;
+const MAJOR_MAP: u8 = 5;
+
+/// A CBOR head in shortest form.
+fn put_head(out: &mut Vec<u8>, major: u8, n: u64) {
+    let m = major << 5;
+    if n < 24 {
+        out.push(m | n as u8);
+    } else if let Ok(x) = u8::try_from(n) {
+        out.extend([m | 24, x]);
+    } else if let Ok(x) = u16::try_from(n) {
+        out.push(m | 25);
+        out.extend(x.to_be_bytes());
+    } else if let Ok(x) = u32::try_from(n) {
+        out.push(m | 26);
+        out.extend(x.to_be_bytes());
+    } else {
+        out.push(m | 27);
+        out.extend(n.to_be_bytes());
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    put_head(out, MAJOR_BYTES, b.len() as u64);
+    out.extend_from_slice(b);
+}
+
+fn put_text(out: &mut Vec<u8>, t: &str) {
+    put_head(out, MAJOR_TEXT, t.len() as u64);
+    out.extend_from_slice(t.as_bytes());
 }
 
 /// A sealed package, as it travels.
@@ -227,14 +295,7 @@ impl SealedObject {
     /// The package bytes (module docs).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER_LEN + self.ciphertext.len());
-        out.extend_from_slice(PACKAGE_MAGIC);
-        for id in HPKE_SUITE {
-            out.extend(id.to_be_bytes());
-        }
-        out.extend_from_slice(&self.transfer.0);
-        out.extend((self.enc.len() as u16).to_be_bytes());
-        out.extend_from_slice(&self.enc);
-        out.extend((self.ciphertext.len() as u64).to_be_bytes());
+        write_header(&mut out, &self.transfer, &self.enc, self.ciphertext.len());
         out.extend_from_slice(&self.ciphertext);
         out
     }
@@ -277,6 +338,18 @@ impl SealedObject {
             ciphertext,
         })
     }
+}
+
+/// The package header: everything before the ciphertext.
+fn write_header(out: &mut Vec<u8>, transfer: &TransferId, enc: &[u8], ciphertext_len: usize) {
+    out.extend_from_slice(PACKAGE_MAGIC);
+    for id in HPKE_SUITE {
+        out.extend(id.to_be_bytes());
+    }
+    out.extend_from_slice(&transfer.0);
+    out.extend((enc.len() as u16).to_be_bytes());
+    out.extend_from_slice(enc);
+    out.extend((ciphertext_len as u64).to_be_bytes());
 }
 
 /// The destination's HPKE key pair for one attempt: generated fresh per offer, held only in
@@ -387,23 +460,80 @@ impl TryCryptoRng for SeededRng {}
 /// Seal `bundle` to the ticket's destination. The bundle must be for the object the ticket's
 /// binding names.
 pub fn seal(ticket: &MigrationTicket, bundle: &ObjectBundle) -> Result<SealedObject, PackageError> {
+    if bundle.object_id != ticket.binding().object_id {
+        return Err(PackageError::WrongObject {
+            expected: hex::encode(ticket.binding().object_id),
+            found: hex::encode(bundle.object_id),
+        });
+    }
+    let mut ciphertext = Vec::with_capacity(bundle.encoded_len() + TAG_LEN);
+    bundle.encode_into(&mut ciphertext);
+    let (transfer, enc) = seal_at(ticket, bundle, &mut ciphertext, 0)?;
+    Ok(SealedObject {
+        transfer,
+        enc: enc.to_vec(),
+        ciphertext,
+    })
+}
+
+/// [`seal`] straight to the package bytes ([`SealedObject::to_bytes`] of its result, the same
+/// bytes), built in one buffer: the bundle is encoded after room for the header, encrypted in
+/// place, and the header written in front. No copy of the (large) ciphertext is made.
+pub fn seal_to_bytes(
+    ticket: &MigrationTicket,
+    bundle: &ObjectBundle,
+) -> Result<Vec<u8>, PackageError> {
+    if bundle.object_id != ticket.binding().object_id {
+        return Err(PackageError::WrongObject {
+            expected: hex::encode(ticket.binding().object_id),
+            found: hex::encode(bundle.object_id),
+        });
+    }
+    let mut out = Vec::with_capacity(HEADER_LEN + bundle.encoded_len() + TAG_LEN);
+    out.resize(HEADER_LEN, 0);
+    bundle.encode_into(&mut out);
+    let (transfer, enc) = seal_at(ticket, bundle, &mut out, HEADER_LEN)?;
+    let ciphertext_len = out.len() - HEADER_LEN;
+    let mut header = Vec::with_capacity(HEADER_LEN);
+    write_header(&mut header, &transfer, &enc, ciphertext_len);
+    match out.get_mut(..HEADER_LEN) {
+        Some(head) if header.len() == HEADER_LEN => head.copy_from_slice(&header),
+        _ => return Err(PackageError::Seal("package header length".into())),
+    }
+    Ok(out)
+}
+
+/// Encrypts `buf[from..]` (the bundle's encoding) in place and appends the tag; returns the
+/// transfer and the encapsulated key.
+fn seal_at(
+    ticket: &MigrationTicket,
+    bundle: &ObjectBundle,
+    buf: &mut Vec<u8>,
+    from: usize,
+) -> Result<(TransferId, [u8; ENC_LEN]), PackageError> {
     let binding = ticket.binding();
     if bundle.object_id != binding.object_id {
+        buf.zeroize();
         return Err(PackageError::WrongObject {
             expected: hex::encode(binding.object_id),
             found: hex::encode(bundle.object_id),
         });
     }
     let aad = package_aad(binding);
-    let mut rng = SeededRng::new()?;
+    let mut rng = match SeededRng::new() {
+        Ok(rng) => rng,
+        Err(e) => {
+            buf.zeroize();
+            return Err(e.into());
+        }
+    };
     // Encrypted in place: the plaintext encoding becomes the ciphertext, with no second copy.
-    let mut ciphertext = bundle.encode(TAG_LEN);
     let sealed =
         hpke::single_shot_seal_inout_detached_with_rng::<ChaCha20Poly1305, HkdfSha256, HpkeKem>(
             &OpModeS::Base,
             ticket.hpke_key(),
             PACKAGE_INFO,
-            InOutBuf::from(ciphertext.as_mut_slice()),
+            InOutBuf::from(buf.get_mut(from..).unwrap_or_default()),
             &aad,
             &mut rng,
         );
@@ -411,16 +541,17 @@ pub fn seal(ticket: &MigrationTicket, bundle: &ObjectBundle) -> Result<SealedObj
         Ok(x) => x,
         Err(e) => {
             // The buffer may still hold plaintext: do not leave it behind.
-            ciphertext.zeroize();
+            buf.zeroize();
             return Err(PackageError::Seal(e.to_string()));
         }
     };
-    ciphertext.extend_from_slice(&tag.to_bytes());
-    Ok(SealedObject {
-        transfer: binding.transfer,
-        enc: enc.to_bytes().to_vec(),
-        ciphertext,
-    })
+    buf.extend_from_slice(&tag.to_bytes());
+    let enc: [u8; ENC_LEN] = enc
+        .to_bytes()
+        .as_slice()
+        .try_into()
+        .map_err(|_| PackageError::Seal("encapsulated key length".into()))?;
+    Ok((binding.transfer, enc))
 }
 
 /// Open a package on the destination with the attempt's key and binding. Fails unless it was
@@ -447,21 +578,23 @@ pub fn open(
         .ok_or(PackageError::Open)?;
     let (body, tag) = sealed.ciphertext.split_at(split);
     let tag = AeadTag::<ChaCha20Poly1305>::from_bytes(tag).map_err(|_| PackageError::Open)?;
-    // Decrypted in place, in one copy of the ciphertext. The tag is checked before any
-    // plaintext is produced. The buffer is not zeroized: its content becomes the object's
-    // state in this same (encrypted) guest memory anyway.
-    let mut plaintext = body.to_vec();
+    // Decrypted from the ciphertext straight into one new buffer. The tag is checked before
+    // any plaintext is produced. The buffer is not zeroized: its content becomes the object's
+    // state in this same (encrypted) guest memory anyway; it also becomes the bundle's
+    // snapshot (no further copy).
+    let mut plaintext = vec![0u8; body.len()];
+    let buffer = InOutBuf::new(body, plaintext.as_mut_slice()).map_err(|_| PackageError::Open)?;
     hpke::single_shot_open_inout_detached::<ChaCha20Poly1305, HkdfSha256, HpkeKem>(
         &OpModeR::Base,
         &key.private,
         &enc,
         PACKAGE_INFO,
-        InOutBuf::from(plaintext.as_mut_slice()),
+        buffer,
         &aad,
         &tag,
     )
     .map_err(|_| PackageError::Open)?;
-    let bundle = ObjectBundle::from_bytes(&plaintext)?;
+    let bundle = ObjectBundle::from_vec(plaintext)?;
     if bundle.object_id != binding.object_id {
         return Err(PackageError::WrongObject {
             expected: hex::encode(binding.object_id),
@@ -469,4 +602,47 @@ pub fn open(
         });
     }
     Ok(bundle)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    fn bundle() -> ObjectBundle {
+        ObjectBundle {
+            object_id: [3; 16],
+            snapshot: (0..70_000u32).map(|i| i as u8).collect(),
+            lineage: vec![9; 300],
+            pending_messages: vec![b"a".to_vec(), vec![1; 30]],
+            source: "https://src.example".into(),
+        }
+    }
+
+    #[test]
+    fn bundle_read_from_its_own_buffer_equals_the_copying_read() {
+        let b = bundle();
+        let bytes = b.to_bytes();
+        assert!(bytes.len() <= b.encoded_len());
+        assert_eq!(ObjectBundle::from_bytes(&bytes).unwrap(), b);
+        assert_eq!(ObjectBundle::from_vec(bytes.clone()).unwrap(), b);
+        for len in [0, 1, 10, bytes.len() / 2, bytes.len() - 1] {
+            assert!(ObjectBundle::from_vec(bytes[..len].to_vec()).is_err());
+        }
+        let mut longer = bytes;
+        longer.push(0);
+        assert!(ObjectBundle::from_vec(longer).is_err());
+    }
+
+    #[test]
+    fn package_header_has_its_documented_length() {
+        let s = SealedObject {
+            transfer: TransferId([5; 16]),
+            enc: vec![6; ENC_LEN],
+            ciphertext: vec![7; 40],
+        };
+        let bytes = s.to_bytes();
+        assert_eq!(bytes.len(), HEADER_LEN + 40);
+        assert_eq!(SealedObject::from_bytes(&bytes).unwrap(), s);
+    }
 }

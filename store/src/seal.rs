@@ -66,10 +66,50 @@ pub(crate) fn split(table: Table, value: &[u8]) -> Result<Parts<'_>, SealError> 
     })
 }
 
+/// Nonces drawn from the operating system per [`NoncePool`] refill: one `getrandom` call
+/// serves this many records instead of one call per record.
+const POOL_NONCES: usize = 256;
+
+/// Random nonces bought in bulk: each refill is `POOL_NONCES * NONCE_LEN` fresh bytes from
+/// the operating system, handed out once each and wiped as they go. The nonces stay
+/// independent, uniformly random and unpredictable (they are the OS's output, only fetched
+/// ahead); none is handed out twice.
+struct NoncePool {
+    bytes: Zeroizing<[u8; POOL_NONCES * NONCE_LEN]>,
+    /// Bytes of `bytes` already handed out (the rest are unused).
+    used: usize,
+}
+
+impl NoncePool {
+    fn new() -> Self {
+        NoncePool {
+            bytes: Zeroizing::new([0; POOL_NONCES * NONCE_LEN]),
+            used: POOL_NONCES * NONCE_LEN,
+        }
+    }
+
+    fn next(&mut self) -> Result<[u8; NONCE_LEN], StoreError> {
+        if self.used + NONCE_LEN > self.bytes.len() {
+            getrandom::fill(self.bytes.as_mut()).map_err(|e| StoreError::Random(e.to_string()))?;
+            self.used = 0;
+        }
+        let mut nonce = [0u8; NONCE_LEN];
+        let taken = self
+            .bytes
+            .get_mut(self.used..self.used + NONCE_LEN)
+            .ok_or_else(|| StoreError::Random("nonce pool out of range".into()))?;
+        nonce.copy_from_slice(taken);
+        taken.fill(0);
+        self.used += NONCE_LEN;
+        Ok(nonce)
+    }
+}
+
 /// The keys derived from one [`SealingKey`].
 pub(crate) struct Sealer {
     aead: XChaCha20Poly1305,
     mac: Hmac<Sha256>,
+    nonces: std::sync::Mutex<NoncePool>,
 }
 
 impl std::fmt::Debug for Sealer {
@@ -89,7 +129,11 @@ impl Sealer {
         let aead = XChaCha20Poly1305::new(chacha20poly1305::Key::from_slice(enc.as_ref()));
         let mac = <Hmac<Sha256> as Mac>::new_from_slice(mac.as_ref())
             .map_err(|e| StoreError::KeyUnavailable(format!("HMAC: {e}")))?;
-        Ok(Self { aead, mac })
+        Ok(Self {
+            aead,
+            mac,
+            nonces: std::sync::Mutex::new(NoncePool::new()),
+        })
     }
 
     fn aad(table: Table, key: &[u8], prefix: &[u8]) -> Vec<u8> {
@@ -110,8 +154,11 @@ impl Sealer {
         plaintext: &[u8],
     ) -> Result<Vec<u8>, StoreError> {
         debug_assert_eq!(prefix.len(), table.prefix_len());
-        let mut nonce = [0u8; NONCE_LEN];
-        getrandom::fill(&mut nonce).map_err(|e| StoreError::Random(e.to_string()))?;
+        let nonce = self
+            .nonces
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .next()?;
         let mut out = Vec::with_capacity(prefix.len() + NONCE_LEN + plaintext.len() + TAG_LEN);
         out.extend_from_slice(prefix);
         out.extend_from_slice(&nonce);
@@ -248,6 +295,19 @@ mod tests {
             s.term(Table::Heads, b"object-id-16byte", &v).unwrap(),
             s.term(Table::Heads, b"object-id-16byte", &v2).unwrap()
         );
+    }
+
+    #[test]
+    fn nonces_are_fresh_across_pool_refills() {
+        let s = sealer();
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..(3 * POOL_NONCES + 7) {
+            let v = s.seal(Table::Chunks, &[1; 20], &[], b"x").unwrap();
+            let parts = split(Table::Chunks, &v).unwrap();
+            assert_ne!(parts.nonce, &[0u8; NONCE_LEN][..]);
+            assert!(seen.insert(parts.nonce.to_vec()), "a nonce repeated");
+            assert_eq!(s.unseal(Table::Chunks, &[1; 20], &v).unwrap(), b"x");
+        }
     }
 
     #[test]

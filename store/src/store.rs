@@ -581,6 +581,50 @@ impl Store {
             .map_err(|e| self.corrupt_at(table, key, e.describe()))
     }
 
+    /// Seals chunk records (key, sealed value, term), in the order given, on up to
+    /// [`SEAL_THREADS`] threads when there are many.
+    #[allow(clippy::type_complexity)]
+    fn seal_chunks(
+        &self,
+        id: &ObjectKey,
+        chunks: &[(u32, Vec<u8>)],
+    ) -> Result<Vec<([u8; 20], Vec<u8>, [u8; 32])>, StoreError> {
+        let seal_one = |(index, bytes): &(u32, Vec<u8>)| {
+            let key = raw::chunk_key(id, *index);
+            let value = self.sealer.seal(Table::Chunks, &key, &[], bytes)?;
+            let term = self.term_at(Table::Chunks, &key, &value)?;
+            Ok((key, value, term))
+        };
+        let threads = std::thread::available_parallelism()
+            .map_or(1, std::num::NonZeroUsize::get)
+            .min(SEAL_THREADS);
+        if threads < 2 || chunks.len() < PARALLEL_SEAL_MIN {
+            return chunks.iter().map(seal_one).collect();
+        }
+        let per = chunks.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let mut parts = chunks.chunks(per);
+            // This thread seals the first part while the others seal the rest.
+            let first = parts.next().unwrap_or_default();
+            let handles: Vec<_> = parts
+                .map(|part| scope.spawn(move || part.iter().map(seal_one).collect::<Vec<_>>()))
+                .collect();
+            let mut out: Vec<Result<_, StoreError>> = Vec::with_capacity(chunks.len());
+            out.extend(first.iter().map(seal_one));
+            for h in handles {
+                match h.join() {
+                    Ok(part) => out.extend(part),
+                    Err(_) => {
+                        return Err(StoreError::KeyUnavailable(
+                            "a sealing thread stopped".into(),
+                        ));
+                    }
+                }
+            }
+            out.into_iter().collect()
+        })
+    }
+
     fn term_at(&self, table: Table, key: &[u8], value: &[u8]) -> Result<[u8; 32], StoreError> {
         self.sealer
             .term(table, key, value)
@@ -829,6 +873,13 @@ impl Store {
     }
 }
 
+/// Most threads that seal the chunks of one commit.
+const SEAL_THREADS: usize = 4;
+/// Fewer chunks than this are sealed on the committing thread alone.
+const PARALLEL_SEAL_MIN: usize = 256;
+/// Chunks sealed before they are inserted (4 MiB): bounds what is held at once.
+const SEAL_BATCH: usize = 1024;
+
 type WTable<'txn> = redb::Table<'txn, &'static [u8], &'static [u8]>;
 
 struct Tables<'txn> {
@@ -877,7 +928,20 @@ impl Writer<'_> {
         let s = self.store;
         let value = s.sealer.seal(table, key, prefix, plaintext)?;
         let term = s.term_at(table, key, &value)?;
-        let old = t.insert(key, value.as_slice()).map_err(|e| s.err(e))?;
+        self.put_sealed(t, table, key, &value, &term)
+    }
+
+    /// [`Writer::put`] of a value already sealed for `key` in `table`, with its term.
+    fn put_sealed(
+        &mut self,
+        t: &mut WTable<'_>,
+        table: Table,
+        key: &[u8],
+        value: &[u8],
+        term: &[u8; 32],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let s = self.store;
+        let old = t.insert(key, value).map_err(|e| s.err(e))?;
         let old_prefix = match old {
             None => None,
             Some(old) => {
@@ -886,7 +950,7 @@ impl Writer<'_> {
                 Some(old.get(..table.prefix_len()).unwrap_or_default().to_vec())
             }
         };
-        self.root.add(&term);
+        self.root.add(term);
         self.records += 1;
         self.bytes += value.len() as u64;
         Ok(old_prefix)
@@ -927,21 +991,20 @@ impl Writer<'_> {
             }
             Op::PutChunks { id, chunks } => {
                 self.require(&t.images, id)?;
-                for (index, bytes) in chunks {
-                    if bytes.len() > CHUNK_SIZE {
-                        return Err(StoreError::ChunkTooLarge {
-                            id: *id,
-                            index: *index,
-                            len: bytes.len(),
-                        });
+                if let Some((index, bytes)) = chunks.iter().find(|(_, b)| b.len() > CHUNK_SIZE) {
+                    return Err(StoreError::ChunkTooLarge {
+                        id: *id,
+                        index: *index,
+                        len: bytes.len(),
+                    });
+                }
+                // Sealing (the bulk of the work for many chunks) runs on a few threads, a
+                // batch at a time; the sealed values go into the table in order, as one after
+                // the other would.
+                for batch in chunks.chunks(SEAL_BATCH) {
+                    for (key, value, term) in self.store.seal_chunks(id, batch)? {
+                        self.put_sealed(&mut t.chunks, Table::Chunks, &key, &value, &term)?;
                     }
-                    self.put(
-                        &mut t.chunks,
-                        Table::Chunks,
-                        &raw::chunk_key(id, *index),
-                        &[],
-                        bytes,
-                    )?;
                 }
             }
             Op::AppendLineage { id, segment, bytes } => {

@@ -36,12 +36,13 @@ use sojourn_api::{
 use sojourn_attestation::{Evidence as AttEvidence, Timestamp};
 use sojourn_lineage::signer::verify_es256;
 use sojourn_lineage::{LineageSigner as _, P256Signer};
+use sojourn_migration::package::seal_to_bytes;
 use sojourn_migration::protocol::{
     AppraisalId, Challenge, DestEffect, DestState, Destination, DestinationEnv, Evidence,
     EvidenceId, HostId, KeyId, SourceEffect, SourceState, ToDest, ToSource, TransferId,
 };
 use sojourn_migration::{
-    appraise_destination, fresh_attempt, open, seal, DestinationKey, ObjectBundle, OfferBinding,
+    appraise_destination, fresh_attempt, open, DestinationKey, ObjectBundle, OfferBinding,
     RuntimeIdentity, SealedObject,
 };
 use sojourn_policy::canonical;
@@ -103,8 +104,13 @@ pub trait PeerLink: Send + Sync {
     /// Sends an offer; returns the answer and this side's TLS exporter value of the
     /// connection that carried it (the channel the evidence must be bound to).
     fn offer(&self, offer: &MigrationOffer) -> Result<(MigrationOfferAnswer, [u8; 32]), String>;
-    /// Sends the sealed package.
-    fn package(&self, transfer: &str, key: &str, sealed: &[u8]) -> Result<MigrationAnswer, String>;
+    /// Sends the sealed package (shared, so that a retry sends the same bytes uncopied).
+    fn package(
+        &self,
+        transfer: &str,
+        key: &str,
+        sealed: Arc<Vec<u8>>,
+    ) -> Result<MigrationAnswer, String>;
     /// Asks for a decision.
     fn status(&self, transfer: &str) -> Result<MigrationAnswer, String>;
     /// Tells the destination no package will come.
@@ -169,8 +175,13 @@ impl PeerLink for HttpLink {
     fn offer(&self, offer: &MigrationOffer) -> Result<(MigrationOfferAnswer, [u8; 32]), String> {
         self.run(self.client.migration_offer(offer))
     }
-    fn package(&self, transfer: &str, key: &str, sealed: &[u8]) -> Result<MigrationAnswer, String> {
-        self.run(self.client.migration_package(transfer, key, sealed))
+    fn package(
+        &self,
+        transfer: &str,
+        key: &str,
+        sealed: Arc<Vec<u8>>,
+    ) -> Result<MigrationAnswer, String> {
+        self.run(self.client.migration_package_shared(transfer, key, sealed))
     }
     fn status(&self, transfer: &str) -> Result<MigrationAnswer, String> {
         self.run(self.client.migration_status(&MigrationStatusRequest {
@@ -267,9 +278,15 @@ impl PeerLink for LocalLink {
             .map_err(|e| e.to_string())?;
         Ok((a, channel))
     }
-    fn package(&self, transfer: &str, key: &str, sealed: &[u8]) -> Result<MigrationAnswer, String> {
+    fn package(
+        &self,
+        transfer: &str,
+        key: &str,
+        sealed: Arc<Vec<u8>>,
+    ) -> Result<MigrationAnswer, String> {
+        let sealed = Arc::try_unwrap(sealed).unwrap_or_else(|shared| shared.as_ref().clone());
         self.core()?
-            .on_package(transfer, key, sealed.to_vec())
+            .on_package(transfer, key, sealed)
             .map_err(|e| e.to_string())
     }
     fn status(&self, transfer: &str) -> Result<MigrationAnswer, String> {
@@ -1097,7 +1114,7 @@ impl HostCore {
 
             // Execute: either Persist(Sent)+Package, or Persist(Running)+Refusal+StartRunning.
             let mut decision = None;
-            let mut sealed: Option<Vec<u8>> = None;
+            let mut sealed: Option<Arc<Vec<u8>>> = None;
             let mut answer_key = Vec::new();
             loop {
                 let mut next = Vec::new();
@@ -1146,9 +1163,9 @@ impl HostCore {
                                 pending_messages: Vec::new(),
                                 source: self.inner.self_url.clone(),
                             };
-                            let bytes = seal(t, &bundle).map_err(internal)?.to_bytes();
+                            let bytes = seal_to_bytes(t, &bundle).map_err(internal)?;
                             package_bytes = bytes.len() as u64;
-                            sealed = Some(bytes);
+                            sealed = Some(Arc::new(bytes));
                             steps.done("seal");
                         }
                         SourceEffect::Persist {
@@ -1200,7 +1217,7 @@ impl HostCore {
                             let _ = link.refusal(&hex::encode(transfer.0), &reason);
                         }
                         SourceEffect::Send(ToDest::Package { .. }) => {
-                            let bytes = sealed.as_deref().unwrap_or_default();
+                            let bytes = sealed.clone().unwrap_or_default();
                             let mut got = None;
                             for i in 0..PACKAGE_TRIES {
                                 if i > 0 {
@@ -1209,7 +1226,7 @@ impl HostCore {
                                 if let Ok(a) = link.package(
                                     &hex::encode(transfer.0),
                                     &hex::encode(ticket_key(&ticket)),
-                                    bytes,
+                                    Arc::clone(&bytes),
                                 ) {
                                     got = verified_answer(&a, &transfer, &answer_key);
                                     if got.is_some() {
