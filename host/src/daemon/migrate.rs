@@ -751,7 +751,6 @@ impl HostCore {
             side.offers.remove(&t);
             let _ = side.machine.on_timeout(t);
         }
-        let transfer = msg.transfer();
         let mut env = Env {
             core: self,
             offers: &mut side.offers,
@@ -797,7 +796,6 @@ impl HostCore {
                 DestEffect::StartRunning { .. } => {} // commit_arrival scheduled it
             }
         }
-        let _ = transfer;
         Ok(out)
     }
 
@@ -917,10 +915,11 @@ impl HostCore {
 }
 
 impl DestSide {
+    /// After a `Received` that could not be made durable: as if this host had restarted
+    /// (every offer's key goes; durable records stay), without `t`.
     fn forget(&mut self, t: TransferId) {
         let mut kept = self.machine.transfers().clone();
         kept.remove(&t);
-        self.offers.remove(&t);
         kept.retain(|_, s| !matches!(s, DestState::Offered { .. }));
         self.offers.clear();
         self.machine = Destination::on_restart(kept).0;
