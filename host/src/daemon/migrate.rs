@@ -1609,6 +1609,14 @@ mod tests {
     }
 
     #[test]
+    fn the_api_exports_the_label_the_binding_commits_to() {
+        assert_eq!(
+            sojourn_api::MIGRATION_EXPORTER_LABEL,
+            sojourn_migration::binding::TLS_EXPORTER_LABEL
+        );
+    }
+
+    #[test]
     fn malformed_records_are_errors_not_panics() {
         let m = MoveState::Sent {
             transfer: TransferId([1; 16]),
