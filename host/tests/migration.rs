@@ -20,53 +20,7 @@ use sojourn_host::daemon::{CoreOptions, HostCore};
 use sojourn_lineage::{verify_lineage, VerifyOptions};
 
 mod common;
-use common::{software_core_with, tempdir};
-
-const WAT: &str = r#"(module
-  (import "sojourn" "field_get_i64" (func $get (param i32 i32) (result i64)))
-  (import "sojourn" "field_set_i64" (func $set (param i32 i32 i64)))
-  (memory (export "memory") 1)
-  (data (i32.const 0) "received")
-  (data (i32.const 16) "ticks")
-  (func (export "sojourn_tick") (param i64) (result i64)
-    (call $set (i32.const 16) (i32.const 5) (i64.add (call $get (i32.const 16) (i32.const 5)) (i64.const 1)))
-    (i64.store (i32.const 4000) (call $get (i32.const 16) (i32.const 5)))
-    (i64.const 20))
-  (func (export "sojourn_on_message") (param i32) (result i32)
-    (call $set (i32.const 0) (i32.const 8) (i64.add (call $get (i32.const 0) (i32.const 8)) (i64.const 1)))
-    (i32.const 0)))"#;
-
-fn toml(migration: &str) -> String {
-    format!(
-        r#"[object]
-name = "mover"
-version = 1
-module = "mover.wasm"
-[cycle]
-min_interval_ms = 5
-inbox_capacity = 64
-[limits]
-fuel_per_entry = 100000
-memory_pages_max = 1
-[schema.fields.received]
-type = "int"
-default = 0
-monotonic = true
-[schema.fields.ticks]
-type = "int"
-default = 0
-monotonic = true
-[policy.writers]
-tick = ["ticks"]
-message = ["received"]
-[policy.attestation]
-allow_software = true
-[policy.migration]
-allowed = true
-{migration}
-"#
-    )
-}
+use common::{mover_toml as toml, software_core_with, tempdir, MOVER_WAT as WAT};
 
 const SOFTWARE_OK: &str = "platforms = [\"software\"]\nallow_software = true";
 

@@ -20,49 +20,9 @@ use sojourn_attestation::ReferenceValues;
 use sojourn_lineage::{verify_lineage, VerifyOptions};
 
 mod common;
-use common::{sojourn, tempdir, Host};
+use common::{mover_toml, sojourn, tempdir, Host, MOVER_WAT as WAT};
 
-const WAT: &str = r#"(module
-  (import "sojourn" "field_get_i64" (func $get (param i32 i32) (result i64)))
-  (import "sojourn" "field_set_i64" (func $set (param i32 i32 i64)))
-  (memory (export "memory") 1)
-  (data (i32.const 0) "received")
-  (data (i32.const 16) "ticks")
-  (func (export "sojourn_tick") (param i64) (result i64)
-    (call $set (i32.const 16) (i32.const 5) (i64.add (call $get (i32.const 16) (i32.const 5)) (i64.const 1)))
-    (i64.const 20))
-  (func (export "sojourn_on_message") (param i32) (result i32)
-    (call $set (i32.const 0) (i32.const 8) (i64.add (call $get (i32.const 0) (i32.const 8)) (i64.const 1)))
-    (i32.const 0)))"#;
-
-const TOML: &str = r#"[object]
-name = "mover"
-version = 1
-module = "mover.wasm"
-[cycle]
-min_interval_ms = 5
-inbox_capacity = 64
-[limits]
-fuel_per_entry = 100000
-memory_pages_max = 1
-[schema.fields.received]
-type = "int"
-default = 0
-monotonic = true
-[schema.fields.ticks]
-type = "int"
-default = 0
-monotonic = true
-[policy.writers]
-tick = ["ticks"]
-message = ["received"]
-[policy.attestation]
-allow_software = true
-[policy.migration]
-allowed = true
-platforms = ["software"]
-allow_software = true
-"#;
+const SOFTWARE_OK: &str = "platforms = [\"software\"]\nallow_software = true";
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -114,7 +74,7 @@ fn crash_once(point: &str, crash_source: bool) -> &'static str {
     use base64::Engine as _;
     let id = rt
         .block_on(client(&home_a).deploy(&DeployRequest {
-            object_toml: TOML.into(),
+            object_toml: mover_toml(SOFTWARE_OK),
             module_base64:
                 base64::engine::general_purpose::STANDARD.encode(wat::parse_str(WAT).unwrap()),
         }))
@@ -276,7 +236,7 @@ fn sigterm_drains_every_object_to_the_configured_peer() {
     use base64::Engine as _;
     let mut ids = Vec::new();
     for i in 0..3 {
-        let t = TOML.replace("\"mover\"", &format!("\"d{i}\""));
+        let t = mover_toml(SOFTWARE_OK).replace("\"mover\"", &format!("\"d{i}\""));
         let id = rt
             .block_on(client(&home_a).deploy(&DeployRequest {
                 object_toml: t,
