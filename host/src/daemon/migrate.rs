@@ -1179,23 +1179,7 @@ impl HostCore {
                             state: SourceState::Running,
                             lineage,
                         } => {
-                            let reason = lineage
-                                .as_ref()
-                                .and_then(|l| l.reason())
-                                .unwrap_or("ended")
-                                .to_string();
-                            let refused = matches!(
-                                lineage,
-                                Some(
-                                    sojourn_migration::protocol::LineageRecord::MigrationRefused { .. }
-                                )
-                            );
-                            let recorded = if refused {
-                                format!("refused: {reason}")
-                            } else {
-                                format!("aborted: {reason}")
-                            };
-                            self.resume_here(&key, recorded)?;
+                            let (refused, reason) = self.resume_after(&key, lineage.as_ref())?;
                             decision = Some(if refused {
                                 let code = refusal_code.clone().unwrap_or_else(|| {
                                     let mismatch =
@@ -1342,6 +1326,27 @@ impl HostCore {
         self.commit_slot(*key, &mut s, 0).map(|_| ())
     }
 
+    /// Runs the protocol's `Persist(Running)` with its lineage record: `migration-refused`
+    /// with "refused: …" (the source refused the destination) or "aborted: …" (anything else),
+    /// and the object runs here again. Returns whether it was a refusal, and the reason.
+    fn resume_after(
+        &self,
+        key: &ObjectKey,
+        lineage: Option<&sojourn_migration::protocol::LineageRecord>,
+    ) -> Result<(bool, String), ApiError> {
+        let reason = lineage
+            .and_then(|l| l.reason())
+            .unwrap_or("ended")
+            .to_string();
+        let refused = matches!(
+            lineage,
+            Some(sojourn_migration::protocol::LineageRecord::MigrationRefused { .. })
+        );
+        let kind = if refused { "refused" } else { "aborted" };
+        self.resume_here(key, format!("{kind}: {reason}"))?;
+        Ok((refused, reason))
+    }
+
     /// The attempt ended without a transfer: `migration-refused` with the reason, and the
     /// object runs here again.
     fn resume_here(&self, key: &ObjectKey, reason: String) -> Result<(), ApiError> {
@@ -1422,13 +1427,7 @@ impl HostCore {
                     SourceEffect::Persist {
                         state: SourceState::Running,
                         lineage,
-                    } => self.resume_here(
-                        &key,
-                        format!(
-                            "aborted: {}",
-                            lineage.as_ref().and_then(|l| l.reason()).unwrap_or("ended")
-                        ),
-                    ),
+                    } => self.resume_after(&key, lineage.as_ref()).map(|_| ()),
                     _ => Ok(()),
                 };
             }
