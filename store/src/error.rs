@@ -3,7 +3,7 @@
 //! Variants fall in three groups, kept apart on purpose:
 //! - **the caller's mistake** in a batch ([`StoreError::Exists`], [`StoreError::UnknownObject`],
 //!   [`StoreError::SeqNotIncreasing`], [`StoreError::LineageGap`],
-//!   [`StoreError::ChunkTooLarge`]): the batch is not written, the store stays usable;
+//!   [`StoreError::ChunkTooLarge`], [`StoreError::MemoryTooLarge`]): the batch is not written, the store stays usable;
 //! - **what the disk says** ([`StoreError::Corrupt`], [`StoreError::ForeignOrWrongKey`],
 //!   [`StoreError::RolledBack`], [`StoreError::HighWaterMissing`],
 //!   [`StoreError::HighWaterInvalid`], [`StoreError::StoreMissing`],
@@ -30,6 +30,9 @@ pub enum Table {
     Lineage,
     /// Pending messages, by arrival number.
     Messages,
+    /// Memory images: an object's whole memory as of its last image write, in segments of
+    /// [`crate::MEMORY_SEGMENT`] bytes by segment number (format version 2).
+    Memory,
     /// The store's own sealed meta record (format version, store id, commit counter, root).
     Meta,
 }
@@ -43,6 +46,7 @@ impl Table {
             Table::Chunks => 3,
             Table::Lineage => 4,
             Table::Messages => 5,
+            Table::Memory => 6,
             Table::Meta => 0xff,
         }
     }
@@ -55,6 +59,7 @@ impl Table {
             Table::Chunks => "chunks",
             Table::Lineage => "lineage",
             Table::Messages => "messages",
+            Table::Memory => "memory",
             Table::Meta => "meta",
         }
     }
@@ -63,7 +68,7 @@ impl Table {
     pub(crate) const fn index_len(self) -> usize {
         match self {
             Table::Images | Table::Heads | Table::Meta => 0,
-            Table::Chunks => 4,
+            Table::Chunks | Table::Memory => 4,
             Table::Lineage | Table::Messages => 8,
         }
     }
@@ -322,6 +327,17 @@ pub enum StoreError {
         id: ObjectKey,
         /// The chunk index.
         index: u32,
+        /// Its length.
+        len: usize,
+    },
+    /// A memory image with more segments than a `u32` numbers.
+    #[error(
+        "the memory image of object {} is too large ({len} bytes)",
+        hex::encode(.id)
+    )]
+    MemoryTooLarge {
+        /// The object.
+        id: ObjectKey,
         /// Its length.
         len: usize,
     },

@@ -3,9 +3,14 @@
 //! **Layout.** One redb file, `store.redb`, in the data directory, with five tables of sealed
 //! values keyed by the 16-byte object id (and a big-endian index): `images` (name,
 //! descriptor, module; written once), `heads` (the host's opaque head record with its seq),
-//! `chunks` (4 KiB chunks of linear memory by chunk index), `lineage` (append-only segments
-//! 0, 1, 2, …) and `messages` (pending messages by arrival number), plus a sealed `meta`
-//! record (format version, store id, commit counter, accumulator root). Next to it,
+//! `memory` (the object's whole linear memory as of its last image write, in segments of
+//! [`MEMORY_SEGMENT`] bytes), `chunks` (4 KiB chunks of linear memory by chunk index, written
+//! since that image and read over it), `lineage` (append-only segments 0, 1, 2, …) and
+//! `messages` (pending messages by arrival number), plus a sealed `meta` record (format
+//! version, store id, commit counter, accumulator root). An object's memory is its image
+//! with its chunks laid over it; [`Op::PutMemory`] writes a new image and drops the chunks
+//! (one large record per MiB instead of 256 small ones: what a first checkpoint or an
+//! arriving object writes). Next to it,
 //! `store.hwm` holds the high-water mark. [`Store::commit`] writes a whole [`CommitBatch`] in
 //! one redb write transaction with `Durability::Immediate` (redb's default one-phase
 //! commit: a torn or forged commit that redb accepted would still fail the root check
@@ -69,8 +74,17 @@ pub type ObjectKey = [u8; 16];
 /// The largest memory chunk, in bytes.
 pub const CHUNK_SIZE: usize = 4096;
 
-/// The on-disk format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The on-disk format version this build writes. Version 2 added the `memory` table; a
+/// version-1 store (which has none) is read as one with no memory images and becomes version
+/// 2 at its next commit.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The oldest on-disk format version this build reads.
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
+
+/// The largest memory-image segment, in bytes: 255 chunks, so that one sealed segment (plus
+/// redb's leaf overhead) fits a 1 MiB page instead of taking a 2 MiB one.
+pub const MEMORY_SEGMENT: usize = 255 * CHUNK_SIZE;
 
 /// An object as stored: everything but its lineage bytes (see [`Store::lineage`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,7 +95,10 @@ pub struct StoredObject {
     pub image: ObjectImage,
     /// Its latest head record, if one was written.
     pub head: Option<HeadRecord>,
-    /// Its memory chunks by chunk index.
+    /// Its memory image (empty if none was written): the memory as of the last
+    /// [`Op::PutMemory`].
+    pub memory: Vec<u8>,
+    /// Its memory chunks by chunk index, written since the image and laid over it.
     pub chunks: BTreeMap<u32, Vec<u8>>,
     /// How many lineage segments it has (numbered `0..lineage_segments`).
     pub lineage_segments: u64,
@@ -143,6 +160,15 @@ pub enum Op {
         /// `(chunk index, bytes)`.
         chunks: Vec<(u32, Vec<u8>)>,
     },
+    /// Replaces the object's whole memory: stores `image` as its memory image and deletes
+    /// every memory chunk and older image segment it had.
+    PutMemory {
+        /// The object.
+        id: ObjectKey,
+        /// The whole memory (shared: the runtime keeps the same bytes as its image of what
+        /// was stored, so a large memory is not copied again for the store).
+        image: std::sync::Arc<Vec<u8>>,
+    },
     /// Appends lineage segment `segment`, which must be the next number
     /// ([`StoreError::LineageGap`]).
     AppendLineage {
@@ -178,6 +204,7 @@ impl Op {
             Op::PutImage { id, .. }
             | Op::PutHead { id, .. }
             | Op::PutChunks { id, .. }
+            | Op::PutMemory { id, .. }
             | Op::AppendLineage { id, .. }
             | Op::PutMessage { id, .. }
             | Op::DeleteMessagesThrough { id, .. } => id,

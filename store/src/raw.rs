@@ -27,18 +27,21 @@ pub const CHUNKS: Def = TableDefinition::new("chunks");
 pub const LINEAGE: Def = TableDefinition::new("lineage");
 /// Pending messages, keyed by object id ‖ arrival number (u64 BE).
 pub const MESSAGES: Def = TableDefinition::new("messages");
+/// Memory-image segments, keyed by object id ‖ segment number (u32 BE).
+pub const MEMORY: Def = TableDefinition::new("memory");
 /// The meta record, under [`META_KEY`].
 pub const META: Def = TableDefinition::new("meta");
 /// The key of the meta record.
 pub const META_KEY: &[u8] = b"meta";
 
 /// The object tables, in the order `open` verifies them (images first).
-pub const OBJECT_TABLES: [Table; 5] = [
+pub const OBJECT_TABLES: [Table; 6] = [
     Table::Images,
     Table::Heads,
     Table::Chunks,
     Table::Lineage,
     Table::Messages,
+    Table::Memory,
 ];
 
 /// The definition of `table`.
@@ -49,6 +52,7 @@ pub const fn definition(table: Table) -> Def {
         Table::Chunks => CHUNKS,
         Table::Lineage => LINEAGE,
         Table::Messages => MESSAGES,
+        Table::Memory => MEMORY,
         Table::Meta => META,
     }
 }
@@ -58,7 +62,7 @@ pub fn object_key(id: &ObjectKey) -> [u8; 16] {
     *id
 }
 
-/// Key of a chunk.
+/// Key of a chunk or a memory-image segment.
 pub fn chunk_key(id: &ObjectKey, index: u32) -> [u8; 20] {
     let mut k = [0u8; 20];
     k[..16].copy_from_slice(id);

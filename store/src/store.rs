@@ -20,7 +20,7 @@ use crate::raw::{self, definition, HWM_FILE, META, META_KEY, OBJECT_TABLES, STOR
 use crate::seal::{split, SealError, Sealer};
 use crate::{
     CommitBatch, CommitReceipt, HeadRecord, ObjectImage, ObjectKey, Op, StoreError, StoreStats,
-    StoredObject, CHUNK_SIZE, FORMAT_VERSION,
+    StoredObject, CHUNK_SIZE, FORMAT_VERSION, MEMORY_SEGMENT, OLDEST_FORMAT_VERSION,
 };
 
 /// redb's page cache for the store (the objects live in memory anyway; the cache serves
@@ -30,6 +30,9 @@ const CACHE_BYTES: usize = 64 << 20;
 /// The decoded meta record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Meta {
+    /// The format version the record was written with (every commit writes
+    /// [`FORMAT_VERSION`]).
+    version: u32,
     store_id: [u8; 16],
     counter: u64,
     root: Acc,
@@ -53,7 +56,7 @@ impl Meta {
             .and_then(|v| <[u8; 4]>::try_from(v).ok())
             .map(u32::from_be_bytes)
             .ok_or_else(|| corrupt("the meta record is truncated"))?;
-        if version != FORMAT_VERSION {
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(StoreError::UnsupportedVersion {
                 found: version,
                 supported: FORMAT_VERSION,
@@ -81,6 +84,7 @@ impl Meta {
             .map(|r| Acc::from_be_bytes(&r))
             .map_err(|_| corrupt("meta: root"))?;
         Ok(Meta {
+            version,
             store_id,
             counter,
             root,
@@ -271,13 +275,19 @@ fn verify_db<D: ReadableDatabase>(
     for table in OBJECT_TABLES {
         let t = match txn.open_table(definition(table)) {
             Ok(t) => t,
+            // Version 1 had no memory images.
+            Err(TableError::TableDoesNotExist(_)) if table == Table::Memory && meta.version < 2 => {
+                continue
+            }
             Err(TableError::TableDoesNotExist(_)) => {
                 return Err(corrupt(path, None, format!("table `{table}` is missing")))
             }
             Err(e) => return Err(db_err(path, e)),
         };
-        // The next lineage segment expected, per object (keys come in order).
+        // The next lineage (or memory) segment expected, per object (keys come in order),
+        // and whether the previous memory segment was full (only the last may be short).
         let mut next_segment: Option<(ObjectKey, u64)> = None;
+        let mut previous_full = true;
         for entry in t.iter().map_err(|e| db_err(path, e))? {
             let (k, v) = entry.map_err(|e| db_err(path, e))?;
             let (key, value) = (k.value(), v.value());
@@ -306,6 +316,33 @@ fn verify_db<D: ReadableDatabase>(
                 }
                 Table::Chunks if plain.len() > CHUNK_SIZE => {
                     return Err(corrupt(path, at(), "a chunk larger than 4096 bytes"))
+                }
+                Table::Memory => {
+                    let expected = match next_segment {
+                        Some((prev, n)) if prev == id => {
+                            if !previous_full {
+                                return Err(corrupt(
+                                    path,
+                                    at(),
+                                    "a memory segment after a short one",
+                                ));
+                            }
+                            n
+                        }
+                        _ => 0,
+                    };
+                    if index != Some(expected) {
+                        return Err(corrupt(
+                            path,
+                            at(),
+                            format!("memory segment {expected} is missing"),
+                        ));
+                    }
+                    if plain.len() > MEMORY_SEGMENT {
+                        return Err(corrupt(path, at(), "a memory segment is too long"));
+                    }
+                    previous_full = plain.len() == MEMORY_SEGMENT;
+                    next_segment = Some((id, expected.saturating_add(1)));
                 }
                 Table::Lineage => {
                     let expected = match next_segment {
@@ -524,6 +561,7 @@ impl Store {
             .create(&db_path)
             .map_err(|e| open_err(&db_path, e))?;
         let meta = Meta {
+            version: FORMAT_VERSION,
             store_id,
             counter: 0,
             root: Acc::ZERO,
@@ -581,24 +619,27 @@ impl Store {
             .map_err(|e| self.corrupt_at(table, key, e.describe()))
     }
 
-    /// Seals chunk records (key, sealed value, term), in the order given, on up to
-    /// [`SEAL_THREADS`] threads when there are many.
+    /// Seals records of `table` keyed `id ‖ index (u32 BE)` — chunks or memory segments —
+    /// returning (key, sealed value, term) in the order given; on up to [`SEAL_THREADS`]
+    /// threads when there is much to seal.
     #[allow(clippy::type_complexity)]
-    fn seal_chunks(
+    fn seal_indexed(
         &self,
+        table: Table,
         id: &ObjectKey,
-        chunks: &[(u32, Vec<u8>)],
+        chunks: &[(u32, &[u8])],
     ) -> Result<Vec<([u8; 20], Vec<u8>, [u8; 32])>, StoreError> {
-        let seal_one = |(index, bytes): &(u32, Vec<u8>)| {
+        let seal_one = |(index, bytes): &(u32, &[u8])| {
             let key = raw::chunk_key(id, *index);
-            let value = self.sealer.seal(Table::Chunks, &key, &[], bytes)?;
-            let term = self.term_at(Table::Chunks, &key, &value)?;
+            let value = self.sealer.seal(table, &key, &[], bytes)?;
+            let term = self.term_at(table, &key, &value)?;
             Ok((key, value, term))
         };
         let threads = std::thread::available_parallelism()
             .map_or(1, std::num::NonZeroUsize::get)
             .min(SEAL_THREADS);
-        if threads < 2 || chunks.len() < PARALLEL_SEAL_MIN {
+        let bytes: usize = chunks.iter().map(|(_, b)| b.len()).sum();
+        if threads < 2 || chunks.len() < 2 || bytes < PARALLEL_SEAL_MIN_BYTES {
             return chunks.iter().map(seal_one).collect();
         }
         let per = chunks.len().div_ceil(threads);
@@ -686,6 +727,47 @@ impl Store {
                 }
             }
         };
+        let mut memory = Vec::new();
+        match txn.open_table(raw::MEMORY) {
+            // A version-1 store not written to since: no images.
+            Err(TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(self.err(e)),
+            Ok(t) => {
+                let lo = raw::chunk_key(id, 0);
+                let hi = raw::chunk_key(id, u32::MAX);
+                let mut expected = 0u64;
+                let mut previous_full = true;
+                for entry in t
+                    .range(lo.as_slice()..=hi.as_slice())
+                    .map_err(|e| self.err(e))?
+                {
+                    let (k, v) = entry.map_err(|e| self.err(e))?;
+                    let index = raw::parse_key(Table::Memory, k.value()).and_then(|(_, i)| i);
+                    if index != Some(expected) || !previous_full {
+                        return Err(self.corrupt_at(
+                            Table::Memory,
+                            k.value(),
+                            format!("memory segment {expected} is missing or follows a short one"),
+                        ));
+                    }
+                    let plain = self.unseal_at(Table::Memory, k.value(), v.value())?;
+                    if plain.len() > MEMORY_SEGMENT {
+                        return Err(self.corrupt_at(
+                            Table::Memory,
+                            k.value(),
+                            "a memory segment is too long",
+                        ));
+                    }
+                    previous_full = plain.len() == MEMORY_SEGMENT;
+                    if memory.is_empty() {
+                        memory = plain;
+                    } else {
+                        memory.extend_from_slice(&plain);
+                    }
+                    expected = expected.saturating_add(1);
+                }
+            }
+        }
         let mut chunks = BTreeMap::new();
         {
             let t = txn.open_table(raw::CHUNKS).map_err(|e| self.err(e))?;
@@ -740,6 +822,7 @@ impl Store {
             id: *id,
             image,
             head,
+            memory,
             chunks,
             lineage_segments,
             pending,
@@ -820,6 +903,8 @@ impl Store {
                 chunks: txn.open_table(raw::CHUNKS).map_err(|e| self.err(e))?,
                 lineage: txn.open_table(raw::LINEAGE).map_err(|e| self.err(e))?,
                 messages: txn.open_table(raw::MESSAGES).map_err(|e| self.err(e))?,
+                // Created here in a version-1 store (whose meta becomes version 2 below).
+                memory: txn.open_table(raw::MEMORY).map_err(|e| self.err(e))?,
             };
             for op in &batch.ops {
                 // On error the transaction is dropped, which aborts it.
@@ -827,6 +912,7 @@ impl Store {
             }
         }
         let meta = Meta {
+            version: FORMAT_VERSION,
             store_id: self.store_id,
             counter,
             root: w.root,
@@ -875,10 +961,12 @@ impl Store {
 
 /// Most threads that seal the chunks of one commit.
 const SEAL_THREADS: usize = 4;
-/// Fewer chunks than this are sealed on the committing thread alone.
-const PARALLEL_SEAL_MIN: usize = 256;
+/// Less than this is sealed on the committing thread alone (1 MiB).
+const PARALLEL_SEAL_MIN_BYTES: usize = 1 << 20;
 /// Chunks sealed before they are inserted (4 MiB): bounds what is held at once.
 const SEAL_BATCH: usize = 1024;
+/// Memory segments sealed before they are inserted (about 8 MiB).
+const MEMORY_SEAL_BATCH: usize = 8;
 
 type WTable<'txn> = redb::Table<'txn, &'static [u8], &'static [u8]>;
 
@@ -888,6 +976,7 @@ struct Tables<'txn> {
     chunks: WTable<'txn>,
     lineage: WTable<'txn>,
     messages: WTable<'txn>,
+    memory: WTable<'txn>,
 }
 
 /// The state of one batch being applied.
@@ -956,6 +1045,29 @@ impl Writer<'_> {
         Ok(old_prefix)
     }
 
+    /// Removes the records of `table` with keys in `lo..=hi`, taking their terms out of the
+    /// root.
+    fn remove_range(
+        &mut self,
+        t: &mut WTable<'_>,
+        table: Table,
+        lo: &[u8],
+        hi: &[u8],
+    ) -> Result<(), StoreError> {
+        let mut keys = Vec::new();
+        for entry in t.range(lo..=hi).map_err(|e| self.store.err(e))? {
+            let (k, _) = entry.map_err(|e| self.store.err(e))?;
+            keys.push(k.value().to_vec());
+        }
+        for key in keys {
+            if let Some(old) = t.remove(key.as_slice()).map_err(|e| self.store.err(e))? {
+                self.root
+                    .sub(&self.store.term_at(table, &key, old.value())?);
+            }
+        }
+        Ok(())
+    }
+
     fn apply(&mut self, t: &mut Tables<'_>, op: &Op) -> Result<(), StoreError> {
         match op {
             Op::PutImage { id, image } => {
@@ -1002,8 +1114,30 @@ impl Writer<'_> {
                 // batch at a time; the sealed values go into the table in order, as one after
                 // the other would.
                 for batch in chunks.chunks(SEAL_BATCH) {
-                    for (key, value, term) in self.store.seal_chunks(id, batch)? {
+                    let batch: Vec<(u32, &[u8])> =
+                        batch.iter().map(|(i, b)| (*i, b.as_slice())).collect();
+                    for (key, value, term) in self.store.seal_indexed(Table::Chunks, id, &batch)? {
                         self.put_sealed(&mut t.chunks, Table::Chunks, &key, &value, &term)?;
+                    }
+                }
+            }
+            Op::PutMemory { id, image } => {
+                self.require(&t.images, id)?;
+                let (lo, hi) = (raw::chunk_key(id, 0), raw::chunk_key(id, u32::MAX));
+                self.remove_range(&mut t.chunks, Table::Chunks, &lo, &hi)?;
+                self.remove_range(&mut t.memory, Table::Memory, &lo, &hi)?;
+                let segments: Vec<(u32, &[u8])> = image
+                    .chunks(MEMORY_SEGMENT)
+                    .enumerate()
+                    .map(|(i, seg)| u32::try_from(i).map(|i| (i, seg)))
+                    .collect::<Result<_, _>>()
+                    .map_err(|_| StoreError::MemoryTooLarge {
+                        id: *id,
+                        len: image.len(),
+                    })?;
+                for batch in segments.chunks(MEMORY_SEAL_BATCH) {
+                    for (key, value, term) in self.store.seal_indexed(Table::Memory, id, batch)? {
+                        self.put_sealed(&mut t.memory, Table::Memory, &key, &value, &term)?;
                     }
                 }
             }
@@ -1061,25 +1195,7 @@ impl Writer<'_> {
                 self.require(&t.images, id)?;
                 let lo = raw::indexed_key(id, 0);
                 let hi = raw::indexed_key(id, *arrival);
-                let mut keys = Vec::new();
-                for entry in t
-                    .messages
-                    .range(lo.as_slice()..=hi.as_slice())
-                    .map_err(|e| self.store.err(e))?
-                {
-                    let (k, _) = entry.map_err(|e| self.store.err(e))?;
-                    keys.push(k.value().to_vec());
-                }
-                for key in keys {
-                    if let Some(old) = t
-                        .messages
-                        .remove(key.as_slice())
-                        .map_err(|e| self.store.err(e))?
-                    {
-                        self.root
-                            .sub(&self.store.term_at(Table::Messages, &key, old.value())?);
-                    }
-                }
+                self.remove_range(&mut t.messages, Table::Messages, &lo, &hi)?;
             }
         }
         Ok(())

@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 use sojourn_store::raw::{self, redb};
 use sojourn_store::{
     CommitBatch, HeadRecord, ObjectImage, ObjectKey, Op, SealingKey, Store, StoreError,
+    MEMORY_SEGMENT,
 };
 
 pub fn key(n: u8) -> SealingKey {
@@ -52,6 +53,14 @@ pub fn head(seq: u64, len: usize) -> HeadRecord {
 pub fn populated(dir: &Path) {
     let s = open(dir);
     for (n, name) in [(1u8, "a"), (2u8, "b")] {
+        // A has a memory image of two segments (the second short), B none.
+        let memory = if n == 1 {
+            (0..MEMORY_SEGMENT + 4096)
+                .map(|i| (i % 251) as u8)
+                .collect()
+        } else {
+            Vec::new()
+        };
         commit(
             &s,
             vec![
@@ -62,6 +71,10 @@ pub fn populated(dir: &Path) {
                 Op::PutHead {
                     id: id(n),
                     head: head(1, 300),
+                },
+                Op::PutMemory {
+                    id: id(n),
+                    image: std::sync::Arc::new(memory),
                 },
                 Op::PutChunks {
                     id: id(n),

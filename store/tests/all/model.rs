@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use proptest::prelude::*;
-use sojourn_store::{CommitBatch, HeadRecord, ObjectImage, ObjectKey, Op, Store, StoreError};
+use sojourn_store::{
+    CommitBatch, HeadRecord, ObjectImage, ObjectKey, Op, Store, StoreError, MEMORY_SEGMENT,
+};
 
 use crate::common::*;
 
@@ -13,6 +15,7 @@ use crate::common::*;
 struct MObject {
     image: Option<ObjectImage>,
     head: Option<HeadRecord>,
+    memory: Vec<u8>,
     chunks: BTreeMap<u32, Vec<u8>>,
     lineage: Vec<Vec<u8>>,
     pending: BTreeMap<u64, Vec<u8>>,
@@ -67,6 +70,10 @@ fn apply(model: &mut Model, op: &Op) -> Result<(), Fail> {
                 }
                 o.chunks.insert(*i, b.clone());
             }
+        }
+        Op::PutMemory { image, .. } => {
+            o.memory = image.to_vec();
+            o.chunks.clear();
         }
         Op::AppendLineage { segment, bytes, .. } => {
             if *segment != o.lineage.len() as u64 {
@@ -126,6 +133,22 @@ fn op() -> impl Strategy<Value = Op> {
                 id,
                 chunks: cs.into_iter().map(|(i, n, s)| (i, bytes(s, n))).collect(),
             }),
+        // Memory images: empty, within one segment, exactly one, and across segments.
+        (
+            obj.clone(),
+            prop_oneof![
+                Just(0usize),
+                1usize..9000,
+                Just(MEMORY_SEGMENT),
+                Just(MEMORY_SEGMENT + 1),
+                Just(2 * MEMORY_SEGMENT + 4096),
+            ],
+            any::<u8>()
+        )
+            .prop_map(|(id, n, s)| Op::PutMemory {
+                id,
+                image: std::sync::Arc::new(bytes(s, n)),
+            }),
         (obj.clone(), 0u64..4, 0usize..100, any::<u8>()).prop_map(|(id, segment, n, s)| {
             Op::AppendLineage {
                 id,
@@ -153,6 +176,7 @@ fn compare(store: &Store, model: &Model) {
         assert_eq!(&got.id, id);
         assert_eq!(Some(&got.image), m.image.as_ref());
         assert_eq!(got.head.as_ref(), m.head.as_ref());
+        assert_eq!(got.memory, m.memory);
         assert_eq!(&got.chunks, &m.chunks);
         assert_eq!(got.lineage_segments, m.lineage.len() as u64);
         let pending: Vec<_> = m.pending.iter().map(|(a, b)| (*a, b.clone())).collect();

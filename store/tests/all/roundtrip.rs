@@ -3,7 +3,10 @@
 use std::collections::BTreeMap;
 
 use crate::common::*;
-use sojourn_store::{CommitBatch, HeadRecord, Op, Store, StoreError, StoredObject};
+use sojourn_store::raw;
+use sojourn_store::{
+    CommitBatch, HeadRecord, Op, Store, StoreError, StoredObject, FORMAT_VERSION, MEMORY_SEGMENT,
+};
 
 #[test]
 fn round_trip_of_all_record_kinds_across_reopen() {
@@ -51,6 +54,9 @@ fn round_trip_of_all_record_kinds_across_reopen() {
         id: id(1),
         image: image("a"),
         head: Some(head(2, 333)),
+        memory: (0..MEMORY_SEGMENT + 4096)
+            .map(|i| (i % 251) as u8)
+            .collect(),
         chunks: BTreeMap::from([(0, vec![1; 4096]), (1, vec![9; 4096]), (7, Vec::new())]),
         lineage_segments: 3,
         pending: vec![(2, b"m2".to_vec()), (3, b"m3".to_vec())],
@@ -73,6 +79,107 @@ fn round_trip_of_all_record_kinds_across_reopen() {
         s.lineage(&id(3)),
         Err(StoreError::UnknownObject { .. })
     ));
+}
+
+#[test]
+fn a_memory_image_replaces_the_chunks_and_older_images() {
+    let dir = tempdir();
+    populated(dir.path());
+    let s = open(dir.path());
+    // A: two segments and chunks 0 and 1 over them. A shorter image replaces all of that.
+    let small: Vec<u8> = (0..10_000).map(|i| (i % 7) as u8).collect();
+    commit(
+        &s,
+        vec![
+            Op::PutMemory {
+                id: id(1),
+                image: std::sync::Arc::new(small.clone()),
+            },
+            Op::PutChunks {
+                id: id(1),
+                chunks: vec![(2, vec![5; 4096])],
+            },
+        ],
+    );
+    let a = s.load(&id(1)).unwrap().unwrap();
+    assert_eq!(a.memory, small);
+    assert_eq!(a.chunks, BTreeMap::from([(2, vec![5; 4096])]));
+    // B: chunks only, then an image of three segments; the chunks go.
+    let big: Vec<u8> = (0..3 * MEMORY_SEGMENT).map(|i| (i % 13) as u8).collect();
+    commit(
+        &s,
+        vec![Op::PutMemory {
+            id: id(2),
+            image: std::sync::Arc::new(big.clone()),
+        }],
+    );
+    drop(s);
+    // Everything verifies at open (root, segment order) and reads back.
+    let s = open(dir.path());
+    let a = s.load(&id(1)).unwrap().unwrap();
+    assert_eq!((a.memory, a.chunks.len()), (small, 1));
+    let b = s.load(&id(2)).unwrap().unwrap();
+    assert_eq!(b.memory, big);
+    assert!(b.chunks.is_empty());
+    // An image for an unknown object is refused like any other op.
+    assert!(matches!(
+        s.commit(&CommitBatch {
+            ops: vec![Op::PutMemory {
+                id: id(9),
+                image: std::sync::Arc::new(vec![1; 10]),
+            }],
+        }),
+        Err(StoreError::UnknownObject { .. })
+    ));
+}
+
+/// `tests/vectors/v1`: a store written by the format-1 build (commit 3778380, the last
+/// before memory images), key `[1; 32]`, object `a0..01` with a head, chunks 0 and 3,
+/// one lineage segment and one message. This build reads it, and its first commit makes
+/// it a format-2 store that still holds everything.
+#[test]
+fn a_version_1_store_is_read_and_upgraded_at_its_next_commit() {
+    let dir = tempdir();
+    let vectors = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/v1");
+    for f in [raw::STORE_FILE, raw::HWM_FILE] {
+        std::fs::copy(vectors.join(f), dir.path().join(f)).unwrap();
+    }
+    let version = |dir: &std::path::Path| {
+        let meta = raw_get(dir, raw::META, raw::META_KEY).unwrap();
+        u32::from_be_bytes(meta[..4].try_into().unwrap())
+    };
+    assert_eq!(version(dir.path()), 1);
+    let s = open(dir.path());
+    let a = s.load(&id(1)).unwrap().unwrap();
+    assert!(a.memory.is_empty());
+    assert_eq!(
+        a.chunks,
+        BTreeMap::from([(0, vec![0x11; 4096]), (3, vec![0x33; 4096])])
+    );
+    assert_eq!(a.head.as_ref().map(|h| h.seq), Some(1));
+    assert_eq!(s.lineage(&id(1)).unwrap(), b"lineage segment zero");
+    commit(
+        &s,
+        vec![Op::PutHead {
+            id: id(1),
+            head: head(2, 10),
+        }],
+    );
+    drop(s);
+    assert_eq!(version(dir.path()), FORMAT_VERSION);
+    let s = open(dir.path());
+    let a = s.load(&id(1)).unwrap().unwrap();
+    assert_eq!(a.chunks.len(), 2);
+    assert_eq!(a.pending, vec![(1, b"m1".to_vec())]);
+    commit(
+        &s,
+        vec![Op::PutMemory {
+            id: id(1),
+            image: std::sync::Arc::new(vec![4; 8192]),
+        }],
+    );
+    let a = s.load(&id(1)).unwrap().unwrap();
+    assert_eq!((a.memory, a.chunks.len()), (vec![4; 8192], 0));
 }
 
 #[test]

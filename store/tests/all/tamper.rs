@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 use sojourn_store::raw::{self, redb};
-use sojourn_store::{RecordRef, SealingKey, Store, StoreError, Table};
+use sojourn_store::{RecordRef, SealingKey, Store, StoreError, Table, FORMAT_VERSION};
 
 use crate::common::*;
 
@@ -149,6 +149,41 @@ fn a_deleted_record_copied_back_in_is_detected() {
     }
     raw_put(dir.path(), raw::MESSAGES, &raw::indexed_key(&id(1), 1), &m1);
     expect_root_mismatch(refused(dir.path(), key(1)));
+}
+
+#[test]
+fn a_deleted_first_memory_segment_is_detected() {
+    let dir = tempdir();
+    populated(dir.path());
+    raw_write(dir.path(), |txn| {
+        let mut t = txn.open_table(raw::MEMORY).unwrap();
+        t.remove(raw::chunk_key(&id(1), 0).as_slice()).unwrap();
+    });
+    expect_corrupt_at(refused(dir.path(), key(1)), Table::Memory, 1, Some(1));
+}
+
+#[test]
+fn a_deleted_last_memory_segment_is_detected() {
+    let dir = tempdir();
+    populated(dir.path());
+    raw_write(dir.path(), |txn| {
+        let mut t = txn.open_table(raw::MEMORY).unwrap();
+        t.remove(raw::chunk_key(&id(1), 1).as_slice()).unwrap();
+    });
+    expect_root_mismatch(refused(dir.path(), key(1)));
+}
+
+#[test]
+fn a_memory_segment_copied_to_another_object_or_index_is_detected() {
+    let dir = tempdir();
+    populated(dir.path());
+    let seg = raw_get(dir.path(), raw::MEMORY, &raw::chunk_key(&id(1), 1)).unwrap();
+    raw_put(dir.path(), raw::MEMORY, &raw::chunk_key(&id(2), 0), &seg);
+    expect_corrupt_at(refused(dir.path(), key(1)), Table::Memory, 2, Some(0));
+    let dir = tempdir();
+    populated(dir.path());
+    raw_put(dir.path(), raw::MEMORY, &raw::chunk_key(&id(1), 2), &seg);
+    expect_corrupt_at(refused(dir.path(), key(1)), Table::Memory, 1, Some(2));
 }
 
 #[test]
@@ -306,11 +341,11 @@ fn a_newer_format_version_is_refused() {
     let dir = tempdir();
     populated(dir.path());
     let mut meta = raw_get(dir.path(), raw::META, raw::META_KEY).unwrap();
-    meta[..4].copy_from_slice(&2u32.to_be_bytes());
+    meta[..4].copy_from_slice(&(FORMAT_VERSION + 1).to_be_bytes());
     raw_put(dir.path(), raw::META, raw::META_KEY, &meta);
     match refused(dir.path(), key(1)) {
         StoreError::UnsupportedVersion { found, supported } => {
-            assert_eq!((found, supported), (2, 1))
+            assert_eq!((found, supported), (FORMAT_VERSION + 1, FORMAT_VERSION))
         }
         other => panic!("{other:?}"),
     }
@@ -383,7 +418,7 @@ fn an_unfinished_creation_is_finished() {
     open(dir.path());
 }
 
-fn tables() -> [(Table, raw::Def, Vec<u8>); 5] {
+fn tables() -> [(Table, raw::Def, Vec<u8>); 6] {
     [
         (Table::Images, raw::IMAGES, id(1).to_vec()),
         (Table::Heads, raw::HEADS, id(1).to_vec()),
@@ -402,6 +437,11 @@ fn tables() -> [(Table, raw::Def, Vec<u8>); 5] {
             raw::MESSAGES,
             raw::indexed_key(&id(1), 2).to_vec(),
         ),
+        (
+            Table::Memory,
+            raw::MEMORY,
+            raw::chunk_key(&id(1), 1).to_vec(),
+        ),
     ]
 }
 
@@ -411,12 +451,12 @@ proptest! {
     /// Random bytes in place of a sealed value, in any table: an error, never a panic.
     #[test]
     fn random_bytes_as_a_sealed_value_give_an_error(
-        which in 0usize..6,
+        which in 0usize..7,
         value in proptest::collection::vec(any::<u8>(), 0..300),
     ) {
         let dir = tempdir();
         populated(dir.path());
-        if which == 5 {
+        if which == 6 {
             raw_put(dir.path(), raw::META, raw::META_KEY, &value);
         } else {
             let (_, def, k) = tables()[which].clone();
