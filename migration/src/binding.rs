@@ -22,14 +22,16 @@
 //! their encoded bytes), a map with text keys:
 //!
 //! ```text
-//! { "v": 1, "suite": [32, 1, 3], "object": bstr(16), "channel": bstr(32),
+//! { "v": 1, "suite": [32, 1, 65535], "object": bstr(16), "channel": bstr(32),
 //!   "runtime": { "name": tstr, "claims": { tstr => tstr }, "version": tstr,
 //!                "policy_engine": bstr(32) },
 //!   "transfer": bstr(16), "challenge": bstr(32), "hpke_public_key": bstr(32) }
 //! ```
 //!
-//! `suite` names the HPKE ciphersuite (KEM 0x0020, KDF 0x0001, AEAD 0x0003), so that a future
-//! suite cannot be confused with this one. Report data:
+//! `suite` names the HPKE ciphersuite (KEM 0x0020, KDF 0x0001, AEAD 0xFFFF: export-only, the
+//! package key is exported and the package sealed with AES-256-GCM, see [`crate::package`]), so
+//! that another suite (such as the version 1 package's ChaCha20-Poly1305, 0x0003) cannot be
+//! confused with this one. Report data:
 //! `SHA-512("sojourn/migrate/offer-binding/v1" || 0x00 || encoding)`.
 //! [`OfferBinding::from_bytes`] accepts only the exact canonical form.
 
@@ -50,9 +52,9 @@ pub const TLS_EXPORTER_LABEL: &[u8] = b"EXPORTER-sojourn-migration-v1";
 pub const TLS_EXPORTER_LEN: usize = 32;
 /// Version of the binding encoding.
 pub const BINDING_FORMAT: u64 = 1;
-/// HPKE ciphersuite ids (RFC 9180 §7): DHKEM(X25519, HKDF-SHA256), HKDF-SHA256,
-/// ChaCha20-Poly1305.
-pub const HPKE_SUITE: [u16; 3] = [0x0020, 0x0001, 0x0003];
+/// HPKE ciphersuite ids (RFC 9180 §7): DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, export-only
+/// AEAD (the package key is exported; [`crate::package`]).
+pub const HPKE_SUITE: [u16; 3] = [0x0020, 0x0001, 0xFFFF];
 /// Length of an X25519 HPKE public key.
 pub const HPKE_PUBLIC_KEY_LEN: usize = 32;
 /// Longest runtime name or version string.

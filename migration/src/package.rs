@@ -1,46 +1,85 @@
-//! The migration package: the object, sealed with HPKE to the appraised destination's key.
+//! The migration package (version 2): the object, sealed to the appraised destination's key.
 //!
-//! HPKE (RFC 9180) base mode, DHKEM(X25519, HKDF-SHA256) / HKDF-SHA256 / ChaCha20-Poly1305,
-//! single shot:
+//! # Cryptography
+//!
+//! HPKE (RFC 9180) base mode, DHKEM(X25519, HKDF-SHA256) / HKDF-SHA256 / export-only AEAD
+//! (0xFFFF), used only to agree on a key:
 //!
 //! - `pkR` = the key in the [`MigrationTicket`] (only [`crate::appraise::appraise_destination`]
 //!   makes one, so only a key that verified evidence binds is ever used);
 //! - `info` = [`PACKAGE_INFO`];
-//! - `aad` = SHA-256(`"sojourn/migrate/package-aad/v1" || 0x00 ||` canonical CBOR
-//!   `[transfer, object_id, challenge, channel, hpke_public_key]`), so a package opens only
-//!   under the binding of the attempt it was sealed for: not in another transfer, not for
-//!   another challenge, not on another TLS connection (the exporter value is known only to the
-//!   two TLS endpoints, which also authenticates the sender as the source's end of the channel);
-//! - plaintext = [`ObjectBundle::to_bytes`].
+//! - package key = `Export(`[`KEY_EXPORT_CONTEXT`]`, 32)`: an AES-256-GCM key that is new for
+//!   every package (the KEM's ephemeral key is fresh per seal), and that only the holder of the
+//!   destination's private key can derive.
 //!
-//! # Sealed package layout ([`SealedObject::to_bytes`], big-endian)
+//! The bundle (the plaintext) is sealed with AES-256-GCM (ring) under the package key in a
+//! STREAM construction (Hoang, Reyhanitabar, Rogaway, Vizár, CRYPTO 2015):
 //!
-//! | size | field |
-//! |---|---|
-//! | 8 | magic `SJMIGPK1` |
-//! | 2, 2, 2 | KEM, KDF, AEAD ids (0x0020, 0x0001, 0x0003) |
-//! | 16 | transfer id (in clear, for routing; also bound by the AAD) |
-//! | 2 | length of `enc` (32) |
-//! | 32 | `enc`, the encapsulated key |
-//! | 8 | length of the ciphertext |
-//! | n | ciphertext (plaintext length + 16-byte tag) |
+//! - the plaintext of `L` bytes is cut into `n` segments of [`SEGMENT`] bytes, the last one
+//!   shorter (or full); an empty plaintext is **one empty segment**, so `n = max(1, ⌈L / SEGMENT⌉)`
+//!   and there is always a last segment with a tag;
+//! - segment `i` is sealed with nonce `i` (u64, big-endian) ‖ `last` (u32, big-endian: 1 for
+//!   segment `n − 1`, else 0), and
+//! - AAD = [`package_aad`] (SHA-256 over `"sojourn/migrate/package-aad/v1" || 0x00 ||`
+//!   canonical CBOR `[transfer, object_id, challenge, channel, hpke_public_key]`) ‖ the 74-byte
+//!   clear header.
 //!
-//! # Bundle encoding (version 1)
+//! So a package opens only under the binding of the attempt it was sealed for: not in another
+//! transfer, not for another challenge, not on another TLS connection (the exporter value is
+//! known only to the two TLS endpoints, which also authenticates the sender as the source's end
+//! of the channel), and not with another key (another shared secret, another package key). A
+//! changed header field changes every segment's AAD (and `enc` the key as well). A segment
+//! moved, swapped or duplicated is opened under another index's nonce; a dropped last segment
+//! leaves a segment without the `last` flag at the end (and the declared length, in the AAD,
+//! would have to change too); a truncated or lengthened package does not add up to its header
+//! and is refused before any decryption. Nonces never repeat under a key: every package has its
+//! own key, and the index is unique within it.
 //!
-//! Deterministic CBOR map: `{ "v": 1, "object": bstr(16), "source": tstr, "lineage": bstr,
-//! "pending": [bstr…], "snapshot": bstr }` (keys in canonical order), read back strictly.
+//! Segments are sealed and opened in place, on up to [`MAX_THREADS`] threads when there are
+//! several.
 //!
-//! Single shot and in place: sealing needs the bundle plus one encoding of it (which becomes the
-//! ciphertext); opening needs the ciphertext plus one decrypted copy, then the bundle. 64 MiB
-//! bundles are fine.
+//! # Package layout (big-endian)
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 8 | magic `SJMIGPK2` |
+//! | 8 | 2, 2, 2 | KEM, KDF, AEAD ids ([`HPKE_SUITE`]: 0x0020, 0x0001, 0xFFFF) |
+//! | 14 | 16 | transfer id (in clear, for routing; also bound by the AAD) |
+//! | 30 | 32 | `enc`, the encapsulated key |
+//! | 62 | 8 | `L`, the plaintext length (at most [`MAX_PLAINTEXT_LEN`]) |
+//! | 70 | 4 | segment size, always [`SEGMENT`] |
+//! | 74 | `L` | the ciphertext: segment `i` is bytes `i·SEGMENT ..` of it, sealed in place |
+//! | 74 + `L` | 16·`n` | tag table: the tag of segment `i` at 16·`i` |
+//!
+//! A package is exactly `74 + L + 16·n` bytes; anything else (another magic, suite or segment
+//! size, a length over the maximum, a byte missing or left over) is [`PackageError::Malformed`].
+//! The tags follow all segments so that the plaintext is sealed where it was written: no byte of
+//! it moves.
+//!
+//! # Bundle encoding (version 2)
+//!
+//! Deterministic CBOR map: `{ "v": 2, "object": bstr(16), "source": tstr, "lineage": bstr,
+//! "pending": [bstr…], "snapshot": bstr }` (keys in canonical order, shortest heads), read back
+//! strictly: one encoding per bundle. The snapshot is last and its length is known before it is
+//! written, so [`seal_with`] writes the small [`BundleHead`] and the snapshot's head, then lets
+//! the caller write the snapshot straight into the package buffer.
+//!
+//! # Copies
+//!
+//! Sealing allocates one buffer of the package's final size; the snapshot is written into it
+//! once (by the caller) and encrypted there. Opening ([`open_owned`]) takes the received buffer,
+//! decrypts it in place and reads the bundle from it without copying: [`OpenedBundle`] lends
+//! the snapshot, lineage and messages out of it and zeroes it when dropped.
 
 use std::fmt;
+use std::ops::Range;
+use std::thread;
 
-use hpke::aead::{AeadTag, ChaCha20Poly1305};
-use hpke::inout::InOutBuf;
+use hpke::aead::ExportOnlyAead;
 use hpke::kdf::HkdfSha256;
 use hpke::rand_core::{Infallible, TryCryptoRng, TryRng};
 use hpke::{Deserializable, Kem as _, OpModeR, OpModeS, Serializable};
+use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, AES_256_GCM, NONCE_LEN};
 use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, Zeroizing};
 
@@ -48,19 +87,32 @@ use crate::appraise::{HpkeKem, HpkePublicKey, MigrationTicket};
 use crate::binding::{cbor, random, OfferBinding, RandomnessError, TransferId, HPKE_SUITE};
 
 /// HPKE `info` for migration packages.
-pub const PACKAGE_INFO: &[u8] = b"sojourn/migrate/package/v1";
+pub const PACKAGE_INFO: &[u8] = b"sojourn/migrate/package/v2";
+/// HPKE exporter context of the package key.
+pub const KEY_EXPORT_CONTEXT: &[u8] = b"sojourn/migrate/package-key/v2";
 /// First bytes of a sealed package.
-pub const PACKAGE_MAGIC: &[u8; 8] = b"SJMIGPK1";
+pub const PACKAGE_MAGIC: &[u8; 8] = b"SJMIGPK2";
 /// Version of the bundle encoding.
-pub const BUNDLE_FORMAT: u64 = 1;
+pub const BUNDLE_FORMAT: u64 = 2;
 /// Length of the encapsulated key.
 pub const ENC_LEN: usize = 32;
+/// Length of the clear header.
+pub const HEADER_LEN: usize = 8 + 6 + 16 + ENC_LEN + 8 + 4;
+/// Plaintext bytes per segment (the last segment may be shorter).
+pub const SEGMENT: usize = 1 << 20;
+/// Length of an AES-256-GCM tag; one per segment.
+pub const TAG_LEN: usize = 16;
+/// Largest plaintext (encoded bundle) a package carries: 4 GiB.
+pub const MAX_PLAINTEXT_LEN: u64 = 4 << 30;
+/// Most threads sealing or opening one package.
+pub const MAX_THREADS: usize = 4;
 
+const PREVIOUS_MAGIC: &[u8; 8] = b"SJMIGPK1";
 const AAD_DOMAIN: &[u8] = b"sojourn/migrate/package-aad/v1\0";
 const RNG_DOMAIN: &[u8] = b"sojourn/migrate/seal-rng/v1\0";
-const HEADER_LEN: usize = 8 + 6 + 16 + 2 + ENC_LEN + 8;
-/// Length of the ChaCha20-Poly1305 tag at the end of the ciphertext.
-pub const TAG_LEN: usize = 16;
+const DIGEST_LEN: usize = 32;
+/// Per-segment AAD: the binding digest, then the header.
+const SEGMENT_AAD_LEN: usize = DIGEST_LEN + HEADER_LEN;
 
 type PrivateKey = <HpkeKem as hpke::Kem>::PrivateKey;
 type EncappedKey = <HpkeKem as hpke::Kem>::EncappedKey;
@@ -89,16 +141,30 @@ pub enum PackageError {
     /// The package bytes are not a package this version writes.
     #[error("malformed package: {0}")]
     Malformed(String),
-    /// The ciphertext does not authenticate under this key and binding (tampered, or sealed
-    /// for another destination, transfer, challenge or channel).
+    /// The ciphertext does not authenticate under this key and binding (tampered, reordered,
+    /// truncated, or sealed for another destination, transfer, challenge or channel).
     #[error("the package does not open with this key and binding")]
     Open,
-    /// HPKE refused to seal (an invalid public key).
-    #[error("HPKE seal failed: {0}")]
+    /// Sealing failed (HPKE refused the public key, or the cipher failed).
+    #[error("seal failed: {0}")]
     Seal(String),
     /// The decrypted bundle is not a bundle this version writes.
     #[error("malformed bundle: {0}")]
     Bundle(String),
+    /// The snapshot writer of [`seal_with`] failed or did not write the length it announced.
+    #[error("snapshot: {0}")]
+    Snapshot(String),
+    /// The bundle is larger than a package carries.
+    #[error("the bundle is {len} bytes, more than a package carries ({max} bytes)")]
+    TooLarge {
+        /// The encoded bundle's length.
+        len: u64,
+        /// [`MAX_PLAINTEXT_LEN`].
+        max: u64,
+    },
+    /// A sealing or opening thread could not be started or did not finish.
+    #[error("worker thread: {0}")]
+    Worker(String),
 }
 
 /// The object as it moves: everything the destination needs to resume it.
@@ -129,110 +195,153 @@ impl fmt::Debug for ObjectBundle {
 }
 
 impl ObjectBundle {
-    /// The canonical encoding (module docs).
-    pub fn to_bytes(&self) -> Vec<u8> {
-        self.encode(0)
+    /// Everything but the snapshot, borrowed.
+    pub fn head(&self) -> BundleHead<'_> {
+        BundleHead {
+            object_id: self.object_id,
+            source: &self.source,
+            lineage: &self.lineage,
+            pending_messages: &self.pending_messages,
+        }
     }
 
-    /// The encoding, in a buffer with room for `tail` more bytes (the seal's tag), so that a
-    /// large bundle is never copied to grow it.
-    fn encode(&self, tail: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.encoded_len() + tail);
-        self.encode_into(&mut out);
+    /// The canonical encoding (module docs).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let head = self.head();
+        let mut out = Vec::with_capacity(head.encoded_len(self.snapshot.len()).unwrap_or_default());
+        head.encode_into(&mut out, self.snapshot.len());
+        out.extend_from_slice(&self.snapshot);
         out
     }
 
-    /// An upper bound of the encoding's length.
-    fn encoded_len(&self) -> usize {
-        let n = self.pending_messages.len();
-        self.snapshot.len()
-            + self.lineage.len()
-            + self.source.len()
-            + self.pending_messages.iter().map(Vec::len).sum::<usize>()
-            + 9 * n
-            + 128
+    /// Reads [`ObjectBundle::to_bytes`]'s output, strictly.
+    pub fn from_bytes(bytes: &[u8]) -> Result<ObjectBundle, PackageError> {
+        let b = parse_bundle(bytes)?;
+        Ok(ObjectBundle {
+            object_id: b.object_id,
+            snapshot: b.snapshot.to_vec(),
+            lineage: b.lineage.to_vec(),
+            pending_messages: b.pending.iter().map(|m| m.to_vec()).collect(),
+            source: b.source.to_owned(),
+        })
+    }
+}
+
+/// The bundle without its snapshot: what [`seal_with`] encodes before the caller writes the
+/// snapshot.
+#[derive(Clone, Copy)]
+pub struct BundleHead<'a> {
+    /// The object (must be the ticket's).
+    pub object_id: [u8; 16],
+    /// The source host, as it names itself.
+    pub source: &'a str,
+    /// The object's lineage export (docs/lineage-format.md).
+    pub lineage: &'a [u8],
+    /// Messages queued for it and not yet processed, in order.
+    pub pending_messages: &'a [Vec<u8>],
+}
+
+impl fmt::Debug for BundleHead<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BundleHead")
+            .field("object_id", &hex::encode(self.object_id))
+            .field("source", &self.source)
+            .field("lineage_bytes", &self.lineage.len())
+            .field("pending_messages", &self.pending_messages.len())
+            .finish()
+    }
+}
+
+impl BundleHead<'_> {
+    /// The exact length of the whole bundle's encoding with a snapshot of `snapshot_len` bytes
+    /// (`None` if it does not fit in memory).
+    pub fn encoded_len(&self, snapshot_len: usize) -> Option<usize> {
+        let bstr = |n: usize| n.checked_add(head_len(n as u64));
+        let mut total = head_len(6)
+            + text_len("v")
+            + head_len(BUNDLE_FORMAT)
+            + text_len("object")
+            + head_len(16)
+            + 16
+            + text_len("source")
+            + text_len("lineage")
+            + text_len("pending")
+            + text_len("snapshot");
+        total = total.checked_add(bstr(self.source.len())?)?;
+        total = total.checked_add(bstr(self.lineage.len())?)?;
+        total = total.checked_add(head_len(self.pending_messages.len() as u64))?;
+        for m in self.pending_messages {
+            total = total.checked_add(bstr(m.len())?)?;
+        }
+        total.checked_add(bstr(snapshot_len)?)
     }
 
-    /// Appends the encoding to `out` (same bytes as the crate's CBOR writer: shortest heads).
-    fn encode_into(&self, out: &mut Vec<u8>) {
+    /// Appends the encoding up to and including the snapshot's byte-string head (same bytes as
+    /// the crate's CBOR writer: shortest heads).
+    fn encode_into(&self, out: &mut Vec<u8>, snapshot_len: usize) {
         put_head(out, MAJOR_MAP, 6);
         put_text(out, "v");
         put_head(out, MAJOR_UINT, BUNDLE_FORMAT);
         put_text(out, "object");
         put_bytes(out, &self.object_id);
         put_text(out, "source");
-        put_text(out, &self.source);
+        put_text(out, self.source);
         put_text(out, "lineage");
-        put_bytes(out, &self.lineage);
+        put_bytes(out, self.lineage);
         put_text(out, "pending");
         put_head(out, MAJOR_ARRAY, self.pending_messages.len() as u64);
-        for m in &self.pending_messages {
+        for m in self.pending_messages {
             put_bytes(out, m);
         }
         put_text(out, "snapshot");
-        put_bytes(out, &self.snapshot);
+        put_head(out, MAJOR_BYTES, snapshot_len as u64);
     }
+}
 
-    /// Reads [`ObjectBundle::to_bytes`]'s output, strictly.
-    pub fn from_bytes(bytes: &[u8]) -> Result<ObjectBundle, PackageError> {
-        let (bundle, snapshot) = Self::parse(bytes)?;
-        Ok(ObjectBundle {
-            snapshot: snapshot.to_vec(),
-            ..bundle
-        })
-    }
+/// A bundle read in place: slices of the plaintext.
+struct BundleRef<'a> {
+    object_id: [u8; 16],
+    source: &'a str,
+    lineage: &'a [u8],
+    pending: Vec<&'a [u8]>,
+    snapshot: &'a [u8],
+}
 
-    /// [`ObjectBundle::from_bytes`] that keeps `bytes`' buffer as the snapshot (the last
-    /// field, so it is the buffer's tail): the large part is moved down, not copied out.
-    fn from_vec(mut bytes: Vec<u8>) -> Result<ObjectBundle, PackageError> {
-        let (bundle, snapshot) = Self::parse(&bytes)?;
-        let start = bytes.len() - snapshot.len();
-        bytes.drain(..start);
-        Ok(ObjectBundle {
-            snapshot: bytes,
-            ..bundle
-        })
+/// Reads a bundle encoding strictly, borrowing from it.
+fn parse_bundle(bytes: &[u8]) -> Result<BundleRef<'_>, PackageError> {
+    let bad = |e: cbor::Error| PackageError::Bundle(e.0);
+    let mut r = cbor::Reader::new(bytes);
+    r.expect_map(6).map_err(bad)?;
+    r.expect_key("v").map_err(bad)?;
+    let v = r.uint().map_err(bad)?;
+    if v != BUNDLE_FORMAT {
+        return Err(PackageError::Bundle(format!(
+            "version {v} unsupported (expected {BUNDLE_FORMAT})"
+        )));
     }
-
-    /// Parses the encoding; the returned bundle's snapshot is empty, the snapshot is the
-    /// returned slice (which ends the input).
-    fn parse(bytes: &[u8]) -> Result<(ObjectBundle, &[u8]), PackageError> {
-        let bad = |e: cbor::Error| PackageError::Bundle(e.0);
-        let mut r = cbor::Reader::new(bytes);
-        r.expect_map(6).map_err(bad)?;
-        r.expect_key("v").map_err(bad)?;
-        let v = r.uint().map_err(bad)?;
-        if v != BUNDLE_FORMAT {
-            return Err(PackageError::Bundle(format!(
-                "version {v} unsupported (expected {BUNDLE_FORMAT})"
-            )));
-        }
-        r.expect_key("object").map_err(bad)?;
-        let object_id = r.fixed::<16>().map_err(bad)?;
-        r.expect_key("source").map_err(bad)?;
-        let source = r.text().map_err(bad)?.to_owned();
-        r.expect_key("lineage").map_err(bad)?;
-        let lineage = r.bytes().map_err(bad)?.to_vec();
-        r.expect_key("pending").map_err(bad)?;
-        let n = r.array().map_err(bad)?;
-        let mut pending_messages = Vec::new();
-        for _ in 0..n {
-            pending_messages.push(r.bytes().map_err(bad)?.to_vec());
-        }
-        r.expect_key("snapshot").map_err(bad)?;
-        let snapshot = r.bytes().map_err(bad)?;
-        r.finish().map_err(bad)?;
-        Ok((
-            ObjectBundle {
-                object_id,
-                snapshot: Vec::new(),
-                lineage,
-                pending_messages,
-                source,
-            },
-            snapshot,
-        ))
+    r.expect_key("object").map_err(bad)?;
+    let object_id = r.fixed::<16>().map_err(bad)?;
+    r.expect_key("source").map_err(bad)?;
+    let source = r.text().map_err(bad)?;
+    r.expect_key("lineage").map_err(bad)?;
+    let lineage = r.bytes().map_err(bad)?;
+    r.expect_key("pending").map_err(bad)?;
+    // Not preallocated: the count is untrusted, and each message takes at least one byte.
+    let n = r.array().map_err(bad)?;
+    let mut pending = Vec::new();
+    for _ in 0..n {
+        pending.push(r.bytes().map_err(bad)?);
     }
+    r.expect_key("snapshot").map_err(bad)?;
+    let snapshot = r.bytes().map_err(bad)?;
+    r.finish().map_err(bad)?;
+    Ok(BundleRef {
+        object_id,
+        source,
+        lineage,
+        pending,
+        snapshot,
+    })
 }
 
 const MAJOR_UINT: u8 = 0;
@@ -240,6 +349,21 @@ const MAJOR_BYTES: u8 = 2;
 const MAJOR_TEXT: u8 = 3;
 const MAJOR_ARRAY: u8 = 4;
 const MAJOR_MAP: u8 = 5;
+
+/// Length of a CBOR head in shortest form.
+fn head_len(n: u64) -> usize {
+    match n {
+        0..=23 => 1,
+        24..=0xff => 2,
+        0x100..=0xffff => 3,
+        0x1_0000..=0xffff_ffff => 5,
+        _ => 9,
+    }
+}
+
+fn text_len(t: &str) -> usize {
+    head_len(t.len() as u64) + t.len()
+}
 
 /// A CBOR head in shortest form.
 fn put_head(out: &mut Vec<u8>, major: u8, n: u64) {
@@ -270,86 +394,184 @@ fn put_text(out: &mut Vec<u8>, t: &str) {
     out.extend_from_slice(t.as_bytes());
 }
 
-/// A sealed package, as it travels.
+/// Number of segments of a plaintext of `len` bytes (an empty plaintext is one empty segment).
+fn segment_count(len: usize) -> usize {
+    len.div_ceil(SEGMENT).max(1)
+}
+
+/// Length of the package of a plaintext of `len` bytes (`None` if it does not fit in memory).
+fn package_len(len: usize) -> Option<usize> {
+    HEADER_LEN
+        .checked_add(len)?
+        .checked_add(segment_count(len).checked_mul(TAG_LEN)?)
+}
+
+/// The clear header.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Header {
+    transfer: TransferId,
+    enc: [u8; ENC_LEN],
+    plaintext_len: usize,
+}
+
+impl Header {
+    fn to_bytes(self) -> [u8; HEADER_LEN] {
+        let mut out = [0u8; HEADER_LEN];
+        let fields: [&[u8]; 8] = [
+            PACKAGE_MAGIC,
+            &HPKE_SUITE[0].to_be_bytes(),
+            &HPKE_SUITE[1].to_be_bytes(),
+            &HPKE_SUITE[2].to_be_bytes(),
+            &self.transfer.0,
+            &self.enc,
+            &(self.plaintext_len as u64).to_be_bytes(),
+            &(SEGMENT as u32).to_be_bytes(),
+        ];
+        let mut at = 0;
+        for f in fields {
+            if let Some(dst) = out.get_mut(at..at + f.len()) {
+                dst.copy_from_slice(f);
+            }
+            at += f.len();
+        }
+        out
+    }
+
+    /// Reads the header of `package` and checks that the whole package has the length it
+    /// declares.
+    fn parse(package: &[u8]) -> Result<Header, PackageError> {
+        let bad = PackageError::Malformed;
+        let Some(mut rest) = package.first_chunk::<HEADER_LEN>().map(|h| h.as_slice()) else {
+            return Err(bad(format!(
+                "{} bytes, shorter than the {HEADER_LEN}-byte header",
+                package.len()
+            )));
+        };
+        let magic: &[u8; 8] = take(&mut rest)?;
+        if magic == PREVIOUS_MAGIC {
+            return Err(bad(
+                "a version 1 package (this host reads version 2 only)".into()
+            ));
+        }
+        if magic != PACKAGE_MAGIC {
+            return Err(bad("bad magic (not a migration package)".into()));
+        }
+        let suite: [[u8; 2]; 3] = [*take(&mut rest)?, *take(&mut rest)?, *take(&mut rest)?];
+        if suite != HPKE_SUITE.map(u16::to_be_bytes) {
+            return Err(bad(format!(
+                "unsupported HPKE suite {} (expected {})",
+                hex::encode(suite.concat()),
+                hex::encode(HPKE_SUITE.map(u16::to_be_bytes).concat())
+            )));
+        }
+        let transfer = TransferId(*take(&mut rest)?);
+        let enc: [u8; ENC_LEN] = *take(&mut rest)?;
+        let declared = u64::from_be_bytes(*take(&mut rest)?);
+        let segment = u32::from_be_bytes(*take(&mut rest)?);
+        if usize::try_from(segment).ok() != Some(SEGMENT) {
+            return Err(bad(format!("segment size {segment}, expected {SEGMENT}")));
+        }
+        if declared > MAX_PLAINTEXT_LEN {
+            return Err(bad(format!(
+                "declared length {declared} above the maximum {MAX_PLAINTEXT_LEN}"
+            )));
+        }
+        let expected = usize::try_from(declared)
+            .ok()
+            .and_then(|len| Some((len, package_len(len)?)));
+        let Some((plaintext_len, total)) = expected else {
+            return Err(bad(format!(
+                "declared length {declared} does not fit in memory"
+            )));
+        };
+        if package.len() != total {
+            return Err(bad(format!(
+                "{} bytes, the header declares {total} ({declared} of plaintext in {} segments)",
+                package.len(),
+                segment_count(plaintext_len)
+            )));
+        }
+        Ok(Header {
+            transfer,
+            enc,
+            plaintext_len,
+        })
+    }
+}
+
+/// The next `N` bytes of the header.
+fn take<'a, const N: usize>(rest: &mut &'a [u8]) -> Result<&'a [u8; N], PackageError> {
+    let (field, tail) = rest
+        .split_first_chunk::<N>()
+        .ok_or_else(|| PackageError::Malformed("truncated header".into()))?;
+    *rest = tail;
+    Ok(field)
+}
+
+/// A sealed package, as it travels: checked for structure (magic, suite, lengths), not yet
+/// authenticated.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SealedObject {
-    /// The attempt it was sealed for (in clear; also authenticated through the AAD).
-    pub transfer: TransferId,
-    /// The HPKE encapsulated key (32 bytes).
-    pub enc: Vec<u8>,
-    /// The ChaCha20-Poly1305 ciphertext of the bundle, tag included.
-    pub ciphertext: Vec<u8>,
+    header: Header,
+    bytes: Vec<u8>,
 }
 
 impl fmt::Debug for SealedObject {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SealedObject")
-            .field("transfer", &self.transfer)
-            .field("enc", &hex::encode(&self.enc))
-            .field("ciphertext_bytes", &self.ciphertext.len())
+            .field("transfer", &self.header.transfer)
+            .field("enc", &hex::encode(self.header.enc))
+            .field("plaintext_bytes", &self.header.plaintext_len)
+            .field("package_bytes", &self.bytes.len())
             .finish()
     }
 }
 
 impl SealedObject {
-    /// The package bytes (module docs).
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER_LEN + self.ciphertext.len());
-        write_header(&mut out, &self.transfer, &self.enc, self.ciphertext.len());
-        out.extend_from_slice(&self.ciphertext);
-        out
-    }
-
-    /// Reads package bytes; the lengths must account for every byte.
+    /// Reads package bytes (copying them); the lengths must account for every byte.
     pub fn from_bytes(bytes: &[u8]) -> Result<SealedObject, PackageError> {
-        let bad = |what: &str| PackageError::Malformed(what.to_owned());
-        let mut rest = bytes;
-        let mut take = |n: usize| -> Result<&[u8], PackageError> {
-            if rest.len() < n {
-                return Err(bad("truncated"));
-            }
-            let (head, tail) = rest.split_at(n);
-            rest = tail;
-            Ok(head)
-        };
-        if take(8)? != PACKAGE_MAGIC {
-            return Err(bad("bad magic"));
-        }
-        let suite = take(6)?;
-        let want: Vec<u8> = HPKE_SUITE.iter().flat_map(|id| id.to_be_bytes()).collect();
-        if suite != want.as_slice() {
-            return Err(bad("unsupported HPKE suite"));
-        }
-        let transfer = TransferId(take(16)?.try_into().map_err(|_| bad("transfer"))?);
-        let enc_len = u16::from_be_bytes(take(2)?.try_into().map_err(|_| bad("enc length"))?);
-        if usize::from(enc_len) != ENC_LEN {
-            return Err(bad("encapsulated key is not 32 bytes"));
-        }
-        let enc = take(ENC_LEN)?.to_vec();
-        let ct_len = u64::from_be_bytes(take(8)?.try_into().map_err(|_| bad("length"))?);
-        let ct_len = usize::try_from(ct_len).map_err(|_| bad("ciphertext length"))?;
-        let ciphertext = take(ct_len)?.to_vec();
-        if !rest.is_empty() {
-            return Err(bad("trailing bytes"));
-        }
+        let header = Header::parse(bytes)?;
         Ok(SealedObject {
-            transfer,
-            enc,
-            ciphertext,
+            header,
+            bytes: bytes.to_vec(),
         })
     }
-}
 
-/// The package header: everything before the ciphertext.
-fn write_header(out: &mut Vec<u8>, transfer: &TransferId, enc: &[u8], ciphertext_len: usize) {
-    out.extend_from_slice(PACKAGE_MAGIC);
-    for id in HPKE_SUITE {
-        out.extend(id.to_be_bytes());
+    /// [`SealedObject::from_bytes`], keeping the buffer.
+    pub fn from_vec(bytes: Vec<u8>) -> Result<SealedObject, PackageError> {
+        let header = Header::parse(&bytes)?;
+        Ok(SealedObject { header, bytes })
     }
-    out.extend_from_slice(&transfer.0);
-    out.extend((enc.len() as u16).to_be_bytes());
-    out.extend_from_slice(enc);
-    out.extend((ciphertext_len as u64).to_be_bytes());
+
+    /// The package bytes (module docs).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.bytes.clone()
+    }
+
+    /// The package bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The package bytes, for [`open_owned`].
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+
+    /// The attempt it was sealed for (in clear; also authenticated through the AAD).
+    pub fn transfer(&self) -> TransferId {
+        self.header.transfer
+    }
+
+    /// The HPKE encapsulated key.
+    pub fn enc(&self) -> &[u8; ENC_LEN] {
+        &self.header.enc
+    }
+
+    /// The length of the encoded bundle it carries, as declared.
+    pub fn plaintext_len(&self) -> usize {
+        self.header.plaintext_len
+    }
 }
 
 /// The destination's HPKE key pair for one attempt: generated fresh per offer, held only in
@@ -384,7 +606,8 @@ impl DestinationKey {
     }
 }
 
-/// The AAD of a package: commits to the attempt, object, challenge, channel and key.
+/// The binding digest of a package: commits to the attempt, object, challenge, channel and
+/// key. Every segment's AAD starts with it.
 pub fn package_aad(binding: &OfferBinding) -> [u8; 32] {
     let mut w = cbor::Writer::with_capacity(160);
     w.array(5);
@@ -398,6 +621,142 @@ pub fn package_aad(binding: &OfferBinding) -> [u8; 32] {
         .chain_update(w.finish())
         .finalize()
         .into()
+}
+
+/// The AAD of every segment: the binding digest, then the clear header.
+fn segment_aad(binding: &OfferBinding, header: &[u8; HEADER_LEN]) -> [u8; SEGMENT_AAD_LEN] {
+    let mut aad = [0u8; SEGMENT_AAD_LEN];
+    let (digest, head) = aad.split_at_mut(DIGEST_LEN);
+    digest.copy_from_slice(&package_aad(binding));
+    head.copy_from_slice(header);
+    aad
+}
+
+/// The nonce of segment `index`: index (u64 BE) ‖ last flag (u32 BE).
+fn segment_nonce(index: u64, last: bool) -> Nonce {
+    let mut n = [0u8; NONCE_LEN];
+    let (i, flag) = n.split_at_mut(8);
+    i.copy_from_slice(&index.to_be_bytes());
+    flag.copy_from_slice(&u32::from(last).to_be_bytes());
+    Nonce::assume_unique_for_key(n)
+}
+
+/// The AES-256-GCM key of a package from its HPKE context's exporter.
+fn package_key(
+    export: impl FnOnce(&mut [u8]) -> Result<(), hpke::HpkeError>,
+) -> Result<LessSafeKey, ()> {
+    let mut bytes = Zeroizing::new([0u8; 32]);
+    export(bytes.as_mut_slice()).map_err(|_| ())?;
+    let key = UnboundKey::new(&AES_256_GCM, bytes.as_slice()).map_err(|_| ())?;
+    Ok(LessSafeKey::new(key))
+}
+
+/// One segment of a package being sealed or opened in place.
+struct Segment<'a> {
+    index: u64,
+    last: bool,
+    data: &'a mut [u8],
+    tag: &'a mut [u8; TAG_LEN],
+}
+
+/// Cuts the body (plaintext or ciphertext) and the tag table into segments; `None` if the tag
+/// table does not have one slot per segment.
+fn segments<'a>(body: &'a mut [u8], tags: &'a mut [u8]) -> Option<Vec<Segment<'a>>> {
+    let n = segment_count(body.len());
+    let (slots, rest) = tags.as_chunks_mut::<TAG_LEN>();
+    if !rest.is_empty() || slots.len() != n {
+        return None;
+    }
+    let pieces: Vec<&mut [u8]> = if body.is_empty() {
+        vec![body]
+    } else {
+        body.chunks_mut(SEGMENT).collect()
+    };
+    if pieces.len() != n {
+        return None;
+    }
+    Some(
+        pieces
+            .into_iter()
+            .zip(slots.iter_mut())
+            .enumerate()
+            .map(|(i, (data, tag))| Segment {
+                index: i as u64,
+                last: i + 1 == n,
+                data,
+                tag,
+            })
+            .collect(),
+    )
+}
+
+/// Why a segment pass failed.
+enum PassError {
+    /// A segment did not seal or open.
+    Crypto,
+    /// A worker thread could not start or panicked.
+    Worker(String),
+}
+
+/// Runs `work` on every segment: on the calling thread for one segment, else on up to
+/// `min(available_parallelism, MAX_THREADS)` threads (the calling thread is one of them).
+/// Every thread is joined; the first failure is the result.
+fn for_each_segment<F>(segments: Vec<Segment<'_>>, work: &F) -> Result<(), PassError>
+where
+    F: Fn(Segment<'_>) -> Result<(), PassError> + Sync,
+{
+    let threads = thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_THREADS)
+        .min(segments.len());
+    if threads <= 1 {
+        return segments.into_iter().try_for_each(work);
+    }
+    // Round-robin: every thread gets whole segments, and at most one more than another.
+    let mut groups: Vec<Vec<Segment<'_>>> = (0..threads).map(|_| Vec::new()).collect();
+    for (k, s) in segments.into_iter().enumerate() {
+        if let Some(g) = groups.get_mut(k % threads) {
+            g.push(s);
+        }
+    }
+    fn run<F>(group: Vec<Segment<'_>>, work: &F) -> Result<(), PassError>
+    where
+        F: Fn(Segment<'_>) -> Result<(), PassError>,
+    {
+        group.into_iter().try_for_each(work)
+    }
+    thread::scope(|scope| {
+        let mut groups = groups.into_iter();
+        let mine = groups.next();
+        let mut outcome = Ok(());
+        let mut handles = Vec::new();
+        for group in groups {
+            match thread::Builder::new()
+                .name("sojourn-package".into())
+                .spawn_scoped(scope, move || run(group, work))
+            {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    outcome = Err(PassError::Worker(format!("could not start a thread: {e}")));
+                    break;
+                }
+            }
+        }
+        if outcome.is_ok() {
+            if let Some(group) = mine {
+                outcome = run(group, work);
+            }
+        }
+        for h in handles {
+            let r = h
+                .join()
+                .unwrap_or_else(|_| Err(PassError::Worker("a thread panicked".into())));
+            if outcome.is_ok() {
+                outcome = r;
+            }
+        }
+        outcome
+    })
 }
 
 /// A hash-based expander over a 32-byte OS seed: HPKE's sender needs an infallible RNG, and
@@ -457,151 +816,320 @@ impl TryRng for SeededRng {
 
 impl TryCryptoRng for SeededRng {}
 
-/// Seal `bundle` to the ticket's destination. The bundle must be for the object the ticket's
-/// binding names.
-pub fn seal(ticket: &MigrationTicket, bundle: &ObjectBundle) -> Result<SealedObject, PackageError> {
-    if bundle.object_id != ticket.binding().object_id {
-        return Err(PackageError::WrongObject {
-            expected: hex::encode(ticket.binding().object_id),
-            found: hex::encode(bundle.object_id),
-        });
+fn wrong_object(expected: &[u8; 16], found: &[u8; 16]) -> PackageError {
+    PackageError::WrongObject {
+        expected: hex::encode(expected),
+        found: hex::encode(found),
     }
-    let mut ciphertext = Vec::with_capacity(bundle.encoded_len() + TAG_LEN);
-    bundle.encode_into(&mut ciphertext);
-    let (transfer, enc) = seal_at(ticket, bundle, &mut ciphertext, 0)?;
-    Ok(SealedObject {
-        transfer,
-        enc: enc.to_vec(),
-        ciphertext,
-    })
 }
 
-/// [`seal`] straight to the package bytes ([`SealedObject::to_bytes`] of its result, the same
-/// bytes), built in one buffer: the bundle is encoded after room for the header, encrypted in
-/// place, and the header written in front. No copy of the (large) ciphertext is made.
-pub fn seal_to_bytes(
+/// A buffer that may hold plaintext: its bytes are zeroed when it is dropped, in bulk (a fill
+/// behind an optimisation barrier; `Zeroizing<Vec<u8>>` zeroes byte by byte, about three
+/// times slower on tens of MiB). Plaintext is only ever written within its length.
+struct Secret(Vec<u8>);
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        self.0.as_mut_slice().zeroize();
+    }
+}
+
+impl std::ops::Deref for Secret {
+    type Target = Vec<u8>;
+    fn deref(&self) -> &Vec<u8> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Secret {
+    fn deref_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.0
+    }
+}
+
+/// Seals a bundle to the ticket's destination, building the package in one buffer.
+///
+/// `head` is everything but the snapshot and must be for the object the ticket's binding
+/// names. `write_snapshot` is called once with the package buffer and must **append** exactly
+/// `snapshot_len` bytes, the snapshot, and touch nothing before them; the buffer already has
+/// the capacity (writing more would reallocate it, and the old allocation would not be
+/// zeroed). A writer error or another length is
+/// [`PackageError::Snapshot`]. The plaintext is then encrypted where it was written: the buffer
+/// is allocated once, the snapshot written once, nothing is copied after. On any error the
+/// buffer is zeroed before it is freed.
+pub fn seal_with(
     ticket: &MigrationTicket,
-    bundle: &ObjectBundle,
+    head: &BundleHead<'_>,
+    snapshot_len: usize,
+    write_snapshot: impl FnOnce(&mut Vec<u8>) -> Result<(), String>,
 ) -> Result<Vec<u8>, PackageError> {
-    if bundle.object_id != ticket.binding().object_id {
-        return Err(PackageError::WrongObject {
-            expected: hex::encode(ticket.binding().object_id),
-            found: hex::encode(bundle.object_id),
-        });
-    }
-    let mut out = Vec::with_capacity(HEADER_LEN + bundle.encoded_len() + TAG_LEN);
-    out.resize(HEADER_LEN, 0);
-    bundle.encode_into(&mut out);
-    let (transfer, enc) = seal_at(ticket, bundle, &mut out, HEADER_LEN)?;
-    let ciphertext_len = out.len() - HEADER_LEN;
-    let mut header = Vec::with_capacity(HEADER_LEN);
-    write_header(&mut header, &transfer, &enc, ciphertext_len);
-    match out.get_mut(..HEADER_LEN) {
-        Some(head) if header.len() == HEADER_LEN => head.copy_from_slice(&header),
-        _ => return Err(PackageError::Seal("package header length".into())),
-    }
-    Ok(out)
-}
-
-/// Encrypts `buf[from..]` (the bundle's encoding) in place and appends the tag; returns the
-/// transfer and the encapsulated key.
-fn seal_at(
-    ticket: &MigrationTicket,
-    bundle: &ObjectBundle,
-    buf: &mut Vec<u8>,
-    from: usize,
-) -> Result<(TransferId, [u8; ENC_LEN]), PackageError> {
     let binding = ticket.binding();
-    if bundle.object_id != binding.object_id {
-        buf.zeroize();
-        return Err(PackageError::WrongObject {
-            expected: hex::encode(binding.object_id),
-            found: hex::encode(bundle.object_id),
-        });
+    if head.object_id != binding.object_id {
+        return Err(wrong_object(&binding.object_id, &head.object_id));
     }
-    let aad = package_aad(binding);
-    let mut rng = match SeededRng::new() {
-        Ok(rng) => rng,
-        Err(e) => {
-            buf.zeroize();
-            return Err(e.into());
-        }
+    let too_large = |len: u64| PackageError::TooLarge {
+        len,
+        max: MAX_PLAINTEXT_LEN,
     };
-    // Encrypted in place: the plaintext encoding becomes the ciphertext, with no second copy.
-    let sealed =
-        hpke::single_shot_seal_inout_detached_with_rng::<ChaCha20Poly1305, HkdfSha256, HpkeKem>(
-            &OpModeS::Base,
-            ticket.hpke_key(),
-            PACKAGE_INFO,
-            InOutBuf::from(buf.get_mut(from..).unwrap_or_default()),
-            &aad,
-            &mut rng,
-        );
-    let (enc, tag) = match sealed {
-        Ok(x) => x,
-        Err(e) => {
-            // The buffer may still hold plaintext: do not leave it behind.
-            buf.zeroize();
-            return Err(PackageError::Seal(e.to_string()));
-        }
-    };
-    buf.extend_from_slice(&tag.to_bytes());
+    let plaintext_len = head
+        .encoded_len(snapshot_len)
+        .ok_or_else(|| too_large(u64::MAX))?;
+    if plaintext_len as u64 > MAX_PLAINTEXT_LEN {
+        return Err(too_large(plaintext_len as u64));
+    }
+    let total = package_len(plaintext_len).ok_or_else(|| too_large(plaintext_len as u64))?;
+
+    // The key first: the header (which every segment's AAD holds) names `enc`.
+    let mut rng = SeededRng::new()?;
+    let (enc, context) = hpke::setup_sender_with_rng::<ExportOnlyAead, HkdfSha256, HpkeKem>(
+        &OpModeS::Base,
+        ticket.hpke_key(),
+        PACKAGE_INFO,
+        &mut rng,
+    )
+    .map_err(|e| PackageError::Seal(format!("HPKE: {e}")))?;
+    let key = package_key(|out| context.export(KEY_EXPORT_CONTEXT, out))
+        .map_err(|()| PackageError::Seal("could not derive the package key".into()))?;
+    drop(context);
     let enc: [u8; ENC_LEN] = enc
         .to_bytes()
         .as_slice()
         .try_into()
         .map_err(|_| PackageError::Seal("encapsulated key length".into()))?;
-    Ok((binding.transfer, enc))
+    let header = Header {
+        transfer: binding.transfer,
+        enc,
+        plaintext_len,
+    }
+    .to_bytes();
+    let aad = segment_aad(binding, &header);
+
+    // Zeroed on every early return: it holds plaintext until the last segment is sealed.
+    let mut buf = Secret(Vec::with_capacity(total));
+    buf.extend_from_slice(&header);
+    head.encode_into(&mut buf, snapshot_len);
+    let snapshot_at = plaintext_len - snapshot_len;
+    if buf.len() != HEADER_LEN + snapshot_at {
+        return Err(PackageError::Seal("bundle head length".into()));
+    }
+    let before = buf.len();
+    write_snapshot(&mut buf).map_err(PackageError::Snapshot)?;
+    if buf.len() != HEADER_LEN + plaintext_len {
+        return Err(PackageError::Snapshot(format!(
+            "{snapshot_len} bytes announced, the writer took the buffer from {before} to {} bytes",
+            buf.len()
+        )));
+    }
+    if buf.get(..HEADER_LEN) != Some(header.as_slice()) {
+        return Err(PackageError::Snapshot(
+            "the writer changed bytes before the snapshot".into(),
+        ));
+    }
+    buf.resize(total, 0);
+
+    let (_, rest) = buf.split_at_mut(HEADER_LEN);
+    let (body, tags) = rest.split_at_mut(plaintext_len);
+    let parts = segments(body, tags).ok_or_else(|| PackageError::Seal("segment layout".into()))?;
+    let sealed = for_each_segment(parts, &|s: Segment<'_>| {
+        let tag = key
+            .seal_in_place_separate_tag(segment_nonce(s.index, s.last), Aad::from(&aad), s.data)
+            .map_err(|_| PassError::Crypto)?;
+        *s.tag = tag.as_ref().try_into().map_err(|_| PassError::Crypto)?;
+        Ok(())
+    });
+    match sealed {
+        Ok(()) => Ok(std::mem::take(&mut *buf)),
+        Err(PassError::Crypto) => Err(PackageError::Seal("AES-256-GCM seal failed".into())),
+        Err(PassError::Worker(e)) => Err(PackageError::Worker(e)),
+    }
 }
 
-/// Open a package on the destination with the attempt's key and binding. Fails unless it was
-/// sealed to this key for exactly this binding's transfer, object, challenge and channel, and
-/// carries a well-formed bundle of the binding's object.
-pub fn open(
+/// [`seal_with`] of a whole [`ObjectBundle`] (its snapshot is copied into the package
+/// buffer once).
+pub fn seal_to_bytes(
+    ticket: &MigrationTicket,
+    bundle: &ObjectBundle,
+) -> Result<Vec<u8>, PackageError> {
+    seal_with(ticket, &bundle.head(), bundle.snapshot.len(), |buf| {
+        buf.extend_from_slice(&bundle.snapshot);
+        Ok(())
+    })
+}
+
+/// [`seal_to_bytes`], as a [`SealedObject`] (the same bytes, not copied).
+pub fn seal(ticket: &MigrationTicket, bundle: &ObjectBundle) -> Result<SealedObject, PackageError> {
+    SealedObject::from_vec(seal_to_bytes(ticket, bundle)?)
+}
+
+/// An opened package: the decrypted bundle, read in place in the received buffer. It lends the
+/// snapshot, lineage and messages out of that buffer and zeroes the whole buffer when dropped.
+pub struct OpenedBundle {
+    buf: Secret,
+    object_id: [u8; 16],
+    source: String,
+    lineage: Range<usize>,
+    pending: Vec<Range<usize>>,
+    snapshot: Range<usize>,
+}
+
+impl fmt::Debug for OpenedBundle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenedBundle")
+            .field("object_id", &hex::encode(self.object_id))
+            .field("source", &self.source)
+            .field("snapshot_bytes", &self.snapshot.len())
+            .field("lineage_bytes", &self.lineage.len())
+            .field("pending_messages", &self.pending.len())
+            .finish()
+    }
+}
+
+impl OpenedBundle {
+    fn slice(&self, r: &Range<usize>) -> &[u8] {
+        self.buf.get(r.clone()).unwrap_or_default()
+    }
+
+    /// The object (checked to be the binding's).
+    pub fn object_id(&self) -> [u8; 16] {
+        self.object_id
+    }
+
+    /// The source host, as it names itself.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The lineage export.
+    pub fn lineage(&self) -> &[u8] {
+        self.slice(&self.lineage)
+    }
+
+    /// The pending messages, in order.
+    pub fn pending_messages(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
+        self.pending.iter().map(|r| self.slice(r))
+    }
+
+    /// The snapshot.
+    pub fn snapshot(&self) -> &[u8] {
+        self.slice(&self.snapshot)
+    }
+
+    /// An owned [`ObjectBundle`]: the lineage and messages are copied, the snapshot is moved
+    /// to the front of the buffer (no new allocation), which becomes the bundle's snapshot and
+    /// is then no longer zeroed on drop.
+    pub fn into_bundle(mut self) -> ObjectBundle {
+        let lineage = self.lineage().to_vec();
+        let pending_messages = self.pending_messages().map(<[u8]>::to_vec).collect();
+        let mut snapshot = std::mem::take(&mut *self.buf);
+        snapshot.truncate(self.snapshot.end);
+        snapshot.drain(..self.snapshot.start.min(self.snapshot.end));
+        ObjectBundle {
+            object_id: self.object_id,
+            snapshot,
+            lineage,
+            pending_messages,
+            source: std::mem::take(&mut self.source),
+        }
+    }
+}
+
+/// Opens a package on the destination with the attempt's key and binding, in place: the
+/// segments are decrypted where they are (in parallel), and the bundle is read from the
+/// plaintext without copying. Fails unless the package was sealed to this key for exactly
+/// this binding's transfer, object, challenge and channel, is complete and in order, and
+/// carries a well-formed bundle of the binding's object. The buffer is zeroed if opening
+/// fails, and when the [`OpenedBundle`] is dropped.
+pub fn open_owned(
     key: &DestinationKey,
     binding: &OfferBinding,
-    sealed: &SealedObject,
-) -> Result<ObjectBundle, PackageError> {
-    if sealed.transfer != binding.transfer {
+    package: Vec<u8>,
+) -> Result<OpenedBundle, PackageError> {
+    let mut buf = Secret(package);
+    let header = Header::parse(&buf)?;
+    if header.transfer != binding.transfer {
         return Err(PackageError::WrongTransfer);
     }
     if key.public_bytes() != binding.hpke_public_key {
         return Err(PackageError::WrongKey);
     }
-    let enc = EncappedKey::from_bytes(&sealed.enc)
+    let enc = EncappedKey::from_bytes(&header.enc)
         .map_err(|_| PackageError::Malformed("encapsulated key".into()))?;
-    let aad = package_aad(binding);
-    let split = sealed
-        .ciphertext
-        .len()
-        .checked_sub(TAG_LEN)
-        .ok_or(PackageError::Open)?;
-    let (body, tag) = sealed.ciphertext.split_at(split);
-    let tag = AeadTag::<ChaCha20Poly1305>::from_bytes(tag).map_err(|_| PackageError::Open)?;
-    // Decrypted from the ciphertext straight into one new buffer. The tag is checked before
-    // any plaintext is produced. The buffer is not zeroized: its content becomes the object's
-    // state in this same (encrypted) guest memory anyway; it also becomes the bundle's
-    // snapshot (no further copy).
-    let mut plaintext = vec![0u8; body.len()];
-    let buffer = InOutBuf::new(body, plaintext.as_mut_slice()).map_err(|_| PackageError::Open)?;
-    hpke::single_shot_open_inout_detached::<ChaCha20Poly1305, HkdfSha256, HpkeKem>(
+    // A failed decapsulation (e.g. a low-order point) is an authentication failure too.
+    let context = hpke::setup_receiver::<ExportOnlyAead, HkdfSha256, HpkeKem>(
         &OpModeR::Base,
         &key.private,
         &enc,
         PACKAGE_INFO,
-        buffer,
-        &aad,
-        &tag,
     )
     .map_err(|_| PackageError::Open)?;
-    let bundle = ObjectBundle::from_vec(plaintext)?;
-    if bundle.object_id != binding.object_id {
-        return Err(PackageError::WrongObject {
-            expected: hex::encode(binding.object_id),
-            found: hex::encode(bundle.object_id),
-        });
+    let aead = package_key(|out| context.export(KEY_EXPORT_CONTEXT, out))
+        .map_err(|()| PackageError::Open)?;
+    drop(context);
+    // The header as received (`parse` accepted exactly these bytes).
+    let received: [u8; HEADER_LEN] = buf
+        .first_chunk()
+        .copied()
+        .ok_or_else(|| PackageError::Malformed("truncated header".into()))?;
+    let aad = segment_aad(binding, &received);
+
+    let (_, rest) = buf.split_at_mut(HEADER_LEN);
+    let (body, tags) = rest.split_at_mut(header.plaintext_len);
+    let parts =
+        segments(body, tags).ok_or_else(|| PackageError::Malformed("segment layout".into()))?;
+    let opened = for_each_segment(parts, &|s: Segment<'_>| {
+        aead.open_in_place_separate_tag(
+            segment_nonce(s.index, s.last),
+            Aad::from(&aad),
+            Tag::from(*s.tag),
+            s.data,
+            0..,
+        )
+        .map(|_| ())
+        .map_err(|_| PassError::Crypto)
+    });
+    match opened {
+        Ok(()) => {}
+        Err(PassError::Crypto) => return Err(PackageError::Open),
+        Err(PassError::Worker(e)) => return Err(PackageError::Worker(e)),
     }
-    Ok(bundle)
+
+    let plaintext = buf
+        .get(HEADER_LEN..HEADER_LEN + header.plaintext_len)
+        .ok_or_else(|| PackageError::Malformed("segment layout".into()))?;
+    let b = parse_bundle(plaintext)?;
+    if b.object_id != binding.object_id {
+        return Err(wrong_object(&binding.object_id, &b.object_id));
+    }
+    let at = |part: &[u8]| -> Result<Range<usize>, PackageError> {
+        let start = part
+            .as_ptr()
+            .addr()
+            .checked_sub(buf.as_ptr().addr())
+            .ok_or_else(|| PackageError::Bundle("field outside the bundle".into()))?;
+        Ok(start..start + part.len())
+    };
+    let lineage = at(b.lineage)?;
+    let pending = b.pending.iter().map(|m| at(m)).collect::<Result<_, _>>()?;
+    let snapshot = at(b.snapshot)?;
+    let (object_id, source) = (b.object_id, b.source.to_owned());
+    Ok(OpenedBundle {
+        buf,
+        object_id,
+        source,
+        lineage,
+        pending,
+        snapshot,
+    })
+}
+
+/// Open a package on the destination with the attempt's key and binding ([`open_owned`] of a
+/// copy of its bytes, as an owned bundle).
+pub fn open(
+    key: &DestinationKey,
+    binding: &OfferBinding,
+    sealed: &SealedObject,
+) -> Result<ObjectBundle, PackageError> {
+    open_owned(key, binding, sealed.bytes.clone()).map(OpenedBundle::into_bundle)
 }
 
 #[cfg(test)]
@@ -620,29 +1148,125 @@ mod tests {
     }
 
     #[test]
-    fn bundle_read_from_its_own_buffer_equals_the_copying_read() {
+    fn bundle_encoding_has_its_computed_length_and_reads_back() {
         let b = bundle();
         let bytes = b.to_bytes();
-        assert!(bytes.len() <= b.encoded_len());
+        assert_eq!(Some(bytes.len()), b.head().encoded_len(b.snapshot.len()));
         assert_eq!(ObjectBundle::from_bytes(&bytes).unwrap(), b);
-        assert_eq!(ObjectBundle::from_vec(bytes.clone()).unwrap(), b);
         for len in [0, 1, 10, bytes.len() / 2, bytes.len() - 1] {
-            assert!(ObjectBundle::from_vec(bytes[..len].to_vec()).is_err());
+            assert!(ObjectBundle::from_bytes(&bytes[..len]).is_err());
         }
         let mut longer = bytes;
         longer.push(0);
-        assert!(ObjectBundle::from_vec(longer).is_err());
+        assert!(ObjectBundle::from_bytes(&longer).is_err());
+        // Every CBOR head size.
+        for n in [0usize, 23, 24, 255, 256, 65_535, 65_536] {
+            let mut x = bundle();
+            x.snapshot = vec![7; n];
+            x.lineage = vec![8; n];
+            let bytes = x.to_bytes();
+            assert_eq!(Some(bytes.len()), x.head().encoded_len(n), "{n}");
+            assert_eq!(ObjectBundle::from_bytes(&bytes).unwrap(), x);
+        }
     }
 
     #[test]
-    fn package_header_has_its_documented_length() {
-        let s = SealedObject {
+    fn header_has_its_documented_layout() {
+        let h = Header {
             transfer: TransferId([5; 16]),
-            enc: vec![6; ENC_LEN],
-            ciphertext: vec![7; 40],
+            enc: [6; ENC_LEN],
+            plaintext_len: 40,
         };
-        let bytes = s.to_bytes();
-        assert_eq!(bytes.len(), HEADER_LEN + 40);
-        assert_eq!(SealedObject::from_bytes(&bytes).unwrap(), s);
+        let head = h.to_bytes();
+        assert_eq!(HEADER_LEN, 74);
+        assert_eq!(&head[..8], b"SJMIGPK2");
+        assert_eq!(&head[8..14], &[0, 0x20, 0, 1, 0xff, 0xff]);
+        assert_eq!(&head[14..30], &[5; 16]);
+        assert_eq!(&head[30..62], &[6; 32]);
+        assert_eq!(&head[62..70], &40u64.to_be_bytes());
+        assert_eq!(&head[70..74], &(1u32 << 20).to_be_bytes());
+        let mut package = head.to_vec();
+        package.resize(HEADER_LEN + 40 + TAG_LEN, 0);
+        assert!(Header::parse(&package) == Ok(h));
+        assert!(Header::parse(&package[..package.len() - 1]).is_err());
+        package.push(0);
+        assert!(Header::parse(&package).is_err());
+    }
+
+    #[test]
+    fn segment_counts_and_package_lengths() {
+        for (len, n) in [
+            (0, 1),
+            (1, 1),
+            (SEGMENT - 1, 1),
+            (SEGMENT, 1),
+            (SEGMENT + 1, 2),
+            (3 * SEGMENT + 5, 4),
+        ] {
+            assert_eq!(segment_count(len), n, "{len}");
+            assert_eq!(package_len(len), Some(HEADER_LEN + len + 16 * n));
+        }
+        assert_eq!(package_len(usize::MAX), None);
+    }
+
+    /// The segment layer alone, at exact plaintext lengths (a bundle is never shorter than
+    /// its head, so 0 and 1 are reachable only here).
+    #[test]
+    fn segments_seal_and_open_at_every_boundary() {
+        let key = || LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[0x42; 32]).unwrap());
+        let aad = [1u8; SEGMENT_AAD_LEN];
+        for len in [0, 1, SEGMENT - 1, SEGMENT, SEGMENT + 1, 3 * SEGMENT + 5] {
+            let plain: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+            let n = segment_count(len);
+            let mut buf = plain.clone();
+            buf.resize(len + n * TAG_LEN, 0);
+            let (body, tags) = buf.split_at_mut(len);
+            let k = key();
+            let parts = segments(body, tags).unwrap();
+            assert_eq!(parts.len(), n);
+            assert!(parts.last().unwrap().last);
+            assert!(parts.iter().rev().skip(1).all(|s| !s.last));
+            let r = for_each_segment(parts, &|s: Segment<'_>| {
+                let t = k
+                    .seal_in_place_separate_tag(
+                        segment_nonce(s.index, s.last),
+                        Aad::from(&aad),
+                        s.data,
+                    )
+                    .map_err(|_| PassError::Crypto)?;
+                s.tag.copy_from_slice(t.as_ref());
+                Ok(())
+            });
+            assert!(r.is_ok());
+            if len > 0 {
+                assert_ne!(&buf[..len], plain.as_slice());
+            }
+            let (body, tags) = buf.split_at_mut(len);
+            let r = for_each_segment(segments(body, tags).unwrap(), &|s: Segment<'_>| {
+                k.open_in_place_separate_tag(
+                    segment_nonce(s.index, s.last),
+                    Aad::from(&aad),
+                    Tag::from(*s.tag),
+                    s.data,
+                    0..,
+                )
+                .map(|_| ())
+                .map_err(|_| PassError::Crypto)
+            });
+            assert!(r.is_ok(), "{len}");
+            assert_eq!(&buf[..len], plain.as_slice(), "{len}");
+        }
+    }
+
+    #[test]
+    fn nonces_carry_index_and_last_flag() {
+        assert_eq!(
+            segment_nonce(0x0102, true).as_ref(),
+            &[0, 0, 0, 0, 0, 0, 1, 2, 0, 0, 0, 1]
+        );
+        assert_eq!(
+            segment_nonce(7, false).as_ref(),
+            &[0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0]
+        );
     }
 }
