@@ -1,8 +1,10 @@
 //! Incremental persistence: a [`Checkpoint`] is what changed since the previous one — the
-//! execution state without memory (small) and the 4 KiB memory chunks that differ. A host
-//! stores the chunks by index and the latest execution state; [`ResidentObject::
-//! restore_checkpoint`] rebuilds the object from them, identical to the one checkpointed
-//! (same [`ResidentObject::full_state_digest`]).
+//! execution state without memory (small) and the 4 KiB memory chunks that differ. The first
+//! checkpoint of a resident object (after deploy, or after a restore from a snapshot, as when
+//! an object arrives by migration) carries the whole memory instead. A host stores the last
+//! whole memory, the chunks written since, laid over it by index, and the latest execution
+//! state; [`ResidentObject::restore_checkpoint`] rebuilds the object from them, identical to
+//! the one checkpointed (same [`ResidentObject::full_state_digest`]).
 //!
 //! Execution-state bytes (version 1):
 //!
@@ -13,6 +15,7 @@
 //! No checksum: the store that keeps them authenticates them (sealed at rest).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use ciborium::Value as Cbor;
 use sojourn_policy::{canonical, Descriptor};
@@ -36,15 +39,20 @@ pub struct Checkpoint {
     pub seq: u64,
     /// The whole execution state except memory contents (see the module docs).
     pub exec: Vec<u8>,
-    /// Memory chunks that changed, by index (each [`CHUNK`] bytes). The first checkpoint of
-    /// an object lists every non-zero chunk.
+    /// The whole memory, in the first checkpoint of a resident object (then `dirty` is
+    /// empty): it replaces everything stored of the object's memory.
+    /// Shared with the object's own image of what was checkpointed, so the memory is
+    /// copied once; hand it to the store and drop it.
+    pub memory: Option<Arc<Vec<u8>>>,
+    /// Memory chunks that changed since the previous checkpoint, by index (each [`CHUNK`]
+    /// bytes).
     pub dirty: Vec<(u32, Vec<u8>)>,
 }
 
 impl ResidentObject {
     /// Takes a checkpoint between entries. Keeps a copy of memory to diff against, so the
     /// next checkpoint carries only the chunks written in between (reading memory costs a
-    /// comparison; only changed chunks are copied).
+    /// comparison; only changed chunks are copied). The first one carries the whole memory.
     pub fn checkpoint(&mut self) -> Result<Checkpoint, SnapshotError> {
         let entries = self.exec_entries()?;
         let body = canonical::encode(&Cbor::Map(entries))
@@ -54,43 +62,41 @@ impl ResidentObject {
         exec.extend_from_slice(&EXEC_VERSION.to_be_bytes());
         exec.extend_from_slice(&body);
         let mut dirty = Vec::new();
+        let mut memory = None;
         if let Some(mem) = self.store.data().memory {
             let data = mem.data(&self.store);
-            let shadow = self
-                .persisted
-                .get_or_insert_with(|| MemoryShadow::zeroed(0));
-            shadow.sync_into(data, &mut dirty);
+            match self.persisted.as_mut() {
+                Some(shadow) => shadow.sync_into(data, &mut dirty),
+                None => {
+                    let whole = Arc::new(data.to_vec());
+                    self.persisted = Some(MemoryShadow::shared(Arc::clone(&whole)));
+                    memory = Some(whole);
+                }
+            }
         }
         Ok(Checkpoint {
             seq: self.seq,
             exec,
+            memory,
             dirty,
         })
     }
 
-    /// Every chunk of memory as it is now, zero chunks included: what overwrites an older
-    /// stored image of the same object completely (an object returning to a host it left).
-    pub fn all_chunks(&self) -> Vec<(u32, Vec<u8>)> {
-        match self.store.data().memory {
-            Some(mem) => mem
-                .data(&self.store)
-                .chunks(CHUNK)
-                .enumerate()
-                .map(|(i, c)| (i as u32, c.to_vec()))
-                .collect(),
-            None => Vec::new(),
-        }
-    }
-
-    /// Rebuilds an object from its module, descriptor bytes, latest execution state and every
-    /// stored memory chunk. The result's next checkpoint is incremental from here.
+    /// Rebuilds an object from its module, descriptor bytes, latest execution state, its last
+    /// whole memory (empty if none was stored; a multiple of [`CHUNK`] bytes) and every memory
+    /// chunk stored since, laid over it. The result's next checkpoint is incremental from
+    /// here.
     pub fn restore_checkpoint(
         engine: &ObjectEngine,
         module: &ObjectModule,
         descriptor: &[u8],
         exec: &[u8],
+        memory: &[u8],
         chunks: &BTreeMap<u32, Vec<u8>>,
     ) -> Result<ResidentObject, RuntimeError> {
+        if !memory.len().is_multiple_of(CHUNK) {
+            return Err(field_err("memory", "not a whole number of chunks").into());
+        }
         let head = EXEC_MAGIC.len() + 2;
         if exec.len() < head || !exec.starts_with(EXEC_MAGIC) {
             return Err(SnapshotError::NotASnapshot(head).into());
@@ -117,15 +123,27 @@ impl ResidentObject {
         let descriptor =
             Descriptor::decode(descriptor).map_err(|e| field_err("descriptor", e.to_string()))?;
         let m = MapView(entries);
-        // Stored chunks may be all zero (a page that was cleared); they are laid back as they
-        // are, in index order (a BTreeMap is ordered), each exactly one chunk long.
-        let mut obj = restore_parts(
-            engine,
-            module,
-            descriptor,
-            &m,
-            chunks.iter().map(|(i, b)| (u64::from(*i), b.as_slice())),
-        )?;
+        // The whole memory's non-zero chunks, with the stored chunks in their place. Stored
+        // chunks may be all zero (a page that was cleared); they are laid back as they are,
+        // in index order (a BTreeMap is ordered), each exactly one chunk long.
+        let mut merged: Vec<(u64, &[u8])> = Vec::with_capacity(memory.len() / CHUNK + chunks.len());
+        let mut over = chunks
+            .iter()
+            .map(|(i, b)| (u64::from(*i), b.as_slice()))
+            .peekable();
+        for (i, c) in memory.chunks(CHUNK).enumerate() {
+            let i = i as u64;
+            while let Some(before) = over.next_if(|(j, _)| *j < i) {
+                merged.push(before);
+            }
+            if let Some(stored) = over.next_if(|(j, _)| *j == i) {
+                merged.push(stored);
+            } else if c.iter().any(|b| *b != 0) {
+                merged.push((i, c));
+            }
+        }
+        merged.extend(over);
+        let mut obj = restore_parts(engine, module, descriptor, &m, merged.into_iter())?;
         if let Some(mem) = obj.store.data().memory {
             obj.persisted = Some(MemoryShadow::capture(mem.data(&obj.store)));
         }

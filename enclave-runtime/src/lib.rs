@@ -26,7 +26,7 @@ pub use module::ModuleError;
 pub use object::{InboxError, ResidentObject, Schedule, Status};
 pub use record::{Decision, Digest, EntryInputs, ObjectId, Outcome, TransitionRecord};
 pub use schedule::WakeQueue;
-pub use snapshot::SnapshotError;
+pub use snapshot::{SnapshotError, SnapshotWriter};
 
 /// Errors of the runtime (as opposed to faults of an object, which are transitions).
 #[derive(Debug, thiserror::Error)]

@@ -57,12 +57,16 @@ pub enum InboxError {
     },
 }
 
-/// The pre-entry image of linear memory, kept for `rollback = "memory"`. Entries compare
-/// memory with it chunk by chunk and copy only the chunks that differ, so untouched pages
-/// cost a comparison, never a copy.
+/// An image of linear memory to compare with: the pre-entry image kept for `rollback =
+/// "memory"`, and the image as last checkpointed. Entries and checkpoints compare memory with
+/// it chunk by chunk and copy only the chunks that differ, so untouched pages cost a
+/// comparison, never a copy.
+///
+/// The image may be shared (a whole-memory checkpoint hands the same bytes to the store):
+/// it is copied on the first write only while the other holder still has it.
 #[derive(Debug, Clone)]
 pub(crate) struct MemoryShadow {
-    image: Vec<u8>,
+    image: Arc<Vec<u8>>,
 }
 
 /// Comparison granularity of [`MemoryShadow`].
@@ -71,22 +75,43 @@ const CHUNK: usize = 4096;
 impl MemoryShadow {
     pub(crate) fn capture(mem: &[u8]) -> MemoryShadow {
         MemoryShadow {
-            image: mem.to_vec(),
+            image: Arc::new(mem.to_vec()),
+        }
+    }
+
+    /// A shadow of exactly `image`, shared with its other holder.
+    pub(crate) fn shared(image: Arc<Vec<u8>>) -> MemoryShadow {
+        MemoryShadow { image }
+    }
+
+    /// Brings the image up to date with `mem`, calling `changed(index, chunk)` for every
+    /// chunk of the old image's length that differed.
+    fn update(&mut self, mem: &[u8], mut changed: impl FnMut(usize, &[u8])) {
+        let common = self.image.len().min(mem.len());
+        let mut at = 0;
+        while at < common {
+            let end = (at + CHUNK).min(common);
+            let (Some(old), Some(new)) = (self.image.get(at..end), mem.get(at..end)) else {
+                break;
+            };
+            if old != new {
+                // Copies the image first if it is still shared.
+                if let Some(dst) = Arc::make_mut(&mut self.image).get_mut(at..end) {
+                    dst.copy_from_slice(new);
+                }
+                changed(at / CHUNK, new);
+            }
+            at = end;
         }
     }
 
     /// After an accepted entry: bring the image up to date. Returns the dirty chunk count.
     pub(crate) fn sync(&mut self, mem: &[u8]) -> usize {
         let mut dirty = 0;
-        for (dst, src) in self.image.chunks_mut(CHUNK).zip(mem.chunks(CHUNK)) {
-            if dst != src {
-                dst.copy_from_slice(src);
-                dirty += 1;
-            }
-        }
+        self.update(mem, |_, _| dirty += 1);
         if mem.len() > self.image.len() {
-            self.image
-                .extend_from_slice(mem.get(self.image.len()..).unwrap_or_default());
+            let grown = mem.get(self.image.len()..).unwrap_or_default();
+            Arc::make_mut(&mut self.image).extend_from_slice(grown);
         }
         dirty
     }
@@ -95,17 +120,7 @@ impl MemoryShadow {
     /// image count as zero) to `dirty` with its index.
     pub(crate) fn sync_into(&mut self, mem: &[u8], dirty: &mut Vec<(u32, Vec<u8>)>) {
         let old_len = self.image.len().min(mem.len());
-        for (i, (dst, src)) in self
-            .image
-            .chunks_mut(CHUNK)
-            .zip(mem.chunks(CHUNK))
-            .enumerate()
-        {
-            if dst != src {
-                dst.copy_from_slice(src);
-                dirty.push((i as u32, src.to_vec()));
-            }
-        }
+        self.update(mem, |i, c| dirty.push((i as u32, c.to_vec())));
         if mem.len() > self.image.len() {
             let grown = mem.get(old_len..).unwrap_or_default();
             for (j, c) in grown.chunks(CHUNK).enumerate() {
@@ -113,14 +128,7 @@ impl MemoryShadow {
                     dirty.push(((old_len / CHUNK + j) as u32, c.to_vec()));
                 }
             }
-            self.image.extend_from_slice(grown);
-        }
-    }
-
-    /// An image of `len` zero bytes (the state before the first checkpoint).
-    pub(crate) fn zeroed(len: usize) -> MemoryShadow {
-        MemoryShadow {
-            image: vec![0; len],
+            Arc::make_mut(&mut self.image).extend_from_slice(grown);
         }
     }
 

@@ -12,6 +12,7 @@
 use std::collections::VecDeque;
 
 use ciborium::Value as Cbor;
+use sha2::{Digest as _, Sha256};
 use sojourn_policy::canonical;
 use sojourn_policy::schema::{fields_from_cbor, fields_to_cbor};
 use sojourn_policy::Descriptor;
@@ -69,6 +70,128 @@ fn t(s: &str) -> Cbor {
     Cbor::Text(s.to_string())
 }
 
+/// Where snapshot bytes go: the buffer, or a running checksum of the same bytes.
+trait Sink {
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl Sink for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+impl Sink for Sha256 {
+    fn put(&mut self, bytes: &[u8]) {
+        self.update(bytes);
+    }
+}
+
+/// One top-level value of the snapshot map.
+enum Value {
+    Encoded(Vec<u8>),
+    Module,
+    Memory,
+}
+
+/// A snapshot of an object, planned (its small entries encoded, its non-zero memory chunks
+/// found) and ready to be written: [`ResidentObject::snapshot_writer`]. It borrows the object,
+/// which therefore cannot change before the bytes are written.
+pub struct SnapshotWriter<'a> {
+    entries: Vec<(Vec<u8>, Value)>,
+    nonzero: Vec<usize>,
+    module: &'a [u8],
+    memory: &'a [u8],
+    len: usize,
+}
+
+impl std::fmt::Debug for SnapshotWriter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotWriter")
+            .field("len", &self.len)
+            .field("nonzero_chunks", &self.nonzero.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Snapshots at least this long are checksummed on a second thread while they are written
+/// or restored (1 MiB).
+const PARALLEL_CHECKSUM_MIN: usize = 1 << 20;
+
+impl SnapshotWriter<'_> {
+    /// The snapshot's exact length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Never: a snapshot has at least its header and checksum.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends the snapshot to `out` (reserving exactly its length). A large snapshot's
+    /// checksum is computed on a second thread from the same sources while this one copies
+    /// them into `out`.
+    pub fn write_into(&self, out: &mut Vec<u8>) {
+        out.reserve(self.len);
+        let start = out.len();
+        let sum: [u8; 32] = if self.len >= PARALLEL_CHECKSUM_MIN {
+            std::thread::scope(|scope| {
+                let hasher = scope.spawn(|| {
+                    let mut h = Sha256::new();
+                    self.emit(&mut h);
+                    h.finalize()
+                });
+                self.emit(out);
+                match hasher.join() {
+                    Ok(sum) => sum.into(),
+                    // Cannot happen (hashing does not panic); computed here instead.
+                    Err(_) => canonical::sha256(out.get(start..).unwrap_or_default()),
+                }
+            })
+        } else {
+            self.emit(out);
+            canonical::sha256(out.get(start..).unwrap_or_default())
+        };
+        out.extend_from_slice(&sum);
+    }
+
+    /// The checksum alone (the snapshot's last 32 bytes), without writing the snapshot.
+    pub fn checksum(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        self.emit(&mut h);
+        h.finalize().into()
+    }
+
+    /// Every byte of the snapshot but its checksum, in order, to `sink`.
+    fn emit(&self, sink: &mut impl Sink) {
+        sink.put(MAGIC);
+        sink.put(&VERSION.to_be_bytes());
+        put_head(sink, MAJOR_MAP, self.entries.len());
+        for (k, v) in &self.entries {
+            sink.put(k);
+            match v {
+                Value::Encoded(b) => sink.put(b),
+                Value::Module => {
+                    put_head(sink, MAJOR_BYTES, self.module.len());
+                    sink.put(self.module);
+                }
+                Value::Memory => {
+                    put_head(sink, MAJOR_ARRAY, self.nonzero.len());
+                    for &i in &self.nonzero {
+                        let c = self.memory.get(i * CHUNK..).unwrap_or_default();
+                        let c = c.get(..CHUNK).unwrap_or(c);
+                        sink.put(&[0x82]); // array of 2
+                        put_head(sink, MAJOR_UINT, i);
+                        put_head(sink, MAJOR_BYTES, c.len());
+                        sink.put(c);
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl ResidentObject {
     /// Serialises the whole object (memory, mutable globals, fields, inbox, schedule, status,
     /// descriptor and module) into one versioned snapshot. Call it between entries.
@@ -78,12 +201,17 @@ impl ResidentObject {
     /// (no value tree holds them). The bytes are those of the canonical encoding of the whole
     /// map (the keys' encodings sorted bytewise).
     pub fn snapshot(&mut self) -> Result<Vec<u8>, SnapshotError> {
+        let w = self.snapshot_writer()?;
+        let mut out = Vec::new();
+        w.write_into(&mut out);
+        Ok(out)
+    }
+
+    /// Plans the snapshot [`ResidentObject::snapshot`] writes, so that its length is known
+    /// before it is written (into a buffer that holds more than the snapshot, such as a
+    /// migration package).
+    pub fn snapshot_writer(&mut self) -> Result<SnapshotWriter<'_>, SnapshotError> {
         let body_err = |e: canonical::CanonicalError| SnapshotError::Body(e.to_string());
-        enum Value {
-            Encoded(Vec<u8>),
-            Module,
-            Memory,
-        }
         let mut entries: Vec<(Vec<u8>, Value)> = Vec::with_capacity(12);
         for (k, v) in self.exec_entries()? {
             entries.push((
@@ -139,35 +267,13 @@ impl ResidentObject {
                         }
                 })
                 .sum::<usize>();
-
-        let mut out = Vec::with_capacity(MAGIC.len() + 2 + body_len + 32);
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&VERSION.to_be_bytes());
-        put_head(&mut out, MAJOR_MAP, entries.len());
-        for (k, v) in &entries {
-            out.extend_from_slice(k);
-            match v {
-                Value::Encoded(b) => out.extend_from_slice(b),
-                Value::Module => {
-                    put_head(&mut out, MAJOR_BYTES, module.len());
-                    out.extend_from_slice(module);
-                }
-                Value::Memory => {
-                    put_head(&mut out, MAJOR_ARRAY, nonzero.len());
-                    for &i in &nonzero {
-                        let c = memory.get(i * CHUNK..).unwrap_or_default();
-                        let c = c.get(..CHUNK).unwrap_or(c);
-                        out.push(0x82); // array of 2
-                        put_head(&mut out, MAJOR_UINT, i);
-                        put_head(&mut out, MAJOR_BYTES, c.len());
-                        out.extend_from_slice(c);
-                    }
-                }
-            }
-        }
-        let sum = canonical::sha256(&out);
-        out.extend_from_slice(&sum);
-        Ok(out)
+        Ok(SnapshotWriter {
+            entries,
+            nonzero,
+            module,
+            memory,
+            len: MAGIC.len() + 2 + body_len + 32,
+        })
     }
 
     /// The execution state without memory contents, module and descriptor: object id, seq,
@@ -229,13 +335,7 @@ impl ResidentObject {
     /// Digest of the whole execution state (the snapshot's checksum): two objects with the
     /// same digest continue identically.
     pub fn full_state_digest(&mut self) -> Result<Digest, SnapshotError> {
-        let snap = self.snapshot()?;
-        let tail = snap
-            .get(snap.len().saturating_sub(32)..)
-            .ok_or(SnapshotError::Checksum)?;
-        let mut d = [0u8; 32];
-        d.copy_from_slice(tail);
-        Ok(Digest(d))
+        Ok(Digest(self.snapshot_writer()?.checksum()))
     }
 
     /// Restores a snapshot into a fresh instance on `engine`.
@@ -244,8 +344,31 @@ impl ResidentObject {
     /// chunks from `snapshot` (checking the canonical form as it goes); anything else takes
     /// the general path (a full canonical decode), which refuses what is not canonical with
     /// the same errors as always.
+    ///
+    /// A large snapshot's checksum is computed on a second thread while the body is read and
+    /// laid into the new instance; the instance is returned only if the checksum matches
+    /// (a mismatch is [`SnapshotError::Checksum`], whatever the body held).
     pub fn restore(engine: &ObjectEngine, snapshot: &[u8]) -> Result<ResidentObject, RuntimeError> {
-        let body = open(snapshot)?;
+        let (signed, sum, body) = split(snapshot)?;
+        if snapshot.len() < PARALLEL_CHECKSUM_MIN {
+            if canonical::sha256(signed) != sum {
+                return Err(SnapshotError::Checksum.into());
+            }
+            return Self::restore_body(engine, body);
+        }
+        std::thread::scope(|scope| {
+            let check = scope.spawn(|| canonical::sha256(signed) == sum);
+            let restored = Self::restore_body(engine, body);
+            match check.join() {
+                Ok(true) => restored,
+                Ok(false) => Err(SnapshotError::Checksum.into()),
+                Err(_) => Err(SnapshotError::Body("the checksum thread stopped".into()).into()),
+            }
+        })
+    }
+
+    /// Restores from a snapshot body whose checksum is (being) checked by the caller.
+    fn restore_body(engine: &ObjectEngine, body: &[u8]) -> Result<ResidentObject, RuntimeError> {
         if let Some((entries, chunks)) = read_body_fast(body) {
             let m = MapView(&entries);
             let descriptor = Descriptor::decode(m.bytes("descriptor")?)
@@ -304,23 +427,23 @@ fn head_len(n: u64) -> usize {
 }
 
 /// Appends a CBOR head in shortest form (as ciborium writes it).
-fn put_head(out: &mut Vec<u8>, major: u8, n: impl TryInto<u64>) {
+fn put_head(out: &mut impl Sink, major: u8, n: impl TryInto<u64>) {
     let n: u64 = n.try_into().unwrap_or(u64::MAX);
     let m = major << 5;
     match head_len(n) {
-        1 => out.push(m | n as u8),
-        2 => out.extend([m | 24, n as u8]),
+        1 => out.put(&[m | n as u8]),
+        2 => out.put(&[m | 24, n as u8]),
         3 => {
-            out.push(m | 25);
-            out.extend((n as u16).to_be_bytes());
+            out.put(&[m | 25]);
+            out.put(&(n as u16).to_be_bytes());
         }
         5 => {
-            out.push(m | 26);
-            out.extend((n as u32).to_be_bytes());
+            out.put(&[m | 26]);
+            out.put(&(n as u32).to_be_bytes());
         }
         _ => {
-            out.push(m | 27);
-            out.extend(n.to_be_bytes());
+            out.put(&[m | 27]);
+            out.put(&n.to_be_bytes());
         }
     }
 }
@@ -650,7 +773,11 @@ pub(crate) fn restore_parts<'c>(
 }
 
 /// Checks magic, version and checksum; returns the body.
-fn open(snapshot: &[u8]) -> Result<&[u8], SnapshotError> {
+/// A snapshot's parts: the checksummed bytes, the checksum, the body.
+type Parts<'a> = (&'a [u8], [u8; 32], &'a [u8]);
+
+/// Checks magic and version; returns the parts.
+fn split(snapshot: &[u8]) -> Result<Parts<'_>, SnapshotError> {
     let min = MAGIC.len() + 2 + 32;
     if snapshot.len() < min || !snapshot.starts_with(MAGIC) {
         return Err(SnapshotError::NotASnapshot(min));
@@ -668,12 +795,13 @@ fn open(snapshot: &[u8]) -> Result<&[u8], SnapshotError> {
     if version != VERSION {
         return Err(SnapshotError::UnsupportedVersion(version));
     }
-    if canonical::sha256(signed) != sum {
-        return Err(SnapshotError::Checksum);
-    }
-    signed
+    let sum: [u8; 32] = sum
+        .try_into()
+        .map_err(|_| SnapshotError::NotASnapshot(min))?;
+    let body = signed
         .get(MAGIC.len() + 2..)
-        .ok_or(SnapshotError::NotASnapshot(min))
+        .ok_or(SnapshotError::NotASnapshot(min))?;
+    Ok((signed, sum, body))
 }
 
 #[cfg(test)]

@@ -512,6 +512,51 @@ mod snapshots {
         assert_eq!(back.snapshot().unwrap(), snap);
     }
 
+    /// Snapshots of 1 MiB and more are checksummed on a second thread while they are
+    /// restored: a flip anywhere, in memory bytes the body reader accepts as they are, is
+    /// still refused as a checksum mismatch, and the intact one restores exactly.
+    #[test]
+    fn a_large_snapshot_is_restored_only_if_its_checksum_matches() {
+        let wasm = wat::parse_str(
+            r#"(module (memory (export "memory") 32)
+                 (func (export "sojourn_tick") (param i64) (result i64)
+                   (local $p i32)
+                   (loop $l
+                     (i32.store (local.get $p) (i32.add (local.get $p) (i32.const 7)))
+                     (local.set $p (i32.add (local.get $p) (i32.const 4)))
+                     (br_if $l (i32.lt_u (local.get $p) (i32.const 2097152))))
+                   (i64.const -1)))"#,
+        )
+        .unwrap();
+        let toml = "[object]\nname='big'\nversion=1\nmodule='big.wasm'\n[limits]\nfuel_per_entry=10000000\nmemory_pages_max=32\n[schema.fields]\n";
+        let d = parse_descriptor("big", toml, &wasm).unwrap();
+        let engine = ObjectEngine::new().unwrap();
+        let m = engine.compile(&wasm).unwrap();
+        let (mut obj, _) =
+            ResidentObject::create(&engine, &m, d, ObjectId([9; 16]), 0, [0; 32]).unwrap();
+        obj.wake(0, [0; 32]);
+        let snap = obj.snapshot().unwrap();
+        assert!(snap.len() > 2 << 20, "{}", snap.len());
+        // Written after other bytes (as into a package), with its declared length, the same
+        // bytes; the digest alone is its checksum.
+        let w = obj.snapshot_writer().unwrap();
+        assert_eq!(w.len(), snap.len());
+        let mut buf = b"prefix".to_vec();
+        w.write_into(&mut buf);
+        assert_eq!((&buf[..6], &buf[6..]), (&b"prefix"[..], &snap[..]));
+        assert_eq!(obj.full_state_digest().unwrap().0, snap[snap.len() - 32..]);
+        let mut back = ResidentObject::restore(&engine, &snap).unwrap();
+        assert_eq!(back.snapshot().unwrap(), snap);
+        for at in [snap.len() / 2, snap.len() - 40, snap.len() - 1] {
+            let mut bad = snap.clone();
+            bad[at] ^= 0x01;
+            let err = ResidentObject::restore(&engine, &bad)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("checksum"), "flip at {at}: {err}");
+        }
+    }
+
     #[test]
     fn truncated_or_corrupted_snapshots_are_rejected() {
         let engine = ObjectEngine::new().unwrap();
@@ -601,8 +646,9 @@ mod snapshots {
             prop_assert_eq!(a.full_state_digest().unwrap(), b.full_state_digest().unwrap());
         }
 
-        /// Incremental checkpoints: a store that keeps every checkpoint's dirty chunks by
-        /// index and the latest execution state rebuilds the object exactly, at any point.
+        /// Incremental checkpoints: a store that keeps the whole memory of the first
+        /// checkpoint, every later checkpoint's dirty chunks by index and the latest execution
+        /// state rebuilds the object exactly, at any point.
         #[test]
         fn checkpoints_accumulated_in_a_chunk_map_restore_exactly(
             events in prop::collection::vec(ev(), 1..24),
@@ -613,6 +659,8 @@ mod snapshots {
             let e1 = ObjectEngine::new().unwrap();
             let (mut a, _) = probe(&e1, rb);
             let mut chunks = std::collections::BTreeMap::new();
+            let mut memory = Vec::new();
+            let mut wholes = 0;
             let mut now = 1_000;
             let mut out = Vec::new();
             let mut dirty_total = 0usize;
@@ -621,6 +669,12 @@ mod snapshots {
                 if i % every == 0 {
                     let cp = a.checkpoint().unwrap();
                     prop_assert_eq!(cp.seq, a.seq());
+                    if let Some(whole) = cp.memory {
+                        prop_assert!(cp.dirty.is_empty());
+                        memory = whole.to_vec();
+                        chunks.clear();
+                        wholes += 1;
+                    }
                     dirty_total += cp.dirty.len();
                     for (idx, bytes) in cp.dirty {
                         prop_assert_eq!(bytes.len(), 4096);
@@ -630,18 +684,25 @@ mod snapshots {
             }
             // The final checkpoint brings the store up to date (exec is always whole).
             let cp = a.checkpoint().unwrap();
+            if let Some(whole) = cp.memory {
+                memory = whole.to_vec();
+                chunks.clear();
+                wholes += 1;
+            }
             for (idx, bytes) in cp.dirty {
                 chunks.insert(idx, bytes);
             }
             let exec = cp.exec;
-            // The probe's memory is one page: at most 16 chunks, and the first checkpoint
-            // carries the data segments.
+            // Only the first checkpoint is whole; the probe's memory is one page: at most 16
+            // chunks each time after it.
+            prop_assert_eq!(wholes, 1);
+            prop_assert_eq!(memory.len(), 65536);
             prop_assert!(dirty_total <= 16 * events.len());
             let wasm = wat::parse_str(GUEST).unwrap();
             let e2 = ObjectEngine::new().unwrap();
             let m = e2.compile(&wasm).unwrap();
             let mut b = ResidentObject::restore_checkpoint(
-                &e2, &m, &a.descriptor().encode(), &exec, &chunks,
+                &e2, &m, &a.descriptor().encode(), &exec, &memory, &chunks,
             ).unwrap();
             prop_assert_eq!(a.full_state_digest().unwrap(), b.full_state_digest().unwrap());
             // And both continue identically; the restored one's next checkpoint is a delta.
@@ -653,6 +714,7 @@ mod snapshots {
             }
             prop_assert_eq!(out_a, out_b);
             let (ca, cb) = (a.checkpoint().unwrap(), b.checkpoint().unwrap());
+            prop_assert!(cb.memory.is_none());
             prop_assert_eq!(ca, cb);
         }
     }
@@ -662,9 +724,11 @@ mod snapshots {
         let engine = ObjectEngine::new().unwrap();
         let (mut obj, _) = probe(&engine, "fields");
         let first = obj.checkpoint().unwrap();
-        assert!(!first.dirty.is_empty(), "data segments are non-zero chunks");
+        assert!(first.dirty.is_empty(), "the first checkpoint is whole");
+        let memory = first.memory.as_deref().unwrap().clone();
+        assert_eq!(memory.len(), 65536);
         let again = obj.checkpoint().unwrap();
-        assert!(again.dirty.is_empty());
+        assert!(again.dirty.is_empty() && again.memory.is_none());
         assert_eq!(again.exec, first.exec);
         obj.wake(0, [0; 32]);
         let after_tick = obj.checkpoint().unwrap();
@@ -676,26 +740,74 @@ mod snapshots {
         let wasm = wat::parse_str(GUEST).unwrap();
         let m = engine.compile(&wasm).unwrap();
         let d = obj.descriptor().encode();
-        let chunks: std::collections::BTreeMap<u32, Vec<u8>> = first.dirty.into_iter().collect();
+        let chunks: std::collections::BTreeMap<u32, Vec<u8>> =
+            after_tick.dirty.iter().cloned().collect();
+        let mut restored =
+            ResidentObject::restore_checkpoint(&engine, &m, &d, &after_tick.exec, &memory, &chunks)
+                .unwrap();
+        assert_eq!(
+            restored.full_state_digest().unwrap(),
+            obj.full_state_digest().unwrap()
+        );
+        // Without the tick's chunk the counter is the old one: the chunk is laid over the
+        // whole memory, not ignored.
+        let mut stale = ResidentObject::restore_checkpoint(
+            &engine,
+            &m,
+            &d,
+            &after_tick.exec,
+            &memory,
+            &Default::default(),
+        )
+        .unwrap();
+        assert_ne!(
+            stale.full_state_digest().unwrap(),
+            obj.full_state_digest().unwrap()
+        );
         for len in [0, 5, 8, after_tick.exec.len() - 1] {
             assert!(ResidentObject::restore_checkpoint(
                 &engine,
                 &m,
                 &d,
                 &after_tick.exec[..len],
+                &memory,
+                &chunks
+            )
+            .is_err());
+        }
+        // A whole memory that is not a number of chunks, or larger than the object's.
+        for bad_memory in [&memory[..100], &[1u8; 65536 * 2][..]] {
+            assert!(ResidentObject::restore_checkpoint(
+                &engine,
+                &m,
+                &d,
+                &after_tick.exec,
+                bad_memory,
                 &chunks
             )
             .is_err());
         }
         let mut bad = chunks.clone();
         bad.insert(0, vec![0; 100]);
-        assert!(
-            ResidentObject::restore_checkpoint(&engine, &m, &d, &after_tick.exec, &bad).is_err()
-        );
+        assert!(ResidentObject::restore_checkpoint(
+            &engine,
+            &m,
+            &d,
+            &after_tick.exec,
+            &memory,
+            &bad
+        )
+        .is_err());
         bad.clear();
         bad.insert(9999, vec![0; 4096]);
-        assert!(
-            ResidentObject::restore_checkpoint(&engine, &m, &d, &after_tick.exec, &bad).is_err()
-        );
+        assert!(ResidentObject::restore_checkpoint(
+            &engine,
+            &m,
+            &d,
+            &after_tick.exec,
+            &memory,
+            &bad
+        )
+        .is_err());
     }
 }

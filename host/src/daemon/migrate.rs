@@ -36,14 +36,14 @@ use sojourn_api::{
 use sojourn_attestation::{Evidence as AttEvidence, Timestamp};
 use sojourn_lineage::signer::verify_es256;
 use sojourn_lineage::{LineageSigner as _, P256Signer};
-use sojourn_migration::package::seal_to_bytes;
+use sojourn_migration::package::{open_owned, seal_with, BundleHead};
 use sojourn_migration::protocol::{
     AppraisalId, Challenge, DestEffect, DestState, Destination, DestinationEnv, Evidence,
     EvidenceId, HostId, KeyId, SourceEffect, SourceState, ToDest, ToSource, TransferId,
 };
 use sojourn_migration::{
-    appraise_destination, fresh_attempt, open, DestinationKey, ObjectBundle, OfferBinding,
-    RuntimeIdentity, SealedObject,
+    appraise_destination, fresh_attempt, DestinationKey, MigrationTicket, OfferBinding,
+    RuntimeIdentity,
 };
 use sojourn_policy::canonical;
 use sojourn_runtime::Outcome;
@@ -634,7 +634,7 @@ struct Env<'a> {
     object: Option<[u8; 16]>,
     channel: Option<[u8; 32]>,
     source: &'a str,
-    sealed: Option<&'a [u8]>,
+    sealed: Option<Vec<u8>>,
     prepared: Option<super::Prepared>,
 }
 
@@ -697,11 +697,11 @@ impl DestinationEnv for Env<'_> {
         if KeyId(offer.binding.key_id()) != *key {
             return Err(sojourn_migration::protocol::reason::WRONG_KEY.into());
         }
-        let sealed = SealedObject::from_bytes(self.sealed.ok_or("no package")?)
-            .map_err(|e| format!("package: {e}"))?;
-        let bundle: ObjectBundle =
-            open(&offer.key, &offer.binding, &sealed).map_err(|e| format!("package: {e}"))?;
-        if bundle.object_id != offer.binding.object_id {
+        // Opened where it arrived: no copy of the package or of the snapshot in it.
+        let sealed = self.sealed.take().ok_or("no package")?;
+        let bundle =
+            open_owned(&offer.key, &offer.binding, sealed).map_err(|e| format!("package: {e}"))?;
+        if bundle.object_id() != offer.binding.object_id {
             return Err("the package holds another object than the one offered".into());
         }
         let detail = format!(
@@ -712,7 +712,7 @@ impl DestinationEnv for Env<'_> {
         );
         let prepared = self
             .core
-            .prepare_arrival(&bundle.snapshot, &bundle.lineage, detail)
+            .prepare_arrival(bundle.snapshot(), bundle.lineage(), detail)
             .map_err(|e| e.message)?;
         self.prepared = Some(prepared);
         Ok(())
@@ -736,7 +736,7 @@ impl HostCore {
         object: Option<[u8; 16]>,
         channel: Option<[u8; 32]>,
         source: &str,
-        sealed: Option<&[u8]>,
+        sealed: Option<Vec<u8>>,
     ) -> Result<Vec<ToSource>, ApiError> {
         let mut side = lock(&self.inner.dest);
         let side = &mut *side;
@@ -884,7 +884,7 @@ impl HostCore {
             None,
             None,
             "source",
-            Some(&sealed),
+            Some(sealed),
         )?;
         self.answer_of(out, transfer)
     }
@@ -1153,16 +1153,7 @@ impl HostCore {
                                 peer: peer.clone(),
                                 answer_key: answer_key.clone(),
                             };
-                            let (snapshot, lineage) = self.persist_sent(&key, state, detail)?;
-                            crash_point("source-sent");
-                            let bundle = ObjectBundle {
-                                object_id: key,
-                                snapshot,
-                                lineage,
-                                pending_messages: Vec::new(),
-                                source: self.inner.self_url.clone(),
-                            };
-                            let bytes = seal_to_bytes(t, &bundle).map_err(internal)?;
+                            let bytes = self.persist_sent_and_seal(&key, state, detail, t)?;
                             package_bytes = bytes.len() as u64;
                             sealed = Some(Arc::new(bytes));
                             steps.done("seal");
@@ -1294,26 +1285,40 @@ impl HostCore {
         Some(s.source.on_message(m, |_| Err(String::new())))
     }
 
-    /// `Sent`, durable together with the `migrated-out` entry; returns the snapshot and the
-    /// lineage that travel (ending with that entry).
-    fn persist_sent(
+    /// `Sent`, durable together with the `migrated-out` entry; then the package, sealed to
+    /// the ticket's destination: the snapshot and the lineage that travel (ending with that
+    /// entry). The snapshot is written straight into the package buffer, which is encrypted
+    /// in place.
+    fn persist_sent_and_seal(
         &self,
         key: &ObjectKey,
         state: MoveState,
         detail: String,
-    ) -> Result<(Vec<u8>, Vec<u8>), ApiError> {
+        ticket: &MigrationTicket,
+    ) -> Result<Vec<u8>, ApiError> {
         let slot = self.slot(key)?;
         let mut s = lock(&slot);
         s.record_migration(Outcome::MigratedOut { detail }, &self.inner.metrics)?;
         s.moving = Some(state);
         self.commit_slot(*key, &mut s, 1)?;
-        let snapshot = s.obj.snapshot().map_err(internal)?;
+        crash_point("source-sent");
         let lineage = self
             .inner
             .store
             .lineage(key)
             .map_err(|e| ApiError::new(ErrorCode::Unavailable, e.to_string()))?;
-        Ok((snapshot, lineage))
+        let snapshot = s.obj.snapshot_writer().map_err(internal)?;
+        let head = BundleHead {
+            object_id: *key,
+            source: &self.inner.self_url,
+            lineage: &lineage,
+            pending_messages: &[],
+        };
+        seal_with(ticket, &head, snapshot.len(), |buf| {
+            snapshot.write_into(buf);
+            Ok(())
+        })
+        .map_err(internal)
     }
 
     /// The tombstone (after the destination's signed `ack`).

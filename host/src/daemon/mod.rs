@@ -319,6 +319,9 @@ impl Slot {
                 bytes: head.encode(),
             },
         }];
+        if let Some(image) = cp.memory {
+            ops.push(Op::PutMemory { id, image });
+        }
         if !cp.dirty.is_empty() {
             ops.push(Op::PutChunks {
                 id,
@@ -942,14 +945,9 @@ impl HostCore {
             bytes: lineage.get(stored_lineage..).unwrap_or_default().to_vec(),
         });
         ops.splice(0..0, front);
-        if returning {
-            // The memory image is whole in the checkpoint's chunks only if every chunk is
-            // rewritten: a returning object's old chunks must not show through.
-            ops.push(Op::PutChunks {
-                id: key,
-                chunks: slot.obj.all_chunks(),
-            });
-        }
+        // The arrived object's first checkpoint is whole (`Op::PutMemory`, the object was
+        // restored from its snapshot): a returning object's older memory image and chunks
+        // are replaced, none shows through.
         let info = view.info.clone();
         self.submit_wait(Submission {
             ops,
@@ -1048,6 +1046,7 @@ fn restore(inner: &Inner, so: StoredObject) -> Result<(Slot, Option<i64>), Strin
         &module,
         &so.image.descriptor,
         &h.exec,
+        &so.memory,
         &so.chunks,
     )
     .map_err(|e| e.to_string())?;
