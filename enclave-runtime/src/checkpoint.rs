@@ -54,6 +54,17 @@ impl ResidentObject {
     /// next checkpoint carries only the chunks written in between (reading memory costs a
     /// comparison; only changed chunks are copied). The first one carries the whole memory.
     pub fn checkpoint(&mut self) -> Result<Checkpoint, SnapshotError> {
+        self.checkpoint_with_buffer(Vec::new())
+    }
+
+    /// [`ResidentObject::checkpoint`]; a whole checkpoint copies memory into `buffer` (cleared
+    /// first, and its capacity beyond the memory zeroed) instead of a new allocation. For a
+    /// large buffer that is no longer needed and whose pages are already mapped, such as a
+    /// migration package just restored from, this saves the page faults of a fresh one.
+    pub fn checkpoint_with_buffer(
+        &mut self,
+        mut buffer: Vec<u8>,
+    ) -> Result<Checkpoint, SnapshotError> {
         let entries = self.exec_entries()?;
         let body = canonical::encode(&Cbor::Map(entries))
             .map_err(|e| SnapshotError::Body(e.to_string()))?;
@@ -68,7 +79,12 @@ impl ResidentObject {
             match self.persisted.as_mut() {
                 Some(shadow) => shadow.sync_into(data, &mut dirty),
                 None => {
-                    let whole = Arc::new(data.to_vec());
+                    buffer.clear();
+                    buffer.extend_from_slice(data);
+                    buffer
+                        .spare_capacity_mut()
+                        .fill(std::mem::MaybeUninit::new(0));
+                    let whole = Arc::new(buffer);
                     self.persisted = Some(MemoryShadow::shared(Arc::clone(&whole)));
                     memory = Some(whole);
                 }

@@ -719,6 +719,27 @@ mod snapshots {
         }
     }
 
+    /// A whole checkpoint made in a reused buffer (larger, full of other bytes) holds exactly
+    /// the memory, like one made in a new allocation; a later (incremental) one ignores it.
+    #[test]
+    fn a_whole_checkpoint_in_a_reused_buffer_is_the_same_checkpoint() {
+        let engine = ObjectEngine::new().unwrap();
+        let (mut a, _) = probe(&engine, "fields");
+        let (mut b, _) = probe(&engine, "fields");
+        let fresh = a.checkpoint().unwrap();
+        let reused = b.checkpoint_with_buffer(vec![0xEE; 200_000]).unwrap();
+        assert_eq!(fresh, reused);
+        assert_eq!(reused.memory.as_ref().map(|m| m.len()), Some(65536));
+        a.wake(0, [0; 32]);
+        b.wake(0, [0; 32]);
+        let (ca, cb) = (
+            a.checkpoint().unwrap(),
+            b.checkpoint_with_buffer(vec![1; 10]).unwrap(),
+        );
+        assert!(cb.memory.is_none());
+        assert_eq!(ca, cb);
+    }
+
     #[test]
     fn a_checkpoint_without_changes_carries_no_chunks_and_bad_exec_bytes_are_refused() {
         let engine = ObjectEngine::new().unwrap();

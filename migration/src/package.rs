@@ -1014,6 +1014,13 @@ impl OpenedBundle {
         self.slice(&self.snapshot)
     }
 
+    /// The buffer itself (the whole decrypted package), to be reused by the caller: it is no
+    /// longer zeroed on drop, which the caller takes on (overwriting it, as a restored object's
+    /// first checkpoint does).
+    pub fn into_buffer(mut self) -> Vec<u8> {
+        std::mem::take(&mut *self.buf)
+    }
+
     /// An owned [`ObjectBundle`]: the lineage and messages are copied, the snapshot is moved
     /// to the front of the buffer (no new allocation), which becomes the bundle's snapshot and
     /// is then no longer zeroed on drop.

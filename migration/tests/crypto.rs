@@ -695,6 +695,14 @@ mod package {
         assert!(range.start <= snap.start && snap.end <= range.end);
         let back = opened.into_bundle();
         assert!(back == *b, "{} bytes did not round-trip", b.snapshot.len());
+        // The buffer handed back for reuse is the received one (not a copy), with the
+        // plaintext in place.
+        let again = open_owned(&at.key, &at.binding, wire.clone()).unwrap();
+        let snap = again.snapshot().as_ptr().addr();
+        let buffer = again.into_buffer();
+        assert_eq!(buffer.len(), wire.len());
+        let offset = snap - buffer.as_ptr().addr();
+        assert!(buffer[offset..offset + b.snapshot.len()] == b.snapshot[..]);
         wire
     }
 

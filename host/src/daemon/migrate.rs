@@ -710,10 +710,11 @@ impl DestinationEnv for Env<'_> {
             hex::encode(transfer.0),
             hex::encode(sha256(&offer.evidence).get(..8).unwrap_or_default())
         );
-        let prepared = self
+        let mut prepared = self
             .core
             .prepare_arrival(bundle.snapshot(), bundle.lineage(), detail)
             .map_err(|e| e.message)?;
+        prepared.reuse_buffer(bundle.into_buffer());
         self.prepared = Some(prepared);
         Ok(())
     }

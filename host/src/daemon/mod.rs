@@ -290,6 +290,16 @@ impl Slot {
     /// The ops that make the object's current state durable (head, dirty chunks, new
     /// lineage bytes, consumed messages) and the view to publish once they are.
     fn persist(&mut self, id: ObjectKey) -> Result<(Vec<Op>, View), String> {
+        self.persist_with_buffer(id, Vec::new())
+    }
+
+    /// [`Slot::persist`], with a spare buffer for a whole checkpoint's copy of memory
+    /// (`ResidentObject::checkpoint_with_buffer`).
+    fn persist_with_buffer(
+        &mut self,
+        id: ObjectKey,
+        buffer: Vec<u8>,
+    ) -> Result<(Vec<Op>, View), String> {
         self.writer.flush().map_err(|e| format!("lineage: {e}"))?;
         let segment = self.writer.drain_output();
         let state = self
@@ -298,7 +308,7 @@ impl Slot {
             .ok_or("lineage writer has unsigned entries after a flush")?;
         let cp = self
             .obj
-            .checkpoint()
+            .checkpoint_with_buffer(buffer)
             .map_err(|e| format!("checkpoint: {e}"))?;
         self.head_version += 1;
         let included = self.next_arrival.saturating_sub(1);
@@ -792,6 +802,16 @@ pub(crate) struct Prepared {
     /// Lineage bytes this host already stores for the object (a returning object): the
     /// arriving lineage extends them, and only the rest is appended.
     stored_lineage: usize,
+    /// The package buffer the object was restored from, reused for its first checkpoint's
+    /// copy of memory (its pages are mapped already; it is overwritten).
+    buffer: Vec<u8>,
+}
+
+impl Prepared {
+    /// Hands over the package buffer the object was restored from (see `buffer`).
+    pub(crate) fn reuse_buffer(&mut self, buffer: Vec<u8>) {
+        self.buffer = buffer;
+    }
 }
 
 /// The destination side's object mechanics, which `migrate` drives.
@@ -909,6 +929,7 @@ impl HostCore {
             slot,
             lineage: lineage.to_vec(),
             stored_lineage,
+            buffer: Vec::new(),
         })
     }
 
@@ -923,11 +944,12 @@ impl HostCore {
             mut slot,
             lineage,
             stored_lineage,
+            buffer,
         } = prepared;
         slot.arrivals.extend(arrival);
         let returning = stored_lineage > 0;
         let first_segment = slot.lineage_segments - 1;
-        let (mut ops, view) = slot.persist(key).map_err(internal)?;
+        let (mut ops, view) = slot.persist_with_buffer(key, buffer).map_err(internal)?;
         let mut front = Vec::new();
         if !returning {
             front.push(Op::PutImage {
