@@ -808,27 +808,18 @@ mod snapshots {
             )
             .is_err());
         }
-        let mut bad = chunks.clone();
-        bad.insert(0, vec![0; 100]);
-        assert!(ResidentObject::restore_checkpoint(
-            &engine,
-            &m,
-            &d,
-            &after_tick.exec,
-            &memory,
-            &bad
-        )
-        .is_err());
-        bad.clear();
-        bad.insert(9999, vec![0; 4096]);
-        assert!(ResidentObject::restore_checkpoint(
-            &engine,
-            &m,
-            &d,
-            &after_tick.exec,
-            &memory,
-            &bad
-        )
-        .is_err());
+        // A short chunk, and a chunk beyond the object's memory.
+        for (index, bytes) in [(0, vec![0; 100]), (9999, vec![0; 4096])] {
+            let bad = std::collections::BTreeMap::from([(index, bytes)]);
+            assert!(ResidentObject::restore_checkpoint(
+                &engine,
+                &m,
+                &d,
+                &after_tick.exec,
+                &memory,
+                &bad
+            )
+            .is_err());
+        }
     }
 }

@@ -690,6 +690,36 @@ fn segments<'a>(body: &'a mut [u8], tags: &'a mut [u8]) -> Option<Vec<Segment<'a
     )
 }
 
+/// Seals one segment in place and writes its tag into its slot.
+fn seal_segment(
+    key: &LessSafeKey,
+    aad: &[u8; SEGMENT_AAD_LEN],
+    s: Segment<'_>,
+) -> Result<(), PassError> {
+    let tag = key
+        .seal_in_place_separate_tag(segment_nonce(s.index, s.last), Aad::from(aad), s.data)
+        .map_err(|_| PassError::Crypto)?;
+    *s.tag = tag.as_ref().try_into().map_err(|_| PassError::Crypto)?;
+    Ok(())
+}
+
+/// Opens one segment in place with the tag in its slot.
+fn open_segment(
+    key: &LessSafeKey,
+    aad: &[u8; SEGMENT_AAD_LEN],
+    s: Segment<'_>,
+) -> Result<(), PassError> {
+    key.open_in_place_separate_tag(
+        segment_nonce(s.index, s.last),
+        Aad::from(aad),
+        Tag::from(*s.tag),
+        s.data,
+        0..,
+    )
+    .map(|_| ())
+    .map_err(|_| PassError::Crypto)
+}
+
 /// Why a segment pass failed.
 enum PassError {
     /// A segment did not seal or open.
@@ -930,13 +960,7 @@ pub fn seal_with(
     let (_, rest) = buf.split_at_mut(HEADER_LEN);
     let (body, tags) = rest.split_at_mut(plaintext_len);
     let parts = segments(body, tags).ok_or_else(|| PackageError::Seal("segment layout".into()))?;
-    let sealed = for_each_segment(parts, &|s: Segment<'_>| {
-        let tag = key
-            .seal_in_place_separate_tag(segment_nonce(s.index, s.last), Aad::from(&aad), s.data)
-            .map_err(|_| PassError::Crypto)?;
-        *s.tag = tag.as_ref().try_into().map_err(|_| PassError::Crypto)?;
-        Ok(())
-    });
+    let sealed = for_each_segment(parts, &|s| seal_segment(&key, &aad, s));
     match sealed {
         Ok(()) => Ok(std::mem::take(&mut *buf)),
         Err(PassError::Crypto) => Err(PackageError::Seal("AES-256-GCM seal failed".into())),
@@ -1083,17 +1107,7 @@ pub fn open_owned(
     let (body, tags) = rest.split_at_mut(header.plaintext_len);
     let parts =
         segments(body, tags).ok_or_else(|| PackageError::Malformed("segment layout".into()))?;
-    let opened = for_each_segment(parts, &|s: Segment<'_>| {
-        aead.open_in_place_separate_tag(
-            segment_nonce(s.index, s.last),
-            Aad::from(&aad),
-            Tag::from(*s.tag),
-            s.data,
-            0..,
-        )
-        .map(|_| ())
-        .map_err(|_| PassError::Crypto)
-    });
+    let opened = for_each_segment(parts, &|s| open_segment(&aead, &aad, s));
     match opened {
         Ok(()) => {}
         Err(PassError::Crypto) => return Err(PackageError::Open),
@@ -1233,32 +1247,14 @@ mod tests {
             assert_eq!(parts.len(), n);
             assert!(parts.last().unwrap().last);
             assert!(parts.iter().rev().skip(1).all(|s| !s.last));
-            let r = for_each_segment(parts, &|s: Segment<'_>| {
-                let t = k
-                    .seal_in_place_separate_tag(
-                        segment_nonce(s.index, s.last),
-                        Aad::from(&aad),
-                        s.data,
-                    )
-                    .map_err(|_| PassError::Crypto)?;
-                s.tag.copy_from_slice(t.as_ref());
-                Ok(())
-            });
+            let r = for_each_segment(parts, &|s| seal_segment(&k, &aad, s));
             assert!(r.is_ok());
             if len > 0 {
                 assert_ne!(&buf[..len], plain.as_slice());
             }
             let (body, tags) = buf.split_at_mut(len);
-            let r = for_each_segment(segments(body, tags).unwrap(), &|s: Segment<'_>| {
-                k.open_in_place_separate_tag(
-                    segment_nonce(s.index, s.last),
-                    Aad::from(&aad),
-                    Tag::from(*s.tag),
-                    s.data,
-                    0..,
-                )
-                .map(|_| ())
-                .map_err(|_| PassError::Crypto)
+            let r = for_each_segment(segments(body, tags).unwrap(), &|s| {
+                open_segment(&k, &aad, s)
             });
             assert!(r.is_ok(), "{len}");
             assert_eq!(&buf[..len], plain.as_slice(), "{len}");

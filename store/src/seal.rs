@@ -171,6 +171,11 @@ impl Sealer {
         plaintext: &[u8],
     ) -> Result<Vec<u8>, StoreError> {
         debug_assert_eq!(prefix.len(), table.prefix_len());
+        if table == Table::Memory {
+            let mut out = vec![0; memory_value_len(plaintext.len())];
+            self.seal_memory_into(key, plaintext, &mut out)?;
+            return Ok(out);
+        }
         let nonce = self
             .nonces
             .lock()
@@ -182,21 +187,6 @@ impl Sealer {
         let body = out.len();
         out.extend_from_slice(plaintext);
         let aad = Self::aad(table, key, prefix);
-        if table == Table::Memory {
-            let tag = self
-                .segment_key(&nonce)
-                .and_then(|k| {
-                    k.seal_in_place_separate_tag(
-                        ring::aead::Nonce::assume_unique_for_key([0; 12]),
-                        ring::aead::Aad::from(&aad),
-                        out.get_mut(body..).unwrap_or_default(),
-                    )
-                    .ok()
-                })
-                .ok_or_else(|| StoreError::KeyUnavailable("record too large to seal".into()))?;
-            out.extend_from_slice(tag.as_ref());
-            return Ok(out);
-        }
         let tag = self
             .aead
             .encrypt_in_place_detached(
