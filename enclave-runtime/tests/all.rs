@@ -740,6 +740,37 @@ mod snapshots {
         assert_eq!(ca, cb);
     }
 
+    /// What a format-1 store holds (no whole image, the non-zero chunks only) restores to the
+    /// same object as the whole image does.
+    #[test]
+    fn memory_stored_as_chunks_only_restores_the_same_object() {
+        let engine = ObjectEngine::new().unwrap();
+        let (mut obj, _) = probe(&engine, "memory");
+        obj.wake(0, [0; 32]);
+        let cp = obj.checkpoint().unwrap();
+        let memory = cp.memory.as_deref().unwrap().clone();
+        let chunks: std::collections::BTreeMap<u32, Vec<u8>> = memory
+            .chunks(4096)
+            .enumerate()
+            .filter(|(_, c)| c.iter().any(|b| *b != 0))
+            .map(|(i, c)| (i as u32, c.to_vec()))
+            .collect();
+        assert!(!chunks.is_empty());
+        let wasm = wat::parse_str(GUEST).unwrap();
+        let m = engine.compile(&wasm).unwrap();
+        let d = obj.descriptor().encode();
+        let want = obj.full_state_digest().unwrap();
+        for (image, over) in [
+            (&memory[..], &Default::default()),
+            (&[][..], &chunks),
+            (&memory[..], &chunks),
+        ] {
+            let mut back =
+                ResidentObject::restore_checkpoint(&engine, &m, &d, &cp.exec, image, over).unwrap();
+            assert_eq!(back.full_state_digest().unwrap(), want);
+        }
+    }
+
     #[test]
     fn a_checkpoint_without_changes_carries_no_chunks_and_bad_exec_bytes_are_refused() {
         let engine = ObjectEngine::new().unwrap();

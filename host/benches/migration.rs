@@ -553,5 +553,4 @@ fn main() {
     println!("total: wall time of `HostControl::migrate` at the source; downtime: the object quiesced until the source's decision; steps (ms) as the source measured them; seal includes the `Sent` commit and the snapshot; transfer includes the destination's open, restore, lineage verify and durable commit;");
     println!("floor: one AES-256-GCM seal (ring) of the package's byte count + one TLS 1.3 loopback connection (handshake included) carrying it to a receiver that reads it all and answers one byte.");
     println!("not in the floor, for context: durable write = the same bytes written to a new file beside the destination's store and fsync'ed (its durable commit must do at least that); fresh-buffer copy = the same bytes copied into a newly allocated buffer (page faults: the pipeline touches new memory for the package at each end and for the restored instance's memory).");
-
 }
