@@ -298,6 +298,10 @@ pub(crate) mod cbor {
         pub(crate) fn with_capacity(n: usize) -> Self {
             Writer(Vec::with_capacity(n))
         }
+        /// A writer that appends to `out` (taken back with [`Writer::finish`]).
+        pub(crate) fn appending(out: Vec<u8>) -> Self {
+            Writer(out)
+        }
         fn head(&mut self, major: u8, n: u64) {
             let m = major << 5;
             if n < 24 {
@@ -319,8 +323,12 @@ pub(crate) mod cbor {
             self.head(UINT, n);
         }
         pub(crate) fn bytes(&mut self, b: &[u8]) {
-            self.head(BYTES, b.len() as u64);
+            self.bytes_head(b.len());
             self.0.extend_from_slice(b);
+        }
+        /// The head of a byte string of `len` bytes, whose bytes the caller appends.
+        pub(crate) fn bytes_head(&mut self, len: usize) {
+            self.head(BYTES, len as u64);
         }
         pub(crate) fn text(&mut self, s: &str) {
             self.head(TEXT, s.len() as u64);

@@ -276,25 +276,27 @@ impl BundleHead<'_> {
         total.checked_add(bstr(snapshot_len)?)
     }
 
-    /// Appends the encoding up to and including the snapshot's byte-string head (same bytes as
-    /// the crate's CBOR writer: shortest heads).
+    /// Appends the encoding up to and including the snapshot's byte-string head, with the
+    /// crate's CBOR writer (shortest heads; [`BundleHead::encoded_len`] counts the same).
     fn encode_into(&self, out: &mut Vec<u8>, snapshot_len: usize) {
-        put_head(out, MAJOR_MAP, 6);
-        put_text(out, "v");
-        put_head(out, MAJOR_UINT, BUNDLE_FORMAT);
-        put_text(out, "object");
-        put_bytes(out, &self.object_id);
-        put_text(out, "source");
-        put_text(out, self.source);
-        put_text(out, "lineage");
-        put_bytes(out, self.lineage);
-        put_text(out, "pending");
-        put_head(out, MAJOR_ARRAY, self.pending_messages.len() as u64);
+        let mut w = cbor::Writer::appending(std::mem::take(out));
+        w.map(6);
+        w.text("v");
+        w.uint(BUNDLE_FORMAT);
+        w.text("object");
+        w.bytes(&self.object_id);
+        w.text("source");
+        w.text(self.source);
+        w.text("lineage");
+        w.bytes(self.lineage);
+        w.text("pending");
+        w.array(self.pending_messages.len());
         for m in self.pending_messages {
-            put_bytes(out, m);
+            w.bytes(m);
         }
-        put_text(out, "snapshot");
-        put_head(out, MAJOR_BYTES, snapshot_len as u64);
+        w.text("snapshot");
+        w.bytes_head(snapshot_len);
+        *out = w.finish();
     }
 }
 
@@ -344,12 +346,6 @@ fn parse_bundle(bytes: &[u8]) -> Result<BundleRef<'_>, PackageError> {
     })
 }
 
-const MAJOR_UINT: u8 = 0;
-const MAJOR_BYTES: u8 = 2;
-const MAJOR_TEXT: u8 = 3;
-const MAJOR_ARRAY: u8 = 4;
-const MAJOR_MAP: u8 = 5;
-
 /// Length of a CBOR head in shortest form.
 fn head_len(n: u64) -> usize {
     match n {
@@ -363,35 +359,6 @@ fn head_len(n: u64) -> usize {
 
 fn text_len(t: &str) -> usize {
     head_len(t.len() as u64) + t.len()
-}
-
-/// A CBOR head in shortest form.
-fn put_head(out: &mut Vec<u8>, major: u8, n: u64) {
-    let m = major << 5;
-    if n < 24 {
-        out.push(m | n as u8);
-    } else if let Ok(x) = u8::try_from(n) {
-        out.extend([m | 24, x]);
-    } else if let Ok(x) = u16::try_from(n) {
-        out.push(m | 25);
-        out.extend(x.to_be_bytes());
-    } else if let Ok(x) = u32::try_from(n) {
-        out.push(m | 26);
-        out.extend(x.to_be_bytes());
-    } else {
-        out.push(m | 27);
-        out.extend(n.to_be_bytes());
-    }
-}
-
-fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
-    put_head(out, MAJOR_BYTES, b.len() as u64);
-    out.extend_from_slice(b);
-}
-
-fn put_text(out: &mut Vec<u8>, t: &str) {
-    put_head(out, MAJOR_TEXT, t.len() as u64);
-    out.extend_from_slice(t.as_bytes());
 }
 
 /// Number of segments of a plaintext of `len` bytes (an empty plaintext is one empty segment).

@@ -202,6 +202,37 @@ fn head_seq(value: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(parts.prefix.try_into().ok()?))
 }
 
+/// The order rule of an object's memory segments: numbered 0, 1, 2, … with none missing, each
+/// at most [`MEMORY_SEGMENT`] bytes, and only the last one shorter.
+#[derive(Clone, Copy)]
+struct SegmentOrder {
+    next: u64,
+    previous_full: bool,
+}
+
+impl SegmentOrder {
+    const START: SegmentOrder = SegmentOrder {
+        next: 0,
+        previous_full: true,
+    };
+
+    /// Takes the segment numbered `index` (`None`: a bad key) of `len` bytes.
+    fn take(&mut self, index: Option<u64>, len: usize) -> Result<(), String> {
+        if index != Some(self.next) {
+            return Err(format!("memory segment {} is missing", self.next));
+        }
+        if !self.previous_full {
+            return Err("a memory segment after a short one".into());
+        }
+        if len > MEMORY_SEGMENT {
+            return Err("a memory segment is too long".into());
+        }
+        self.previous_full = len == MEMORY_SEGMENT;
+        self.next = self.next.saturating_add(1);
+        Ok(())
+    }
+}
+
 /// What verification of an existing file found.
 enum Verified {
     /// A redb file with none of our records and no meta: a creation that did not finish.
@@ -284,10 +315,10 @@ fn verify_db<D: ReadableDatabase>(
             }
             Err(e) => return Err(db_err(path, e)),
         };
-        // The next lineage (or memory) segment expected, per object (keys come in order),
-        // and whether the previous memory segment was full (only the last may be short).
+        // The next lineage segment expected, and the memory segments' order, per object
+        // (keys come in order).
         let mut next_segment: Option<(ObjectKey, u64)> = None;
-        let mut previous_full = true;
+        let mut memory_order: Option<(ObjectKey, SegmentOrder)> = None;
         for entry in t.iter().map_err(|e| db_err(path, e))? {
             let (k, v) = entry.map_err(|e| db_err(path, e))?;
             let (key, value) = (k.value(), v.value());
@@ -318,31 +349,14 @@ fn verify_db<D: ReadableDatabase>(
                     return Err(corrupt(path, at(), "a chunk larger than 4096 bytes"))
                 }
                 Table::Memory => {
-                    let expected = match next_segment {
-                        Some((prev, n)) if prev == id => {
-                            if !previous_full {
-                                return Err(corrupt(
-                                    path,
-                                    at(),
-                                    "a memory segment after a short one",
-                                ));
-                            }
-                            n
-                        }
-                        _ => 0,
+                    let mut order = match memory_order {
+                        Some((prev, order)) if prev == id => order,
+                        _ => SegmentOrder::START,
                     };
-                    if index != Some(expected) {
-                        return Err(corrupt(
-                            path,
-                            at(),
-                            format!("memory segment {expected} is missing"),
-                        ));
-                    }
-                    if plain.len() > MEMORY_SEGMENT {
-                        return Err(corrupt(path, at(), "a memory segment is too long"));
-                    }
-                    previous_full = plain.len() == MEMORY_SEGMENT;
-                    next_segment = Some((id, expected.saturating_add(1)));
+                    order
+                        .take(index, plain.len())
+                        .map_err(|e| corrupt(path, at(), e))?;
+                    memory_order = Some((id, order));
                 }
                 Table::Lineage => {
                     let expected = match next_segment {
@@ -619,27 +633,24 @@ impl Store {
             .map_err(|e| self.corrupt_at(table, key, e.describe()))
     }
 
-    /// Seals records of `table` keyed `id ‖ index (u32 BE)` — chunks or memory segments —
-    /// returning (key, sealed value, term) in the order given; on up to [`SEAL_THREADS`]
-    /// threads when there is much to seal.
+    /// Seals chunk records (key, sealed value, term), in the order given, on up to
+    /// [`SEAL_THREADS`] threads when there are many.
     #[allow(clippy::type_complexity)]
-    fn seal_indexed(
+    fn seal_chunks(
         &self,
-        table: Table,
         id: &ObjectKey,
-        chunks: &[(u32, &[u8])],
+        chunks: &[(u32, Vec<u8>)],
     ) -> Result<Vec<([u8; 20], Vec<u8>, [u8; 32])>, StoreError> {
-        let seal_one = |(index, bytes): &(u32, &[u8])| {
+        let seal_one = |(index, bytes): &(u32, Vec<u8>)| {
             let key = raw::chunk_key(id, *index);
-            let value = self.sealer.seal(table, &key, &[], bytes)?;
-            let term = self.term_at(table, &key, &value)?;
+            let value = self.sealer.seal(Table::Chunks, &key, &[], bytes)?;
+            let term = self.term_at(Table::Chunks, &key, &value)?;
             Ok((key, value, term))
         };
         let threads = std::thread::available_parallelism()
             .map_or(1, std::num::NonZeroUsize::get)
             .min(SEAL_THREADS);
-        let bytes: usize = chunks.iter().map(|(_, b)| b.len()).sum();
-        if threads < 2 || chunks.len() < 2 || bytes < PARALLEL_SEAL_MIN_BYTES {
+        if threads < 2 || chunks.len() < PARALLEL_SEAL_MIN {
             return chunks.iter().map(seal_one).collect();
         }
         let per = chunks.len().div_ceil(threads);
@@ -735,36 +746,22 @@ impl Store {
             Ok(t) => {
                 let lo = raw::chunk_key(id, 0);
                 let hi = raw::chunk_key(id, u32::MAX);
-                let mut expected = 0u64;
-                let mut previous_full = true;
+                let mut order = SegmentOrder::START;
                 for entry in t
                     .range(lo.as_slice()..=hi.as_slice())
                     .map_err(|e| self.err(e))?
                 {
                     let (k, v) = entry.map_err(|e| self.err(e))?;
                     let index = raw::parse_key(Table::Memory, k.value()).and_then(|(_, i)| i);
-                    if index != Some(expected) || !previous_full {
-                        return Err(self.corrupt_at(
-                            Table::Memory,
-                            k.value(),
-                            format!("memory segment {expected} is missing or follows a short one"),
-                        ));
-                    }
                     let plain = self.unseal_at(Table::Memory, k.value(), v.value())?;
-                    if plain.len() > MEMORY_SEGMENT {
-                        return Err(self.corrupt_at(
-                            Table::Memory,
-                            k.value(),
-                            "a memory segment is too long",
-                        ));
-                    }
-                    previous_full = plain.len() == MEMORY_SEGMENT;
+                    order
+                        .take(index, plain.len())
+                        .map_err(|e| self.corrupt_at(Table::Memory, k.value(), e))?;
                     if memory.is_empty() {
                         memory = plain;
                     } else {
                         memory.extend_from_slice(&plain);
                     }
-                    expected = expected.saturating_add(1);
                 }
             }
         }
@@ -961,8 +958,8 @@ impl Store {
 
 /// Most threads that seal the chunks of one commit.
 const SEAL_THREADS: usize = 4;
-/// Less than this is sealed on the committing thread alone (1 MiB).
-const PARALLEL_SEAL_MIN_BYTES: usize = 1 << 20;
+/// Fewer chunks than this are sealed on the committing thread alone.
+const PARALLEL_SEAL_MIN: usize = 256;
 /// Chunks sealed before they are inserted (4 MiB): bounds what is held at once.
 const SEAL_BATCH: usize = 1024;
 
@@ -1112,9 +1109,7 @@ impl Writer<'_> {
                 // batch at a time; the sealed values go into the table in order, as one after
                 // the other would.
                 for batch in chunks.chunks(SEAL_BATCH) {
-                    let batch: Vec<(u32, &[u8])> =
-                        batch.iter().map(|(i, b)| (*i, b.as_slice())).collect();
-                    for (key, value, term) in self.store.seal_indexed(Table::Chunks, id, &batch)? {
+                    for (key, value, term) in self.store.seal_chunks(id, batch)? {
                         self.put_sealed(&mut t.chunks, Table::Chunks, &key, &value, &term)?;
                     }
                 }
