@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full, Limited};
+use http_body_util::{BodyExt as _, Either, Full, Limited};
 use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, USER_AGENT};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
@@ -201,16 +201,132 @@ impl AsRef<[u8]> for SharedBytes {
 
 /// A request body and its media type.
 struct RequestBody {
-    bytes: Bytes,
+    bytes: BodyBytes,
     content_type: &'static str,
+}
+
+/// The bytes of a request: all at hand, or parts still to come.
+enum BodyBytes {
+    Whole(Bytes),
+    Parts(PackageParts),
 }
 
 impl RequestBody {
     fn json(bytes: Vec<u8>) -> RequestBody {
         RequestBody {
-            bytes: Bytes::from(bytes),
+            bytes: BodyBytes::Whole(Bytes::from(bytes)),
             content_type: "application/json",
         }
+    }
+}
+
+/// A migration package whose parts are still being sealed
+/// (`sojourn_migration::package::seal_streaming`): the client sends each part as it comes, under
+/// the length announced up front ([`package_parts`]).
+pub struct PackageParts {
+    remaining: u64,
+    rx: tokio::sync::mpsc::UnboundedReceiver<Arc<Vec<u8>>>,
+}
+
+impl fmt::Debug for PackageParts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PackageParts")
+            .field("remaining", &self.remaining)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the sealer puts the parts of a [`PackageParts`] (not `Clone`: dropping it is what
+/// ends the body).
+#[derive(Debug)]
+pub struct PackagePartsSender(tokio::sync::mpsc::UnboundedSender<Arc<Vec<u8>>>);
+
+impl PackagePartsSender {
+    /// Passes the next part on (never blocks). False if the body is no longer being sent;
+    /// the caller may go on sealing (to send the whole package again).
+    pub fn send(&self, part: Arc<Vec<u8>>) -> bool {
+        self.0.send(part).is_ok()
+    }
+}
+
+/// A package of `len` bytes to be sent in parts: the sender's end for the sealer, the body's
+/// for [`Client::migration_package_parts`]. If the sender is dropped before `len` bytes were
+/// sent, the request fails (the host sees a body that ended early and discards it).
+pub fn package_parts(len: u64) -> (PackagePartsSender, PackageParts) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    (PackagePartsSender(tx), PackageParts { remaining: len, rx })
+}
+
+impl PackageParts {
+    /// Waits for every part and joins them (for a link that sends whole packages). Blocks:
+    /// call it from a plain thread, not from async code. An error if the sender went away
+    /// before the announced length.
+    pub fn collect_blocking(mut self) -> Result<Vec<u8>, String> {
+        let announced = self.remaining;
+        if announced > paths::PACKAGE_BODY_LIMIT as u64 {
+            return Err(format!(
+                "the package is {announced} bytes; a host accepts at most {}",
+                paths::PACKAGE_BODY_LIMIT
+            ));
+        }
+        let mut out = Vec::with_capacity(usize::try_from(announced).unwrap_or(0));
+        while let Some(part) = self.rx.blocking_recv() {
+            if (out.len() + part.len()) as u64 > announced {
+                return Err(format!(
+                    "the package is longer than the {announced} bytes announced"
+                ));
+            }
+            out.extend_from_slice(&part);
+        }
+        if out.len() as u64 != announced {
+            return Err(format!(
+                "the package ended after {} of {announced} bytes",
+                out.len()
+            ));
+        }
+        Ok(out)
+    }
+}
+
+impl hyper::body::Body for PackageParts {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+        use std::task::Poll;
+        loop {
+            return match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(part)) if part.is_empty() => continue,
+                Poll::Ready(Some(part)) => {
+                    let Some(rest) = self.remaining.checked_sub(part.len() as u64) else {
+                        return Poll::Ready(Some(Err(std::io::Error::other(
+                            "the package is longer than announced",
+                        ))));
+                    };
+                    self.remaining = rest;
+                    Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from_owner(
+                        SharedBytes(part),
+                    )))))
+                }
+                Poll::Ready(None) if self.remaining == 0 => Poll::Ready(None),
+                Poll::Ready(None) => Poll::Ready(Some(Err(std::io::Error::other(format!(
+                    "the package ended {} bytes early",
+                    self.remaining
+                ))))),
+                Poll::Pending => Poll::Pending,
+            };
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.remaining)
     }
 }
 
@@ -439,7 +555,36 @@ impl Client {
             )));
         }
         let body = RequestBody {
-            bytes: Bytes::from_owner(SharedBytes(sealed)),
+            bytes: BodyBytes::Whole(Bytes::from_owner(SharedBytes(sealed))),
+            content_type: paths::OCTET_STREAM,
+        };
+        let (raw, _) = self
+            .call_with_channel(
+                Method::POST,
+                &paths::migration_package_path(transfer, key),
+                Some(body),
+            )
+            .await?;
+        self.parse(&raw)
+    }
+
+    /// [`Client::migration_package`] of a package still being sealed: each part is sent as it
+    /// comes (the announced length is the `Content-Length`), so that sending overlaps sealing.
+    pub async fn migration_package_parts(
+        &self,
+        transfer: &str,
+        key: &str,
+        parts: PackageParts,
+    ) -> Result<MigrationAnswer, ClientError> {
+        if parts.remaining > paths::PACKAGE_BODY_LIMIT as u64 {
+            return Err(ClientError::InvalidRequest(format!(
+                "the sealed package is {} bytes; a host accepts at most {}",
+                parts.remaining,
+                paths::PACKAGE_BODY_LIMIT
+            )));
+        }
+        let body = RequestBody {
+            bytes: BodyBytes::Parts(parts),
             content_type: paths::OCTET_STREAM,
         };
         let (raw, _) = self
@@ -566,9 +711,12 @@ impl Client {
         let body = match body {
             Some(body) => {
                 builder = builder.header(CONTENT_TYPE, body.content_type);
-                Full::new(body.bytes)
+                match body.bytes {
+                    BodyBytes::Whole(bytes) => Either::Left(Full::new(bytes)),
+                    BodyBytes::Parts(parts) => Either::Right(parts),
+                }
             }
-            None => Full::new(Bytes::new()),
+            None => Either::Left(Full::new(Bytes::new())),
         };
         let request = builder
             .body(body)

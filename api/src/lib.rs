@@ -12,7 +12,7 @@ pub mod server;
 mod tls;
 pub mod types;
 
-pub use client::{Client, ClientError};
+pub use client::{package_parts, Client, ClientError, PackageParts, PackagePartsSender};
 pub use config::{default_data_dir, ClientConfig, ConfigError};
 pub use identity::{server_tls_config, IdentityError, LocalIdentity, ServerIdentity};
 pub use server::{serve, serve_with, Credential, Role, ServeOptions};

@@ -1446,6 +1446,99 @@ async fn migration_roles() {
     assert_eq!(h.fake.calls().len(), 8);
 }
 
+/// A link that sends whole packages waits for every part; a package that ends early or runs
+/// long is an error, not a shorter or longer package.
+#[test]
+fn package_parts_collect_to_exactly_the_announced_bytes() {
+    let (tx, parts) = sojourn_api::package_parts(6);
+    let t = std::thread::spawn(move || parts.collect_blocking());
+    assert!(tx.send(Arc::new(b"abc".to_vec())));
+    assert!(tx.send(Arc::new(Vec::new())));
+    assert!(tx.send(Arc::new(b"def".to_vec())));
+    drop(tx);
+    assert_eq!(t.join().unwrap().unwrap(), b"abcdef");
+    for (announced, sent) in [(6u64, 5usize), (6, 7), (0, 1)] {
+        let (tx, parts) = sojourn_api::package_parts(announced);
+        assert!(tx.send(Arc::new(vec![1; sent])));
+        drop(tx);
+        let e = parts.collect_blocking().unwrap_err();
+        assert!(e.contains("bytes"), "{announced} {sent}: {e}");
+    }
+    let (_tx, parts) = sojourn_api::package_parts(u64::MAX);
+    assert!(parts.collect_blocking().unwrap_err().contains("at most"));
+}
+
+/// A package sent in parts while it is sealed arrives whole, under the length announced up
+/// front; one that ends early, or runs longer than announced, fails at the client and never
+/// reaches the host.
+#[tokio::test]
+async fn a_package_sent_in_parts_arrives_whole_or_not_at_all() {
+    let h = Harness::start().await;
+    let p = h.peer();
+    let transfer = "ab".repeat(16);
+    let key = "cd".repeat(32);
+    let pieces: Vec<Arc<Vec<u8>>> = vec![
+        Arc::new(vec![1; 74]),
+        Arc::new(vec![2; 1 << 20]),
+        Arc::new(Vec::new()),
+        Arc::new((0..70_000u32).map(|i| i as u8).collect()),
+    ];
+    let whole: Vec<u8> = pieces.iter().flat_map(|x| x.iter().copied()).collect();
+    let (tx, parts) = sojourn_api::package_parts(whole.len() as u64);
+    // The parts come while the request is already on its way.
+    let sealer = std::thread::spawn({
+        let pieces = pieces.clone();
+        move || {
+            for piece in pieces {
+                std::thread::sleep(Duration::from_millis(20));
+                assert!(tx.send(piece));
+            }
+        }
+    });
+    let answer = p
+        .migration_package_parts(&transfer, &key, parts)
+        .await
+        .unwrap();
+    sealer.join().unwrap();
+    assert_eq!(answer.outcome, "ack");
+    let digest: [u8; 32] = Sha256::digest(&whole).into();
+    assert!(matches!(
+        h.fake.calls().last(),
+        Some(MigrationCall::Package { bytes, digest: d, .. }) if *bytes == whole.len() && *d == digest
+    ));
+
+    let calls = h.fake.calls().len();
+    // Ends early: the sealer stopped (its sender dropped) after 500 of 1000 bytes.
+    let (tx, parts) = sojourn_api::package_parts(1000);
+    assert!(tx.send(Arc::new(vec![3; 500])));
+    drop(tx);
+    let e = p
+        .migration_package_parts(&transfer, &key, parts)
+        .await
+        .unwrap_err();
+    assert!(!e.to_string().is_empty());
+    // Longer than announced.
+    let (tx, parts) = sojourn_api::package_parts(10);
+    assert!(tx.send(Arc::new(vec![4; 20])));
+    drop(tx);
+    assert!(p
+        .migration_package_parts(&transfer, &key, parts)
+        .await
+        .is_err());
+    // Over the limit: refused before connecting.
+    let (_tx, parts) = sojourn_api::package_parts(paths::PACKAGE_BODY_LIMIT as u64 + 1);
+    let e = p
+        .migration_package_parts(&transfer, &key, parts)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("at most"), "{e}");
+    assert_eq!(
+        h.fake.calls().len(),
+        calls,
+        "nothing incomplete reached the host"
+    );
+}
+
 #[tokio::test]
 async fn package_body_limit_and_shape() {
     let h = Harness::start().await;

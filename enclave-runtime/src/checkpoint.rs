@@ -77,9 +77,12 @@ impl ResidentObject {
         if let Some(mem) = self.store.data().memory {
             let data = mem.data(&self.store);
             match self.persisted.as_mut() {
+                // Nothing ran since the last checkpoint: memory is what it holds.
+                Some(_) if !self.ran_since_checkpoint => {}
                 Some(shadow) => shadow.sync_into(data, &mut dirty),
                 None => {
                     buffer.clear();
+                    sojourn_mem::reserve(&mut buffer, data.len());
                     buffer.extend_from_slice(data);
                     buffer
                         .spare_capacity_mut()
@@ -90,6 +93,7 @@ impl ResidentObject {
                 }
             }
         }
+        self.ran_since_checkpoint = false;
         Ok(Checkpoint {
             seq: self.seq,
             exec,
@@ -163,6 +167,7 @@ impl ResidentObject {
         if let Some(mem) = obj.store.data().memory {
             obj.persisted = Some(MemoryShadow::capture(mem.data(&obj.store)));
         }
+        obj.ran_since_checkpoint = false;
         Ok(obj)
     }
 }

@@ -74,8 +74,10 @@ const CHUNK: usize = 4096;
 
 impl MemoryShadow {
     pub(crate) fn capture(mem: &[u8]) -> MemoryShadow {
+        let mut image = sojourn_mem::with_capacity(mem.len());
+        image.extend_from_slice(mem);
         MemoryShadow {
-            image: Arc::new(mem.to_vec()),
+            image: Arc::new(image),
         }
     }
 
@@ -176,6 +178,11 @@ pub struct ResidentObject {
     /// Memory as of the last checkpoint (dirty tracking for incremental persistence); `None`
     /// until the first checkpoint.
     pub(crate) persisted: Option<MemoryShadow>,
+    /// Whether guest code has run since `persisted` was last brought up to date. Only guest
+    /// code (an entry, through [`ResidentObject::call`]) writes or grows memory once the
+    /// object exists, so while this is false memory equals `persisted` and a checkpoint need
+    /// not compare them (64 MiB: ~5 ms each time).
+    pub(crate) ran_since_checkpoint: bool,
     globals_image: Vec<Val>,
     /// The trust of the lineage this object carries, kept up to date by the lineage layer;
     /// `None` when no attested lineage is attached (trust rules then fail closed).
@@ -261,6 +268,8 @@ impl ResidentObject {
             .get_memory(&mut store, "memory")
             .ok_or_else(|| RuntimeError::Instantiate("no `memory` export".into()))?;
         store.data_mut().memory = Some(memory);
+        // Before anything touches it: a large memory is first written on huge pages.
+        sojourn_mem::advise(memory.data_mut(&mut store));
         let typed = |r: Result<TypedFunc<i64, i64>, wasmtime::Error>, name: &str| {
             r.map_err(|e| RuntimeError::Instantiate(format!("export `{name}`: {e}")))
         };
@@ -315,6 +324,7 @@ impl ResidentObject {
             status: Status::Active,
             shadow,
             persisted: None,
+            ran_since_checkpoint: true,
             globals_image: Vec::new(),
             trust: None,
         })
@@ -590,6 +600,7 @@ impl ResidentObject {
             u64::MAX
         };
         let before = self.state_digest();
+        self.ran_since_checkpoint = true;
         self.store.data_mut().txn = Some(Txn::new(entry, now_ms, self.seq, seed, msg));
         let ret = match self.store.set_fuel(fuel) {
             Ok(()) => {

@@ -156,6 +156,51 @@ impl SnapshotWriter<'_> {
         out.extend_from_slice(&sum);
     }
 
+    /// Passes the snapshot, in order and in pieces, to `put` (for a writer that does not keep
+    /// it in one buffer, such as a package sealed part by part). A large snapshot's checksum
+    /// is computed on a second thread from the same sources meanwhile; it is the last piece.
+    pub fn write_to(&self, put: &mut dyn FnMut(&[u8])) {
+        struct Pieces<'a, 'b>(&'a mut (dyn FnMut(&[u8]) + 'b));
+        impl Sink for Pieces<'_, '_> {
+            fn put(&mut self, bytes: &[u8]) {
+                (self.0)(bytes);
+            }
+        }
+        /// Both: small snapshots are hashed as they are passed on.
+        struct Tee<'a, 'b>(Sha256, Pieces<'a, 'b>);
+        impl Sink for Tee<'_, '_> {
+            fn put(&mut self, bytes: &[u8]) {
+                self.0.update(bytes);
+                self.1.put(bytes);
+            }
+        }
+        let parallel = self.len >= PARALLEL_CHECKSUM_MIN;
+        let sum: Option<[u8; 32]> = std::thread::scope(|scope| {
+            let hasher = parallel
+                .then(|| {
+                    std::thread::Builder::new()
+                        .spawn_scoped(scope, || {
+                            let mut h = Sha256::new();
+                            self.emit(&mut h);
+                            h.finalize()
+                        })
+                        .ok()
+                })
+                .flatten();
+            let hasher = hasher?;
+            self.emit(&mut Pieces(&mut *put));
+            // A hashing thread cannot panic; should it stop, the sum is computed here.
+            Some(hasher.join().map_or_else(|_| self.checksum(), Into::into))
+        });
+        let sum = sum.unwrap_or_else(|| {
+            // Small, or no second thread: hashed as the pieces are passed on.
+            let mut tee = Tee(Sha256::new(), Pieces(&mut *put));
+            self.emit(&mut tee);
+            tee.0.finalize().into()
+        });
+        put(&sum);
+    }
+
     /// The checksum alone (the snapshot's last 32 bytes), without writing the snapshot.
     pub fn checksum(&self) -> [u8; 32] {
         let mut h = Sha256::new();
@@ -367,6 +412,24 @@ impl ResidentObject {
         })
     }
 
+    /// [`ResidentObject::restore`] of a snapshot whose integrity the caller has already
+    /// established by stronger means than its checksum: it was authenticated end to end (an
+    /// AEAD-sealed migration package, opened with every tag checked), so the bytes are exactly
+    /// those the sealer's [`ResidentObject::snapshot_writer`] wrote, checksum included. The
+    /// checksum is not recomputed (for 64 MiB, a SHA-256 pass as long as the restore itself);
+    /// everything else is checked as in `restore`: header, version, canonical body, fields
+    /// against the schema, memory within the limits.
+    ///
+    /// Not for bytes that were only stored or carried without authentication: use
+    /// [`ResidentObject::restore`] for those.
+    pub fn restore_authenticated(
+        engine: &ObjectEngine,
+        snapshot: &[u8],
+    ) -> Result<ResidentObject, RuntimeError> {
+        let (_, _, body) = split(snapshot)?;
+        Self::restore_body(engine, body)
+    }
+
     /// Restores from a snapshot body whose checksum is (being) checked by the caller.
     fn restore_body(engine: &ObjectEngine, body: &[u8]) -> Result<ResidentObject, RuntimeError> {
         if let Some((entries, chunks)) = read_body_fast(body) {
@@ -414,6 +477,76 @@ const MAJOR_MAP: u8 = 5;
 /// Nesting deeper than this (in a small entry) sends a snapshot to the general path.
 const FAST_MAX_DEPTH: usize = 32;
 static ZERO_CHUNK: [u8; CHUNK] = [0; CHUNK];
+
+/// Memories at least this large (8 MiB) are laid out by two threads.
+const PARALLEL_LAYOUT_MIN: usize = 8 << 20;
+
+/// Lays `chunks` (ascending offsets, each a whole [`CHUNK`] inside `data`) into `data`, and
+/// zeroes what instantiation may have written (below `written`) that no chunk covers; pages
+/// above `written` that no chunk covers stay untouched. A large memory is laid out in two
+/// halves on two threads: most of the time goes to first touches of the new instance's
+/// memory (page faults), which then run side by side.
+fn lay_chunks(
+    data: &mut [u8],
+    written: usize,
+    chunks: &[(usize, &[u8])],
+) -> Result<(), SnapshotError> {
+    if data.len() < PARALLEL_LAYOUT_MIN || chunks.len() < 2 {
+        lay_range(data, 0, written, chunks);
+        return Ok(());
+    }
+    let mid = data.len() / 2 / CHUNK * CHUNK;
+    let split = chunks.partition_point(|(start, _)| *start < mid);
+    let (low, high) = data.split_at_mut(mid);
+    let (low_chunks, high_chunks) = chunks.split_at(split);
+    let high = std::sync::Mutex::new(high);
+    let lay_high = || match high.lock() {
+        Ok(mut h) => {
+            lay_range(&mut h, mid, written, high_chunks);
+            true
+        }
+        Err(_) => false,
+    };
+    std::thread::scope(|scope| {
+        let upper = std::thread::Builder::new().spawn_scoped(scope, lay_high);
+        lay_range(low, 0, written, low_chunks);
+        // No second thread to be had: this one lays out the upper half too.
+        let done = match upper {
+            Ok(upper) => upper.join().unwrap_or(false),
+            Err(_) => lay_high(),
+        };
+        if done {
+            Ok(())
+        } else {
+            Err(SnapshotError::Body(
+                "the thread laying out memory stopped".into(),
+            ))
+        }
+    })
+}
+
+/// [`lay_chunks`] for the part of memory that starts at offset `base`.
+fn lay_range(data: &mut [u8], base: usize, written: usize, chunks: &[(usize, &[u8])]) {
+    let written = written.saturating_sub(base).min(data.len());
+    let mut clear_from = 0usize;
+    for &(start, bytes) in chunks {
+        let Some(at) = start.checked_sub(base) else {
+            continue;
+        };
+        if let Some(dst) = data.get_mut(at..at.saturating_add(CHUNK)) {
+            if dst.len() == bytes.len() {
+                dst.copy_from_slice(bytes);
+            }
+        }
+        if let Some(gap) = data.get_mut(clear_from..at.min(written)) {
+            gap.fill(0);
+        }
+        clear_from = at.saturating_add(CHUNK);
+    }
+    if let Some(rest) = data.get_mut(clear_from..written) {
+        rest.fill(0);
+    }
+}
 
 /// Length of a CBOR head in shortest form.
 fn head_len(n: u64) -> usize {
@@ -637,8 +770,11 @@ pub(crate) fn restore_parts<'c>(
         .and_then(|p| p.checked_mul(65536))
         .unwrap_or(usize::MAX);
     let data = mem.data_mut(&mut obj.store);
+    // The grown part is a mapping of its own, not yet advised (see `instantiate`).
+    sojourn_mem::advise(data);
     let written = written.min(data.len());
-    let mut clear_from = 0usize;
+    // Checked first, then laid out (in parallel halves when large).
+    let mut placed: Vec<(usize, &[u8])> = Vec::new();
     let mut last: Option<u64> = None;
     for (idx, bytes) in chunks {
         if last.is_some_and(|l| idx <= l) || bytes.len() != CHUNK {
@@ -649,19 +785,12 @@ pub(crate) fn restore_parts<'c>(
             .ok()
             .and_then(|i| i.checked_mul(CHUNK))
             .ok_or_else(|| field_err("memory_chunks", "index overflow"))?;
-        let dst = data
-            .get_mut(start..start.saturating_add(CHUNK))
-            .filter(|d| d.len() == CHUNK)
-            .ok_or_else(|| field_err("memory_chunks", "chunk beyond memory"))?;
-        dst.copy_from_slice(bytes);
-        if let Some(gap) = data.get_mut(clear_from..start.min(written)) {
-            gap.fill(0);
+        if start.checked_add(CHUNK).is_none_or(|end| end > data.len()) {
+            return Err(field_err("memory_chunks", "chunk beyond memory").into());
         }
-        clear_from = start + CHUNK;
+        placed.push((start, bytes));
     }
-    if let Some(rest) = data.get_mut(clear_from..written) {
-        rest.fill(0);
-    }
+    lay_chunks(data, written, &placed)?;
     let Cbor::Array(globals) = m.get("globals")? else {
         return Err(field_err("globals", "expected an array").into());
     };
@@ -835,6 +964,47 @@ mod tests {
         ];
         entries.push((t("memory_chunks"), Cbor::Array(chunks)));
         Cbor::Map(entries)
+    }
+
+    /// Laying chunks out in two halves gives the bytes one pass gives: chunks in place,
+    /// what instantiation wrote (below `written`) and no chunk covers zeroed, the rest
+    /// untouched; whichever side of the middle the chunks, gaps and `written` fall on.
+    #[test]
+    fn parallel_layout_is_the_sequential_layout() {
+        let len = 16 << 20;
+        let mid = len / 2;
+        let payload: Vec<Vec<u8>> = (0..8u8).map(|i| vec![i + 1; CHUNK]).collect();
+        let layouts: Vec<Vec<usize>> = vec![
+            vec![0, CHUNK, mid - CHUNK, mid, mid + 5 * CHUNK, len - CHUNK],
+            vec![mid - CHUNK, mid],
+            vec![3 * CHUNK, 40 * CHUNK],
+            vec![mid + CHUNK, len - 2 * CHUNK],
+            vec![0, len - CHUNK],
+        ];
+        for starts in layouts {
+            for written in [0, 64 * 1024, mid + 2 * CHUNK, len] {
+                let chunks: Vec<(usize, &[u8])> = starts
+                    .iter()
+                    .zip(payload.iter().cycle())
+                    .map(|(&s, p)| (s, p.as_slice()))
+                    .collect();
+                let mut two = vec![0xAAu8; len];
+                lay_chunks(&mut two, written, &chunks).unwrap();
+                let mut one = vec![0xAAu8; len];
+                lay_range(&mut one, 0, written, &chunks);
+                assert!(two == one, "{starts:?} written {written}");
+                for &(s, p) in &chunks {
+                    assert_eq!(&one[s..s + CHUNK], p);
+                }
+                let covered = |at: usize| chunks.iter().any(|&(s, _)| (s..s + CHUNK).contains(&at));
+                for at in (0..len).step_by(CHUNK / 2) {
+                    if !covered(at) {
+                        let want = if at < written { 0 } else { 0xAA };
+                        assert_eq!(one[at], want, "{starts:?} written {written} at {at}");
+                    }
+                }
+            }
+        }
     }
 
     fn chunk(i: u64, fill: u8) -> Cbor {

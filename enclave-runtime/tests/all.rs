@@ -478,6 +478,12 @@ mod snapshots {
         send(&mut obj, 150, "x");
         obj.enqueue(b"d".to_vec()).unwrap();
         let snap = obj.snapshot().unwrap();
+        // A small snapshot passed on in pieces: the same bytes, checksum last.
+        let mut pieces = Vec::new();
+        obj.snapshot_writer()
+            .unwrap()
+            .write_to(&mut |b: &[u8]| pieces.extend_from_slice(b));
+        assert_eq!(pieces, snap);
         let body = &snap[8..snap.len() - 32];
         // Decoding canonically re-encodes the tree and compares: the streaming writer wrote
         // exactly the canonical encoding of the whole map.
@@ -512,6 +518,48 @@ mod snapshots {
         assert_eq!(back.snapshot().unwrap(), snap);
     }
 
+    /// A memory of 8 MiB and more is laid out by two threads on restore: a 10 MiB memory
+    /// with data written by instantiation and by the object, sparse, on both sides of its
+    /// middle and grown beyond its initial size, restores to the same bytes and continues
+    /// identically.
+    #[test]
+    fn a_large_memory_restores_the_same_from_both_halves() {
+        let wasm = wat::parse_str(
+            r#"(module (memory (export "memory") 100 200)
+                 (data (i32.const 16) "written at instantiation")
+                 (data (i32.const 5242880) "in the upper half")
+                 (func (export "sojourn_tick") (param i64) (result i64)
+                   (local $p i32)
+                   (drop (memory.grow (i32.const 60)))
+                   (loop $l
+                     (i64.store (local.get $p) (i64.add (local.get 0) (i64.extend_i32_u (local.get $p))))
+                     (local.set $p (i32.add (local.get $p) (i32.const 40960)))
+                     (br_if $l (i32.lt_u (local.get $p) (i32.const 10485760))))
+                   (i64.store (i32.const 16) (i64.const 0))
+                   (i64.const -1)))"#,
+        )
+        .unwrap();
+        let toml = "[object]\nname='big'\nversion=1\nmodule='big.wasm'\n[limits]\nfuel_per_entry=10000000\nmemory_pages_max=200\n[schema.fields]\n";
+        let d = parse_descriptor("big", toml, &wasm).unwrap();
+        let engine = ObjectEngine::new().unwrap();
+        let m = engine.compile(&wasm).unwrap();
+        let (mut obj, _) =
+            ResidentObject::create(&engine, &m, d, ObjectId([8; 16]), 0, [0; 32]).unwrap();
+        obj.wake(3, [0; 32]);
+        let snap = obj.snapshot().unwrap();
+        let other = ObjectEngine::new().unwrap();
+        let mut back = ResidentObject::restore(&other, &snap).unwrap();
+        assert_eq!(back.snapshot().unwrap(), snap);
+        let mut auth = ResidentObject::restore_authenticated(&other, &snap).unwrap();
+        assert_eq!(auth.snapshot().unwrap(), snap);
+        obj.wake(9, [0; 32]);
+        back.wake(9, [0; 32]);
+        assert_eq!(
+            back.full_state_digest().unwrap(),
+            obj.full_state_digest().unwrap()
+        );
+    }
+
     /// Snapshots of 1 MiB and more are checksummed on a second thread while they are
     /// restored: a flip anywhere, in memory bytes the body reader accepts as they are, is
     /// still refused as a checksum mismatch, and the intact one restores exactly.
@@ -544,9 +592,31 @@ mod snapshots {
         let mut buf = b"prefix".to_vec();
         w.write_into(&mut buf);
         assert_eq!((&buf[..6], &buf[6..]), (&b"prefix"[..], &snap[..]));
+        // Passed on in pieces (a package sealed part by part): the same bytes, in order.
+        let mut pieces = Vec::new();
+        let mut calls = 0;
+        w.write_to(&mut |b: &[u8]| {
+            pieces.extend_from_slice(b);
+            calls += 1;
+        });
+        assert_eq!(pieces, snap);
+        assert!(calls > 1);
         assert_eq!(obj.full_state_digest().unwrap().0, snap[snap.len() - 32..]);
         let mut back = ResidentObject::restore(&engine, &snap).unwrap();
         assert_eq!(back.snapshot().unwrap(), snap);
+        // Restored as authenticated bytes (from an opened package): the same object; the
+        // checksum is not recomputed, so only the structure can refuse such bytes.
+        let mut auth = ResidentObject::restore_authenticated(&engine, &snap).unwrap();
+        assert_eq!(
+            auth.full_state_digest().unwrap(),
+            back.full_state_digest().unwrap()
+        );
+        let mut other_sum = snap.clone();
+        let last = other_sum.len() - 1;
+        other_sum[last] ^= 1;
+        assert!(ResidentObject::restore(&engine, &other_sum).is_err());
+        assert!(ResidentObject::restore_authenticated(&engine, &other_sum).is_ok());
+        assert!(ResidentObject::restore_authenticated(&engine, &snap[..snap.len() - 40]).is_err());
         for at in [snap.len() / 2, snap.len() - 40, snap.len() - 1] {
             let mut bad = snap.clone();
             bad[at] ^= 0x01;

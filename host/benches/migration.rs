@@ -12,10 +12,11 @@
 //! - attestation: the offer round trip (TLS handshake, the destination's fresh HPKE key and
 //!   evidence);
 //! - appraisal: the destination's evidence against the object's migration policy;
-//! - seal: the `Sent` commit with the `migrated-out` lineage entry, the snapshot, the HPKE
-//!   seal of the bundle;
-//! - transfer: the package over HTTPS, and at the destination its open, snapshot restore,
-//!   lineage verify and the durable commit of the object, then the signed `ack`;
+//! - seal: the `Sent` commit with the `migrated-out` lineage entry, the snapshot and the HPKE
+//!   seal of the bundle, until the last part is sealed: the package is sent part by part as
+//!   it is sealed, so the first part of the transfer runs inside this step;
+//! - transfer: the rest of the package over HTTPS, and at the destination its open, snapshot
+//!   restore, lineage verify and the durable commit of the object, then the signed `ack`;
 //! - commit: the source's tombstone.
 //!
 //! The floor is what the same number of bytes costs at least: one AES-256-GCM seal (ring) and
@@ -444,6 +445,14 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         cpu_model()
     );
+    println!(
+        "huge pages for large buffers: {} (setting auto; see sojourn-mem)",
+        if sojourn_mem::huge_pages_in_use() {
+            "advised"
+        } else {
+            "not used"
+        }
+    );
     println!("sizes: {sizes:?} MiB, {runs} runs each (a fresh object per run); cells are medians");
     println!();
 
@@ -550,7 +559,7 @@ fn main() {
         println!("{r}");
     }
     println!();
-    println!("total: wall time of `HostControl::migrate` at the source; downtime: the object quiesced until the source's decision; steps (ms) as the source measured them; seal includes the `Sent` commit and the snapshot; transfer includes the destination's open, restore, lineage verify and durable commit;");
+    println!("total: wall time of `HostControl::migrate` at the source; downtime: the object quiesced until the source's decision; steps (ms) as the source measured them; seal includes the `Sent` commit and the snapshot, and overlaps the start of the transfer (parts are sent as they are sealed); transfer includes the destination's open, restore, lineage verify and durable commit;");
     println!("floor: one AES-256-GCM seal (ring) of the package's byte count + one TLS 1.3 loopback connection (handshake included) carrying it to a receiver that reads it all and answers one byte.");
     println!("not in the floor, for context: durable write = the same bytes written to a new file beside the destination's store and fsync'ed (its durable commit must do at least that); fresh-buffer copy = the same bytes copied into a newly allocated buffer (page faults: the pipeline touches new memory for the package at each end and for the restored instance's memory).");
 }

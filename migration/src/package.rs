@@ -73,6 +73,7 @@
 
 use std::fmt;
 use std::ops::Range;
+use std::sync::Arc;
 use std::thread;
 
 use hpke::aead::ExportOnlyAead;
@@ -860,49 +861,18 @@ pub fn seal_with(
     snapshot_len: usize,
     write_snapshot: impl FnOnce(&mut Vec<u8>) -> Result<(), String>,
 ) -> Result<Vec<u8>, PackageError> {
-    let binding = ticket.binding();
-    if head.object_id != binding.object_id {
-        return Err(wrong_object(&binding.object_id, &head.object_id));
-    }
-    let too_large = |len: u64| PackageError::TooLarge {
-        len,
-        max: MAX_PLAINTEXT_LEN,
-    };
-    let plaintext_len = head
-        .encoded_len(snapshot_len)
-        .ok_or_else(|| too_large(u64::MAX))?;
-    if plaintext_len as u64 > MAX_PLAINTEXT_LEN {
-        return Err(too_large(plaintext_len as u64));
-    }
-    let total = package_len(plaintext_len).ok_or_else(|| too_large(plaintext_len as u64))?;
-
-    // The key first: the header (which every segment's AAD holds) names `enc`.
-    let mut rng = SeededRng::new()?;
-    let (enc, context) = hpke::setup_sender_with_rng::<ExportOnlyAead, HkdfSha256, HpkeKem>(
-        &OpModeS::Base,
-        ticket.hpke_key(),
-        PACKAGE_INFO,
-        &mut rng,
-    )
-    .map_err(|e| PackageError::Seal(format!("HPKE: {e}")))?;
-    let key = package_key(|out| context.export(KEY_EXPORT_CONTEXT, out))
-        .map_err(|()| PackageError::Seal("could not derive the package key".into()))?;
-    drop(context);
-    let enc: [u8; ENC_LEN] = enc
-        .to_bytes()
-        .as_slice()
-        .try_into()
-        .map_err(|_| PackageError::Seal("encapsulated key length".into()))?;
-    let header = Header {
-        transfer: binding.transfer,
-        enc,
+    let setup = SealSetup::new(ticket, head, snapshot_len)?;
+    let SealSetup {
+        key,
+        header,
+        aad,
         plaintext_len,
-    }
-    .to_bytes();
-    let aad = segment_aad(binding, &header);
+        total,
+    } = setup;
 
     // Zeroed on every early return: it holds plaintext until the last segment is sealed.
-    let mut buf = Secret(Vec::with_capacity(total));
+    // Huge pages: a fresh package buffer is touched once, whole (see `sojourn_mem`).
+    let mut buf = Secret(sojourn_mem::with_capacity(total));
     buf.extend_from_slice(&header);
     head.encode_into(&mut buf, snapshot_len);
     let snapshot_at = plaintext_len - snapshot_len;
@@ -932,6 +902,228 @@ pub fn seal_with(
         Ok(()) => Ok(std::mem::take(&mut *buf)),
         Err(PassError::Crypto) => Err(PackageError::Seal("AES-256-GCM seal failed".into())),
         Err(PassError::Worker(e)) => Err(PackageError::Worker(e)),
+    }
+}
+
+/// What sealing a package starts from: the package key (HPKE, fresh), the clear header and
+/// the segments' AAD, and the lengths.
+struct SealSetup {
+    key: LessSafeKey,
+    header: [u8; HEADER_LEN],
+    aad: [u8; SEGMENT_AAD_LEN],
+    plaintext_len: usize,
+    total: usize,
+}
+
+impl SealSetup {
+    fn new(
+        ticket: &MigrationTicket,
+        head: &BundleHead<'_>,
+        snapshot_len: usize,
+    ) -> Result<SealSetup, PackageError> {
+        let binding = ticket.binding();
+        if head.object_id != binding.object_id {
+            return Err(wrong_object(&binding.object_id, &head.object_id));
+        }
+        let (plaintext_len, total) = sealed_lengths(head, snapshot_len)?;
+
+        // The key first: the header (which every segment's AAD holds) names `enc`.
+        let mut rng = SeededRng::new()?;
+        let (enc, context) = hpke::setup_sender_with_rng::<ExportOnlyAead, HkdfSha256, HpkeKem>(
+            &OpModeS::Base,
+            ticket.hpke_key(),
+            PACKAGE_INFO,
+            &mut rng,
+        )
+        .map_err(|e| PackageError::Seal(format!("HPKE: {e}")))?;
+        let key = package_key(|out| context.export(KEY_EXPORT_CONTEXT, out))
+            .map_err(|()| PackageError::Seal("could not derive the package key".into()))?;
+        drop(context);
+        let enc: [u8; ENC_LEN] = enc
+            .to_bytes()
+            .as_slice()
+            .try_into()
+            .map_err(|_| PackageError::Seal("encapsulated key length".into()))?;
+        let header = Header {
+            transfer: binding.transfer,
+            enc,
+            plaintext_len,
+        }
+        .to_bytes();
+        let aad = segment_aad(binding, &header);
+        Ok(SealSetup {
+            key,
+            header,
+            aad,
+            plaintext_len,
+            total,
+        })
+    }
+}
+
+/// The plaintext and package lengths of a bundle with a snapshot of `snapshot_len` bytes.
+fn sealed_lengths(
+    head: &BundleHead<'_>,
+    snapshot_len: usize,
+) -> Result<(usize, usize), PackageError> {
+    let too_large = |len: u64| PackageError::TooLarge {
+        len,
+        max: MAX_PLAINTEXT_LEN,
+    };
+    let plaintext_len = head
+        .encoded_len(snapshot_len)
+        .ok_or_else(|| too_large(u64::MAX))?;
+    if plaintext_len as u64 > MAX_PLAINTEXT_LEN {
+        return Err(too_large(plaintext_len as u64));
+    }
+    let total = package_len(plaintext_len).ok_or_else(|| too_large(plaintext_len as u64))?;
+    Ok((plaintext_len, total))
+}
+
+/// The exact length of the package [`seal_with`] or [`seal_streaming`] makes of this bundle:
+/// known before anything is sealed, so a sender can announce it (`Content-Length`) and start
+/// sending the first parts while later ones are sealed.
+pub fn sealed_len(head: &BundleHead<'_>, snapshot_len: usize) -> Result<usize, PackageError> {
+    sealed_lengths(head, snapshot_len).map(|(_, total)| total)
+}
+
+/// [`seal_with`], handing the package out in parts as they are sealed, so that sending can
+/// overlap sealing. The concatenation of the parts is byte for byte a package
+/// [`seal_with`] could have made (same layout, opened by [`open_owned`]): the clear header,
+/// then each segment's ciphertext as soon as the snapshot writer has written past it (the
+/// last one once the whole snapshot is written), then the tag table.
+///
+/// `write_snapshot` is called once and must pass exactly `snapshot_len` bytes, the snapshot,
+/// to the function it is given, in order and in pieces of any size. `emit` receives every
+/// part in order as it is ready; the same parts are returned at the end, for a sender that
+/// must send the package again. A writer error or another length is
+/// [`PackageError::Snapshot`], and then the parts emitted so far do not make a package: a
+/// receiver must not be told that it ended. Plaintext lives only in the segment being filled,
+/// which is zeroed if sealing stops early.
+pub fn seal_streaming(
+    ticket: &MigrationTicket,
+    head: &BundleHead<'_>,
+    snapshot_len: usize,
+    write_snapshot: impl FnOnce(&mut dyn FnMut(&[u8])) -> Result<(), String>,
+    emit: &mut dyn FnMut(Arc<Vec<u8>>),
+) -> Result<Vec<Arc<Vec<u8>>>, PackageError> {
+    let setup = SealSetup::new(ticket, head, snapshot_len)?;
+    let mut parts = Vec::with_capacity(segment_count(setup.plaintext_len) + 2);
+    let mut out = |part: Vec<u8>| {
+        let part = Arc::new(part);
+        emit(Arc::clone(&part));
+        parts.push(part);
+    };
+    out(setup.header.to_vec());
+    let mut filler = SegmentFiller {
+        key: &setup.key,
+        aad: &setup.aad,
+        plaintext_len: setup.plaintext_len,
+        written: 0,
+        index: 0,
+        current: Secret(Vec::with_capacity(SEGMENT.min(setup.plaintext_len))),
+        tags: Vec::with_capacity(segment_count(setup.plaintext_len) * TAG_LEN),
+        error: None,
+        out: &mut out,
+    };
+    let mut head_bytes = Secret(Vec::with_capacity(setup.plaintext_len - snapshot_len));
+    head.encode_into(&mut head_bytes, snapshot_len);
+    if head_bytes.len() != setup.plaintext_len - snapshot_len {
+        return Err(PackageError::Seal("bundle head length".into()));
+    }
+    filler.put(&head_bytes);
+    write_snapshot(&mut |bytes: &[u8]| filler.put(bytes)).map_err(PackageError::Snapshot)?;
+    if let Some(e) = filler.error.take() {
+        return Err(e);
+    }
+    if filler.written != setup.plaintext_len
+        || filler.index != segment_count(setup.plaintext_len) as u64
+    {
+        return Err(PackageError::Snapshot(format!(
+            "{snapshot_len} bytes announced, the writer passed {}",
+            filler
+                .written
+                .saturating_sub(setup.plaintext_len - snapshot_len)
+        )));
+    }
+    let tags = std::mem::take(&mut filler.tags);
+    drop(filler);
+    out(tags);
+    Ok(parts)
+}
+
+/// Cuts the plaintext, as it is written, into segments, and seals and emits each one when it
+/// is complete (the last one when the whole plaintext is in).
+struct SegmentFiller<'a> {
+    key: &'a LessSafeKey,
+    aad: &'a [u8; SEGMENT_AAD_LEN],
+    plaintext_len: usize,
+    written: usize,
+    index: u64,
+    current: Secret,
+    tags: Vec<u8>,
+    /// The first failure; everything after it is ignored.
+    error: Option<PackageError>,
+    out: &'a mut dyn FnMut(Vec<u8>),
+}
+
+impl SegmentFiller<'_> {
+    fn put(&mut self, mut bytes: &[u8]) {
+        if self.error.is_some() {
+            return;
+        }
+        if bytes.len() > self.plaintext_len - self.written {
+            self.error = Some(PackageError::Snapshot(format!(
+                "the writer passed more than the {} bytes announced",
+                self.plaintext_len
+            )));
+            return;
+        }
+        // An empty plaintext is one empty segment, sealed when nothing is left to write.
+        loop {
+            let room = SEGMENT - self.current.len();
+            let (now, rest) = bytes.split_at(room.min(bytes.len()));
+            self.current.extend_from_slice(now);
+            self.written += now.len();
+            bytes = rest;
+            let complete = self.written == self.plaintext_len;
+            if self.current.len() == SEGMENT || complete {
+                if complete && self.index == segment_count(self.plaintext_len) as u64 {
+                    return; // the last segment is already out (empty writes after the end)
+                }
+                self.seal_current(complete);
+                if self.error.is_some() {
+                    return;
+                }
+            }
+            if bytes.is_empty() {
+                return;
+            }
+        }
+    }
+
+    fn seal_current(&mut self, last: bool) {
+        let next = if last {
+            Vec::new()
+        } else {
+            Vec::with_capacity(SEGMENT.min(self.plaintext_len - self.written))
+        };
+        let mut data = std::mem::replace(&mut self.current, Secret(next));
+        let mut tag = [0u8; TAG_LEN];
+        let s = Segment {
+            index: self.index,
+            last,
+            data: data.as_mut_slice(),
+            tag: &mut tag,
+        };
+        if seal_segment(self.key, self.aad, s).is_err() {
+            self.error = Some(PackageError::Seal("AES-256-GCM seal failed".into()));
+            return;
+        }
+        self.index += 1;
+        self.tags.extend_from_slice(&tag);
+        // Ciphertext now: nothing to zero.
+        (self.out)(std::mem::take(&mut data.0));
     }
 }
 

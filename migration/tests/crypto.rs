@@ -617,11 +617,12 @@ mod package {
     use super::*;
     use proptest::prelude::*;
     use sojourn_migration::package::{
-        open_owned, seal_to_bytes, seal_with, BundleHead, HEADER_LEN, MAX_PLAINTEXT_LEN, SEGMENT,
-        TAG_LEN,
+        open_owned, seal_streaming, seal_to_bytes, seal_with, sealed_len, BundleHead, HEADER_LEN,
+        MAX_PLAINTEXT_LEN, SEGMENT, TAG_LEN,
     };
     use sojourn_migration::BindingError;
     use std::ops::Range;
+    use std::sync::Arc;
 
     // Header fields (docs: package layout).
     const TRANSFER: Range<usize> = 14..30;
@@ -1056,6 +1057,117 @@ mod package {
                 .into_bundle()
                 == b
         );
+    }
+
+    /// Seals `b` part by part, the writer passing the snapshot in pieces of `piece` bytes;
+    /// checks that what was emitted is what is returned, and returns the parts.
+    fn stream(t: &MigrationTicket, b: &ObjectBundle, piece: usize) -> Vec<Arc<Vec<u8>>> {
+        let mut emitted = Vec::new();
+        let parts = seal_streaming(
+            t,
+            &b.head(),
+            b.snapshot.len(),
+            |put| {
+                for c in b.snapshot.chunks(piece) {
+                    put(c);
+                }
+                Ok(())
+            },
+            &mut |p| emitted.push(p),
+        )
+        .unwrap();
+        assert_eq!(emitted.len(), parts.len());
+        assert!(emitted.iter().zip(&parts).all(|(e, p)| Arc::ptr_eq(e, p)));
+        parts
+    }
+
+    /// A package sealed part by part is a package: its parts, concatenated, open to the same
+    /// bundle, for plaintexts that end on either side of segment boundaries and however the
+    /// writer cuts the snapshot. It is the header, one part per segment (each exactly a
+    /// segment of ciphertext but the last), and the tag table.
+    #[test]
+    fn a_package_sealed_in_parts_opens_like_a_whole_one() {
+        let at = attempt(12);
+        let t = ticket(&at);
+        let b0 = bundle();
+        for plaintext in [1000, SEGMENT - 1, SEGMENT, SEGMENT + 1, 3 * SEGMENT + 5] {
+            let b = with_snapshot(snapshot_len_for(&b0, plaintext));
+            let n = plaintext.div_ceil(SEGMENT);
+            for piece in [7, 4099, SEGMENT + 3] {
+                let parts = stream(&t, &b, piece);
+                assert_eq!(parts.len(), n + 2, "{plaintext} in pieces of {piece}");
+                assert_eq!(parts[0].len(), HEADER_LEN);
+                assert!(parts[1..n].iter().all(|p| p.len() == SEGMENT));
+                assert_eq!(parts[n].len(), plaintext - (n - 1) * SEGMENT);
+                assert_eq!(parts[n + 1].len(), n * TAG_LEN);
+                let wire: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+                assert_eq!(wire.len(), sealed_len(&b.head(), b.snapshot.len()).unwrap());
+                let opened = open_owned(&at.key, &at.binding, wire)
+                    .unwrap()
+                    .into_bundle();
+                assert!(opened == b, "{plaintext} in pieces of {piece}");
+            }
+        }
+        // Tampering with a segment part, or sending the parts in another order, is caught.
+        let b = with_snapshot(snapshot_len_for(&b0, 2 * SEGMENT + 10));
+        let parts = stream(&t, &b, 4096);
+        let mut flipped: Vec<Vec<u8>> = parts.iter().map(|p| p.to_vec()).collect();
+        flipped[2][100] ^= 1;
+        let mut swapped: Vec<Vec<u8>> = parts.iter().map(|p| p.to_vec()).collect();
+        swapped.swap(1, 2);
+        for bad in [flipped, swapped] {
+            let wire: Vec<u8> = bad.concat();
+            assert_eq!(
+                open_owned(&at.key, &at.binding, wire).unwrap_err(),
+                PackageError::Open
+            );
+        }
+        // Sealed for this attempt only.
+        let other = attempt(13);
+        let wire: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+        assert!(open_owned(&other.key, &other.binding, wire).is_err());
+    }
+
+    #[test]
+    fn a_snapshot_writer_in_parts_must_pass_exactly_what_it_announced() {
+        let at = attempt(14);
+        let t = ticket(&at);
+        let b = with_snapshot(3000);
+        let head = b.head();
+        for (announced, written) in [(3000, 2999), (3000, 0), (2999, 3000), (0, 1)] {
+            let mut emitted = 0;
+            let r = seal_streaming(
+                &t,
+                &head,
+                announced,
+                |put| {
+                    put(&b.snapshot[..written]);
+                    Ok(())
+                },
+                &mut |_| emitted += 1,
+            );
+            assert!(
+                matches!(&r, Err(PackageError::Snapshot(m)) if m.contains("announced")),
+                "{announced} {written}: {r:?}"
+            );
+        }
+        let r = seal_streaming(
+            &t,
+            &head,
+            3000,
+            |_| Err("the object went away".into()),
+            &mut |_| {},
+        );
+        assert_eq!(
+            r,
+            Err(PackageError::Snapshot("the object went away".into()))
+        );
+        let mut wrong = head;
+        wrong.object_id = [0; 16];
+        let r = seal_streaming(&t, &wrong, 3000, |_| panic!("not called"), &mut |_| {
+            panic!("nothing is emitted for another object")
+        });
+        assert!(matches!(r, Err(PackageError::WrongObject { .. })));
     }
 
     #[test]

@@ -155,6 +155,33 @@ pub struct RuntimeSection {
     pub workers: Option<usize>,
     /// Most transitions merged into one store commit (default 1024).
     pub group_commit_max: Option<usize>,
+    /// Transparent huge pages for large buffers (object memories, migration packages):
+    /// `auto` (default: unless the VM reports free memory to its host), `on` or `off`.
+    #[serde(default)]
+    pub huge_pages: HugePagesSetting,
+}
+
+/// `[runtime] huge_pages`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HugePagesSetting {
+    /// See [`sojourn_mem::HugePages::Auto`].
+    #[default]
+    Auto,
+    /// Always advise huge pages.
+    On,
+    /// Never advise huge pages.
+    Off,
+}
+
+impl From<HugePagesSetting> for sojourn_mem::HugePages {
+    fn from(s: HugePagesSetting) -> Self {
+        match s {
+            HugePagesSetting::Auto => sojourn_mem::HugePages::Auto,
+            HugePagesSetting::On => sojourn_mem::HugePages::On,
+            HugePagesSetting::Off => sojourn_mem::HugePages::Off,
+        }
+    }
 }
 
 impl HostConfig {
@@ -214,11 +241,17 @@ token = "abc"
 role = "read"
 [runtime]
 workers = 3
+huge_pages = "off"
 "#,
         )
         .unwrap();
         assert_eq!(c.attestation.mode, AttestationMode::AzSnpVtpm);
         assert_eq!(c.runtime.workers, Some(3));
+        assert_eq!(c.runtime.huge_pages, HugePagesSetting::Off);
+        assert_eq!(
+            HostConfig::parse("t", "").unwrap().runtime.huge_pages,
+            HugePagesSetting::Auto
+        );
         for (bad, want) in [
             ("lisen = \"x\"", "unknown field"),
             ("[attestation]\nmode = \"sgx\"", "unknown variant"),
@@ -232,6 +265,7 @@ workers = 3
                 "exactly one",
             ),
             ("[runtime]\nworkers = 0", "at least 1"),
+            ("[runtime]\nhuge_pages = \"yes\"", "unknown variant"),
         ] {
             let e = HostConfig::parse("t", bad).unwrap_err();
             assert!(e.contains(want), "{bad}: {e}");

@@ -31,12 +31,12 @@ use sha2::{Digest as _, Sha256};
 use sojourn_api::{
     ApiError, DrainReport, DrainRequest, DrainStay, ErrorCode, MigrateRequest, MigrationAnswer,
     MigrationOffer, MigrationOfferAnswer, MigrationRefusalRequest, MigrationReport,
-    MigrationStatusRequest, MigrationStep,
+    MigrationStatusRequest, MigrationStep, PackageParts,
 };
 use sojourn_attestation::{Evidence as AttEvidence, Timestamp};
 use sojourn_lineage::signer::verify_es256;
 use sojourn_lineage::{LineageSigner as _, P256Signer};
-use sojourn_migration::package::{open_owned, seal_with, BundleHead};
+use sojourn_migration::package::{open_owned, seal_streaming, sealed_len, BundleHead};
 use sojourn_migration::protocol::{
     AppraisalId, Challenge, DestEffect, DestState, Destination, DestinationEnv, Evidence,
     EvidenceId, HostId, KeyId, SourceEffect, SourceState, ToDest, ToSource, TransferId,
@@ -111,6 +111,18 @@ pub trait PeerLink: Send + Sync {
         key: &str,
         sealed: Arc<Vec<u8>>,
     ) -> Result<MigrationAnswer, String>;
+    /// Sends a package that is still being sealed, part by part as the parts come (see
+    /// [`sojourn_api::PackageParts`]). The default waits for the whole package and sends it
+    /// with [`PeerLink::package`]; the daemon's HTTPS link streams it.
+    fn package_parts(
+        &self,
+        transfer: &str,
+        key: &str,
+        parts: PackageParts,
+    ) -> Result<MigrationAnswer, String> {
+        let whole = parts.collect_blocking()?;
+        self.package(transfer, key, Arc::new(whole))
+    }
     /// Asks for a decision.
     fn status(&self, transfer: &str) -> Result<MigrationAnswer, String>;
     /// Tells the destination no package will come.
@@ -182,6 +194,14 @@ impl PeerLink for HttpLink {
         sealed: Arc<Vec<u8>>,
     ) -> Result<MigrationAnswer, String> {
         self.run(self.client.migration_package_shared(transfer, key, sealed))
+    }
+    fn package_parts(
+        &self,
+        transfer: &str,
+        key: &str,
+        parts: PackageParts,
+    ) -> Result<MigrationAnswer, String> {
+        self.run(self.client.migration_package_parts(transfer, key, parts))
     }
     fn status(&self, transfer: &str) -> Result<MigrationAnswer, String> {
         self.run(self.client.migration_status(&MigrationStatusRequest {
@@ -930,6 +950,13 @@ impl DestSide {
 // ---------------------------------------------------------------------------------------------
 // Source side
 
+/// A package sent while it was sealed: its parts (to send it again) and the first sending's
+/// answer.
+struct SentPackage {
+    parts: Vec<Arc<Vec<u8>>>,
+    answer: Result<MigrationAnswer, String>,
+}
+
 /// Measures the steps of one attempt.
 struct Steps {
     steps: Vec<MigrationStep>,
@@ -1114,8 +1141,10 @@ impl HostCore {
 
             // Execute: either Persist(Sent)+Package, or Persist(Running)+Refusal+StartRunning.
             let mut decision = None;
-            let mut sealed: Option<Arc<Vec<u8>>> = None;
             let mut answer_key = Vec::new();
+            // The package's parts, kept until the decision is in and freed after the downtime
+            // is measured (unmapping 64 MiB of segments takes a few ms).
+            let mut sent_parts: Vec<Arc<Vec<u8>>> = Vec::new();
             loop {
                 let mut next = Vec::new();
                 for e in effects {
@@ -1154,10 +1183,7 @@ impl HostCore {
                                 peer: peer.clone(),
                                 answer_key: answer_key.clone(),
                             };
-                            let bytes = self.persist_sent_and_seal(&key, state, detail, t)?;
-                            package_bytes = bytes.len() as u64;
-                            sealed = Some(Arc::new(bytes));
-                            steps.done("seal");
+                            self.persist_sent(&key, state, detail)?;
                         }
                         SourceEffect::Persist {
                             state: SourceState::Transferred { .. },
@@ -1192,24 +1218,50 @@ impl HostCore {
                             let _ = link.refusal(&hex::encode(transfer.0), &reason);
                         }
                         SourceEffect::Send(ToDest::Package { .. }) => {
-                            let bytes = sealed.clone().unwrap_or_default();
-                            let mut got = None;
-                            for i in 0..PACKAGE_TRIES {
-                                if i > 0 {
-                                    std::thread::sleep(Duration::from_millis(200 << i));
+                            let t = ticket
+                                .as_ref()
+                                .ok_or_else(|| internal("a package without a ticket"))?;
+                            let (transfer_hex, key_hex) =
+                                (hex::encode(transfer.0), hex::encode(ticket_key(&ticket)));
+                            // The first sending overlaps the sealing; "seal" ends when the
+                            // last part is sealed, "transfer" when the answer is in.
+                            let SentPackage {
+                                parts,
+                                answer: first,
+                            } = self.seal_and_send(
+                                &key,
+                                t,
+                                link,
+                                &transfer_hex,
+                                &key_hex,
+                                &mut || steps.done("seal"),
+                            )?;
+                            package_bytes = parts.iter().map(|p| p.len() as u64).sum();
+                            let mut got = first
+                                .ok()
+                                .and_then(|a| verified_answer(&a, &transfer, &answer_key));
+                            if got.is_none() {
+                                // Sent again, whole: one copy of the package, made only
+                                // when the first sending got no answer.
+                                let mut whole = Vec::with_capacity(package_bytes as usize);
+                                for p in &parts {
+                                    whole.extend_from_slice(p);
                                 }
-                                if let Ok(a) = link.package(
-                                    &hex::encode(transfer.0),
-                                    &hex::encode(ticket_key(&ticket)),
-                                    Arc::clone(&bytes),
-                                ) {
-                                    got = verified_answer(&a, &transfer, &answer_key);
-                                    if got.is_some() {
-                                        break;
+                                let whole = Arc::new(whole);
+                                for i in 1..PACKAGE_TRIES {
+                                    std::thread::sleep(Duration::from_millis(200 << i));
+                                    if let Ok(a) =
+                                        link.package(&transfer_hex, &key_hex, Arc::clone(&whole))
+                                    {
+                                        got = verified_answer(&a, &transfer, &answer_key);
+                                        if got.is_some() {
+                                            break;
+                                        }
                                     }
                                 }
                             }
                             steps.done("transfer");
+                            sent_parts = parts;
                             match got {
                                 Some(m) => {
                                     crash_point("source-answered");
@@ -1238,6 +1290,7 @@ impl HostCore {
                 effects = next;
             }
             let downtime = started.elapsed();
+            drop(sent_parts);
             let (outcome, reason, code) = match decision {
                 Some(Decision::Transferred) => ("transferred", None, None),
                 Some(Decision::Refused { reason, code }) => ("refused", Some(reason), Some(code)),
@@ -1286,40 +1339,86 @@ impl HostCore {
         Some(s.source.on_message(m, |_| Err(String::new())))
     }
 
-    /// `Sent`, durable together with the `migrated-out` entry; then the package, sealed to
-    /// the ticket's destination: the snapshot and the lineage that travel (ending with that
-    /// entry). The snapshot is written straight into the package buffer, which is encrypted
-    /// in place.
-    fn persist_sent_and_seal(
+    /// `Sent`, durable together with the `migrated-out` entry, before any byte of the package
+    /// leaves (the object is frozen from quiesce on: nothing changes it in between).
+    fn persist_sent(
         &self,
         key: &ObjectKey,
         state: MoveState,
         detail: String,
-        ticket: &MigrationTicket,
-    ) -> Result<Vec<u8>, ApiError> {
+    ) -> Result<(), ApiError> {
         let slot = self.slot(key)?;
         let mut s = lock(&slot);
         s.record_migration(Outcome::MigratedOut { detail }, &self.inner.metrics)?;
         s.moving = Some(state);
         self.commit_slot(*key, &mut s, 1)?;
         crash_point("source-sent");
+        Ok(())
+    }
+
+    /// The package, sealed to the ticket's destination (the snapshot and the lineage that
+    /// travel, ending with the `migrated-out` entry), sent while it is sealed: the snapshot is
+    /// written straight into the segments, and each part goes to `link` as soon as it is
+    /// sealed, so that the transfer overlaps the snapshot, its checksum and the encryption.
+    /// `sealed` is called when the sealer is done (the object's lock is released then; the
+    /// link may still be sending). Returns every part (to send the package again) and the
+    /// link's answer.
+    fn seal_and_send(
+        &self,
+        key: &ObjectKey,
+        ticket: &MigrationTicket,
+        link: &dyn PeerLink,
+        transfer: &str,
+        kid: &str,
+        sealed: &mut dyn FnMut(),
+    ) -> Result<SentPackage, ApiError> {
+        let slot = self.slot(key)?;
         let lineage = self
             .inner
             .store
             .lineage(key)
             .map_err(|e| ApiError::new(ErrorCode::Unavailable, e.to_string()))?;
-        let snapshot = s.obj.snapshot_writer().map_err(internal)?;
-        let head = BundleHead {
-            object_id: *key,
-            source: &self.inner.self_url,
-            lineage: &lineage,
-            pending_messages: &[],
-        };
-        seal_with(ticket, &head, snapshot.len(), |buf| {
-            snapshot.write_into(buf);
-            Ok(())
+        std::thread::scope(|scope| {
+            let mut s = lock(&slot);
+            let snapshot = s.obj.snapshot_writer().map_err(internal)?;
+            let head = BundleHead {
+                object_id: *key,
+                source: &self.inner.self_url,
+                lineage: &lineage,
+                pending_messages: &[],
+            };
+            let len = sealed_len(&head, snapshot.len()).map_err(internal)?;
+            let (tx, parts) = sojourn_api::package_parts(len as u64);
+            let sending = std::thread::Builder::new()
+                .name("sojourn-package".into())
+                .spawn_scoped(scope, move || link.package_parts(transfer, kid, parts))
+                .map_err(|e| internal(format!("cannot start the sending thread: {e}")))?;
+            let result = seal_streaming(
+                ticket,
+                &head,
+                snapshot.len(),
+                |put| {
+                    snapshot.write_to(put);
+                    Ok(())
+                },
+                &mut |part| {
+                    // A link that stopped reading is answered below; the parts are kept.
+                    let _ = tx.send(part);
+                },
+            );
+            drop(snapshot);
+            drop(s);
+            // Ends the body: early (so the destination discards it) if sealing failed.
+            drop(tx);
+            sealed();
+            let answer = sending
+                .join()
+                .unwrap_or_else(|_| Err("the link thread failed".to_string()));
+            Ok(SentPackage {
+                parts: result.map_err(internal)?,
+                answer,
+            })
         })
-        .map_err(internal)
     }
 
     /// The tombstone (after the destination's signed `ack`).

@@ -282,6 +282,16 @@ pub fn run_host(config: HostConfig, origin: &str) -> Result<()> {
     if let Some(g) = config.runtime.group_commit_max {
         options.group_commit_max = g;
     }
+    sojourn_mem::set_huge_pages(config.runtime.huge_pages.into());
+    println!(
+        "  huge pages:   {} ({:?})",
+        if sojourn_mem::huge_pages_in_use() {
+            "advised for large buffers"
+        } else {
+            "not used"
+        },
+        config.runtime.huge_pages
+    );
     let core = HostCore::start(store, lineage, options).map_err(|e| anyhow!("{e}"))?;
     println!("  objects:      {} restored", core.health().objects);
 
