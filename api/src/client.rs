@@ -249,6 +249,13 @@ impl PackagePartsSender {
     }
 }
 
+fn package_too_large(len: u64) -> String {
+    format!(
+        "the sealed package is {len} bytes; a host accepts at most {}",
+        paths::PACKAGE_BODY_LIMIT
+    )
+}
+
 /// A package of `len` bytes to be sent in parts: the sender's end for the sealer, the body's
 /// for [`Client::migration_package_parts`]. If the sender is dropped before `len` bytes were
 /// sent, the request fails (the host sees a body that ended early and discards it).
@@ -264,10 +271,7 @@ impl PackageParts {
     pub fn collect_blocking(mut self) -> Result<Vec<u8>, String> {
         let announced = self.remaining;
         if announced > paths::PACKAGE_BODY_LIMIT as u64 {
-            return Err(format!(
-                "the package is {announced} bytes; a host accepts at most {}",
-                paths::PACKAGE_BODY_LIMIT
-            ));
+            return Err(package_too_large(announced));
         }
         let mut out = Vec::with_capacity(usize::try_from(announced).unwrap_or(0));
         while let Some(part) = self.rx.blocking_recv() {
@@ -547,25 +551,9 @@ impl Client {
         key: &str,
         sealed: Arc<Vec<u8>>,
     ) -> Result<MigrationAnswer, ClientError> {
-        if sealed.len() > paths::PACKAGE_BODY_LIMIT {
-            return Err(ClientError::InvalidRequest(format!(
-                "the sealed package is {} bytes; a host accepts at most {}",
-                sealed.len(),
-                paths::PACKAGE_BODY_LIMIT
-            )));
-        }
-        let body = RequestBody {
-            bytes: BodyBytes::Whole(Bytes::from_owner(SharedBytes(sealed))),
-            content_type: paths::OCTET_STREAM,
-        };
-        let (raw, _) = self
-            .call_with_channel(
-                Method::POST,
-                &paths::migration_package_path(transfer, key),
-                Some(body),
-            )
-            .await?;
-        self.parse(&raw)
+        let len = sealed.len() as u64;
+        let bytes = BodyBytes::Whole(Bytes::from_owner(SharedBytes(sealed)));
+        self.post_package(transfer, key, len, bytes).await
     }
 
     /// [`Client::migration_package`] of a package still being sealed: each part is sent as it
@@ -576,15 +564,25 @@ impl Client {
         key: &str,
         parts: PackageParts,
     ) -> Result<MigrationAnswer, ClientError> {
-        if parts.remaining > paths::PACKAGE_BODY_LIMIT as u64 {
-            return Err(ClientError::InvalidRequest(format!(
-                "the sealed package is {} bytes; a host accepts at most {}",
-                parts.remaining,
-                paths::PACKAGE_BODY_LIMIT
-            )));
+        let len = parts.remaining;
+        self.post_package(transfer, key, len, BodyBytes::Parts(parts))
+            .await
+    }
+
+    /// The package route, with a body of `len` bytes (refused here, without connecting, over
+    /// [`paths::PACKAGE_BODY_LIMIT`]).
+    async fn post_package(
+        &self,
+        transfer: &str,
+        key: &str,
+        len: u64,
+        bytes: BodyBytes,
+    ) -> Result<MigrationAnswer, ClientError> {
+        if len > paths::PACKAGE_BODY_LIMIT as u64 {
+            return Err(ClientError::InvalidRequest(package_too_large(len)));
         }
         let body = RequestBody {
-            bytes: BodyBytes::Parts(parts),
+            bytes,
             content_type: paths::OCTET_STREAM,
         };
         let (raw, _) = self

@@ -134,26 +134,7 @@ impl SnapshotWriter<'_> {
     /// them into `out`.
     pub fn write_into(&self, out: &mut Vec<u8>) {
         out.reserve(self.len);
-        let start = out.len();
-        let sum: [u8; 32] = if self.len >= PARALLEL_CHECKSUM_MIN {
-            std::thread::scope(|scope| {
-                let hasher = scope.spawn(|| {
-                    let mut h = Sha256::new();
-                    self.emit(&mut h);
-                    h.finalize()
-                });
-                self.emit(out);
-                match hasher.join() {
-                    Ok(sum) => sum.into(),
-                    // Cannot happen (hashing does not panic); computed here instead.
-                    Err(_) => canonical::sha256(out.get(start..).unwrap_or_default()),
-                }
-            })
-        } else {
-            self.emit(out);
-            canonical::sha256(out.get(start..).unwrap_or_default())
-        };
-        out.extend_from_slice(&sum);
+        self.write_to(&mut |bytes: &[u8]| out.extend_from_slice(bytes));
     }
 
     /// Passes the snapshot, in order and in pieces, to `put` (for a writer that does not keep
