@@ -445,13 +445,11 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         cpu_model()
     );
+    // As the daemon does at start with its default `[runtime] huge_pages = "auto"`.
+    let huge = sojourn_mem::set_huge_pages(sojourn_mem::HugePages::Auto);
     println!(
         "huge pages for large buffers: {} (setting auto; see sojourn-mem)",
-        if sojourn_mem::huge_pages_in_use() {
-            "advised"
-        } else {
-            "not used"
-        }
+        if huge { "advised" } else { "not used" }
     );
     println!("sizes: {sizes:?} MiB, {runs} runs each (a fresh object per run); cells are medians");
     println!();

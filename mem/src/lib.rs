@@ -16,9 +16,12 @@
 //! access; if the kernel has no huge page at hand it falls back to small pages (with
 //! `defrag` set to `madvise`, it may first compact memory for one).
 //!
-//! Whether to advise is a process-wide [`HugePages`] setting. `Auto` (the default) advises
-//! unless the kernel has no transparent huge pages or the machine is a VM whose balloon
-//! reports free pages to its host (virtio-balloon `VIRTIO_BALLOON_F_REPORTING`). Such a host
+//! Whether to advise is a process-wide setting, off until a host sets it with
+//! [`set_huge_pages`] (the daemon does at start, from `[runtime] huge_pages`, default `auto`).
+//! That call is the only place this crate reads files (two under `/sys`, for `Auto`), so the
+//! cores that allocate through it stay free of I/O. `Auto` advises unless the kernel has no
+//! transparent huge pages or the machine is a VM whose balloon reports free pages to its host
+//! (virtio-balloon `VIRTIO_BALLOON_F_REPORTING`). Such a host
 //! takes back every free 2 MiB block a few seconds after it is freed, so a huge page is
 //! typically memory the host must back anew, 4 KiB at a time, on first touch: on the
 //! firecracker dev VM, which reports free pages, advised 64 MiB migrations measured 220 to
@@ -28,8 +31,7 @@
 #![deny(unsafe_code)]
 
 use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Whether large buffers are advised to use huge pages (see the crate docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -44,28 +46,23 @@ pub enum HugePages {
     Off,
 }
 
-static SETTING: AtomicU8 = AtomicU8::new(0);
-static DETECTED: OnceLock<bool> = OnceLock::new();
+static IN_USE: AtomicBool = AtomicBool::new(false);
 
-/// Sets the process-wide [`HugePages`] setting (a daemon sets it once from its
-/// configuration, before objects run).
-pub fn set_huge_pages(mode: HugePages) {
-    let v = match mode {
-        HugePages::Auto => 0,
-        HugePages::On => 1,
-        HugePages::Off => 2,
+/// Sets the process-wide setting (a host sets it once, at start, before objects run); `Auto`
+/// is resolved here, from `/sys`. Returns whether large buffers are advised from now on.
+pub fn set_huge_pages(mode: HugePages) -> bool {
+    let on = match mode {
+        HugePages::Auto => detect(),
+        HugePages::On => true,
+        HugePages::Off => false,
     };
-    SETTING.store(v, Ordering::Relaxed);
+    IN_USE.store(on, Ordering::Relaxed);
+    on
 }
 
-/// Whether large buffers are advised now: the setting, with `Auto` resolved (once, from
-/// `/sys`).
+/// Whether large buffers are advised (false until [`set_huge_pages`] says otherwise).
 pub fn huge_pages_in_use() -> bool {
-    match SETTING.load(Ordering::Relaxed) {
-        1 => true,
-        2 => false,
-        _ => *DETECTED.get_or_init(detect),
-    }
+    IN_USE.load(Ordering::Relaxed)
 }
 
 /// `Auto`: transparent huge pages available, and no free-page reporting balloon.
@@ -204,6 +201,21 @@ mod tests {
         assert_eq!(aligned_inside(usize::MAX - 10, 20), None);
     }
 
+    /// Tests that change the process-wide setting take turns.
+    static SETTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    #[test]
+    fn the_setting_is_what_was_set_last() {
+        let _turn = SETTING.lock().unwrap_or_else(|p| p.into_inner());
+        assert!(!set_huge_pages(HugePages::Off));
+        assert!(!huge_pages_in_use());
+        let mut v = vec![1u8; MIN_ADVISED * 2];
+        assert!(!advise(&mut v), "off: never advised");
+        assert!(set_huge_pages(HugePages::On));
+        assert!(huge_pages_in_use());
+        assert_eq!(set_huge_pages(HugePages::Auto), huge_pages_in_use());
+    }
+
     #[test]
     fn short_regions_are_left_alone() {
         let mut v = vec![7u8; MIN_ADVISED - 1];
@@ -247,6 +259,7 @@ mod tests {
             eprintln!("transparent huge pages are off ({mode:?}): nothing to check");
             return;
         }
+        let _turn = SETTING.lock().unwrap_or_else(|p| p.into_inner());
         set_huge_pages(HugePages::On);
         let mut v = with_capacity(16 << 20);
         let addr = v.spare_capacity_mut().as_ptr() as usize;

@@ -282,10 +282,10 @@ pub fn run_host(config: HostConfig, origin: &str) -> Result<()> {
     if let Some(g) = config.runtime.group_commit_max {
         options.group_commit_max = g;
     }
-    sojourn_mem::set_huge_pages(config.runtime.huge_pages.into());
+    let huge = sojourn_mem::set_huge_pages(config.runtime.huge_pages.into());
     println!(
         "  huge pages:   {} ({:?})",
-        if sojourn_mem::huge_pages_in_use() {
+        if huge {
             "advised for large buffers"
         } else {
             "not used"
