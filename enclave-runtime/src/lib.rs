@@ -19,6 +19,7 @@ pub mod object;
 pub mod record;
 pub mod schedule;
 pub mod snapshot;
+mod snapshot_memory;
 
 pub use checkpoint::Checkpoint;
 pub use engine::{ObjectEngine, ObjectModule, EPOCH_MS};
@@ -27,6 +28,7 @@ pub use object::{InboxError, ResidentObject, Schedule, Status};
 pub use record::{Decision, Digest, EntryInputs, ObjectId, Outcome, TransitionRecord};
 pub use schedule::WakeQueue;
 pub use snapshot::{SnapshotError, SnapshotWriter};
+pub use snapshot_memory::SnapshotMemory;
 
 /// Errors of the runtime (as opposed to faults of an object, which are transitions).
 #[derive(Debug, thiserror::Error)]

@@ -182,6 +182,22 @@ impl SnapshotWriter<'_> {
         put(&sum);
     }
 
+    /// [`SnapshotWriter::write_to`] for a container that authenticates every byte it carries
+    /// (a migration package, sealed with AES-GCM): the checksum is not computed and its 32
+    /// bytes are zero. Such a snapshot is for [`ResidentObject::restore_authenticated`] (and
+    /// [`crate::SnapshotMemory`]) at the other end of that container; [`ResidentObject::restore`]
+    /// refuses it as corrupted. For 64 MiB this saves a SHA-256 pass over the whole memory.
+    pub fn write_unchecked_to(&self, put: &mut dyn FnMut(&[u8])) {
+        struct Pieces<'a, 'b>(&'a mut (dyn FnMut(&[u8]) + 'b));
+        impl Sink for Pieces<'_, '_> {
+            fn put(&mut self, bytes: &[u8]) {
+                (self.0)(bytes);
+            }
+        }
+        self.emit(&mut Pieces(&mut *put));
+        put(&[0; 32]);
+    }
+
     /// The checksum alone (the snapshot's last 32 bytes), without writing the snapshot.
     pub fn checksum(&self) -> [u8; 32] {
         let mut h = Sha256::new();
@@ -396,8 +412,9 @@ impl ResidentObject {
     /// [`ResidentObject::restore`] of a snapshot whose integrity the caller has already
     /// established by stronger means than its checksum: it was authenticated end to end (an
     /// AEAD-sealed migration package, opened with every tag checked), so the bytes are exactly
-    /// those the sealer's [`ResidentObject::snapshot_writer`] wrote, checksum included. The
-    /// checksum is not recomputed (for 64 MiB, a SHA-256 pass as long as the restore itself);
+    /// those the sealer's [`ResidentObject::snapshot_writer`] wrote. The checksum is not
+    /// read (for 64 MiB, a SHA-256 pass as long as the restore itself), so the sealer need
+    /// not compute it either ([`SnapshotWriter::write_unchecked_to`] leaves it zero);
     /// everything else is checked as in `restore`: header, version, canonical body, fields
     /// against the schema, memory within the limits.
     ///
@@ -649,7 +666,7 @@ fn read_chunks<'a>(body: &'a [u8], pos: &mut usize) -> Option<Vec<(u64, &'a [u8]
 /// is canonical as a whole. Returns the entries other than `memory_chunks` and the chunks
 /// (borrowed); `None` sends the body to the general path.
 #[allow(clippy::type_complexity)]
-fn read_body_fast(body: &[u8]) -> Option<(Vec<(Cbor, Cbor)>, Vec<(u64, &[u8])>)> {
+pub(crate) fn read_body_fast(body: &[u8]) -> Option<(Vec<(Cbor, Cbor)>, Vec<(u64, &[u8])>)> {
     if *body.first()? != (MAJOR_MAP << 5) | 12 {
         return None;
     }
@@ -887,7 +904,7 @@ pub(crate) fn restore_parts<'c>(
 type Parts<'a> = (&'a [u8], [u8; 32], &'a [u8]);
 
 /// Checks magic and version; returns the parts.
-fn split(snapshot: &[u8]) -> Result<Parts<'_>, SnapshotError> {
+pub(crate) fn split(snapshot: &[u8]) -> Result<Parts<'_>, SnapshotError> {
     let min = MAGIC.len() + 2 + 32;
     if snapshot.len() < min || !snapshot.starts_with(MAGIC) {
         return Err(SnapshotError::NotASnapshot(min));

@@ -601,6 +601,8 @@ mod snapshots {
         });
         assert_eq!(pieces, snap);
         assert!(calls > 1);
+        let mut unchecked = Vec::new();
+        w.write_unchecked_to(&mut |b: &[u8]| unchecked.extend_from_slice(b));
         assert_eq!(obj.full_state_digest().unwrap().0, snap[snap.len() - 32..]);
         let mut back = ResidentObject::restore(&engine, &snap).unwrap();
         assert_eq!(back.snapshot().unwrap(), snap);
@@ -617,6 +619,21 @@ mod snapshots {
         assert!(ResidentObject::restore(&engine, &other_sum).is_err());
         assert!(ResidentObject::restore_authenticated(&engine, &other_sum).is_ok());
         assert!(ResidentObject::restore_authenticated(&engine, &snap[..snap.len() - 40]).is_err());
+        // Written for an authenticating container: the same bytes, the checksum left zero;
+        // `restore_authenticated` takes it, `restore` refuses it.
+        assert_eq!(unchecked.len(), snap.len());
+        assert_eq!(unchecked[..snap.len() - 32], snap[..snap.len() - 32]);
+        assert_eq!(unchecked[snap.len() - 32..], [0; 32]);
+        let mut from_unchecked =
+            ResidentObject::restore_authenticated(&engine, &unchecked).unwrap();
+        assert_eq!(
+            from_unchecked.full_state_digest().unwrap(),
+            back.full_state_digest().unwrap()
+        );
+        let err = ResidentObject::restore(&engine, &unchecked)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("checksum"), "{err}");
         for at in [snap.len() / 2, snap.len() - 40, snap.len() - 1] {
             let mut bad = snap.clone();
             bad[at] ^= 0x01;

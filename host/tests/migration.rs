@@ -165,6 +165,11 @@ fn an_object_moves_whole_continues_at_the_destination_and_leaves_a_tombstone() {
         ]
     );
 
+    // Its memory image was written to the destination's store while it was restored there,
+    // and the arrival's commit took that file.
+    assert_eq!(b.store().stats().staged_images, 1);
+    assert_eq!(a.store().stats().staged_images, 0);
+
     // The same object at the destination, continuing (it may already have ticked there).
     let left = a.inspect(&id).unwrap();
     assert_eq!(left.info.status, "transferred");
@@ -467,10 +472,19 @@ fn an_object_can_come_back_to_a_host_it_left() {
     let s = verify(&a.lineage(&id).unwrap());
     assert_eq!(s.outcomes["migrated-in"], 2);
     assert_eq!(s.outcomes["migrated-out"], 2);
+    // Back at a, its memory image was staged again and replaced the one it left behind:
+    // one image file for it.
+    assert_eq!(a.store().stats().staged_images, 1);
     // And after a restart of a, it is restored whole from the store and runs on.
     n.stop("https://a");
     drop(a);
     let dir_a = n.dirs[0].clone();
+    let files = std::fs::read_dir(dir_a.join(sojourn_store::raw::MEMORY_DIR))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|f| f.starts_with(&id))
+        .count();
+    assert_eq!(files, 1);
     let a = n.start("https://a", &dir_a, 8, false);
     let after = a.inspect(&id).unwrap();
     assert_eq!(after.info.status, "active");

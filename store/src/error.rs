@@ -3,7 +3,8 @@
 //! Variants fall in three groups, kept apart on purpose:
 //! - **the caller's mistake** in a batch ([`StoreError::Exists`], [`StoreError::UnknownObject`],
 //!   [`StoreError::SeqNotIncreasing`], [`StoreError::LineageGap`],
-//!   [`StoreError::ChunkTooLarge`], [`StoreError::MemoryTooLarge`]): the batch is not written, the store stays usable;
+//!   [`StoreError::ChunkTooLarge`], [`StoreError::MemoryTooLarge`],
+//!   [`StoreError::StagedMemory`]): the batch is not written, the store stays usable;
 //! - **what the disk says** ([`StoreError::Corrupt`], [`StoreError::ForeignOrWrongKey`],
 //!   [`StoreError::RolledBack`], [`StoreError::HighWaterMissing`],
 //!   [`StoreError::HighWaterInvalid`], [`StoreError::StoreMissing`],
@@ -33,6 +34,9 @@ pub enum Table {
     /// Memory images: an object's whole memory as of its last image write, in segments of
     /// [`crate::MEMORY_SEGMENT`] bytes by segment number (format version 2).
     Memory,
+    /// Memory images kept in files of their own (format version 3), one record per object:
+    /// the file's name, the memory's length and each segment's salt and tag.
+    MemoryFiles,
     /// The store's own sealed meta record (format version, store id, commit counter, root).
     Meta,
 }
@@ -47,6 +51,7 @@ impl Table {
             Table::Lineage => 4,
             Table::Messages => 5,
             Table::Memory => 6,
+            Table::MemoryFiles => 7,
             Table::Meta => 0xff,
         }
     }
@@ -60,6 +65,7 @@ impl Table {
             Table::Lineage => "lineage",
             Table::Messages => "messages",
             Table::Memory => "memory",
+            Table::MemoryFiles => "memory_files",
             Table::Meta => "meta",
         }
     }
@@ -67,7 +73,7 @@ impl Table {
     /// Length of the record key after the 16-byte object id (big-endian index), if any.
     pub(crate) const fn index_len(self) -> usize {
         match self {
-            Table::Images | Table::Heads | Table::Meta => 0,
+            Table::Images | Table::Heads | Table::MemoryFiles | Table::Meta => 0,
             Table::Chunks | Table::Memory => 4,
             Table::Lineage | Table::Messages => 8,
         }
@@ -340,5 +346,14 @@ pub enum StoreError {
         id: ObjectKey,
         /// Its length.
         len: usize,
+    },
+    /// A staged memory image that this commit cannot take: staged by another store, for
+    /// another object, already committed, or whose source ended before its length.
+    #[error("the staged memory image of object {} cannot be used: {reason}", hex::encode(.id))]
+    StagedMemory {
+        /// The object.
+        id: ObjectKey,
+        /// Why.
+        reason: &'static str,
     },
 }

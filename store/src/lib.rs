@@ -1,16 +1,18 @@
 //! `sojourn-store`: the embedded ACID store of `sojourn host`, sealed at rest.
 //!
-//! **Layout.** One redb file, `store.redb`, in the data directory, with five tables of sealed
+//! **Layout.** One redb file, `store.redb`, in the data directory, with tables of sealed
 //! values keyed by the 16-byte object id (and a big-endian index): `images` (name,
 //! descriptor, module; written once), `heads` (the host's opaque head record with its seq),
-//! `memory` (the object's whole linear memory as of its last image write, in segments of
-//! [`MEMORY_SEGMENT`] bytes), `chunks` (4 KiB chunks of linear memory by chunk index, written
-//! since that image and read over it), `lineage` (append-only segments 0, 1, 2, …) and
-//! `messages` (pending messages by arrival number), plus a sealed `meta` record (format
-//! version, store id, commit counter, accumulator root). An object's memory is its image
-//! with its chunks laid over it; [`Op::PutMemory`] writes a new image and drops the chunks
-//! (one large record per MiB instead of 256 small ones: what a first checkpoint or an
-//! arriving object writes). Next to it,
+//! `memory_files` (which file in the `memory/` directory holds the object's whole linear
+//! memory as of its last image write, with each segment's salt and tag; see the `memfile`
+//! module), `memory` (the same image as ~1 MiB records, as format 2 wrote it; read, no
+//! longer written), `chunks` (4 KiB chunks of linear memory by chunk index, written since
+//! that image and read over it), `lineage` (append-only segments 0, 1, 2, …) and `messages`
+//! (pending messages by arrival number), plus a sealed `meta` record (format version, store
+//! id, commit counter, accumulator root). An object's memory is its image with its chunks
+//! laid over it; [`Op::PutMemory`] writes a new image file and drops the chunks (what a
+//! first checkpoint or an arriving object writes); [`Store::stage_memory`] writes one ahead
+//! of its commit ([`Op::PutStagedMemory`]). Next to it,
 //! `store.hwm` holds the high-water mark. [`Store::commit`] writes a whole [`CommitBatch`] in
 //! one redb write transaction with `Durability::Immediate` (redb's default one-phase
 //! commit: a torn or forged commit that redb accepted would still fail the root check
@@ -37,7 +39,8 @@
 //! refused too; only a brand-new store (no store file, or one with no record) gets a new one.
 //!
 //! **Threat model.** Against an attacker who can read, alter, delete, copy and roll back
-//! files while the daemon is stopped, the store gives confidentiality of every value (not
+//! files while the daemon is stopped (the image files in `memory/` too: each is pinned, salt
+//! and tag of every segment, by its sealed record), the store gives confidentiality of every value (not
 //! of keys — object ids, chunk indexes, arrival numbers —, value lengths or head seqs) and
 //! detection of any change at the next `open`, which then refuses with a typed error and
 //! changes nothing (it verifies through an in-memory overlay, including redb's own integrity
@@ -60,6 +63,7 @@ mod acc;
 mod error;
 mod hwm;
 mod key;
+mod memfile;
 mod overlay;
 #[doc(hidden)]
 pub mod raw;
@@ -68,6 +72,7 @@ mod store;
 
 pub use error::{RecordRef, StoreError, Table};
 pub use key::{SealingKey, SealingKeySource, SnpDerivedKey, SnpRootKey, SoftwareKeyFile};
+pub use memfile::StagedMemory;
 pub use store::Store;
 
 /// A 16-byte object id.
@@ -78,8 +83,10 @@ pub const CHUNK_SIZE: usize = 4096;
 
 /// The on-disk format version this build writes. Version 2 added the `memory` table; a
 /// version-1 store (which has none) is read as one with no memory images and becomes version
-/// 2 at its next commit.
-pub const FORMAT_VERSION: u32 = 2;
+/// 3 at its next commit. Version 3 writes memory images as files (`memory_files` and the
+/// `memory/` directory); the version-2 images in `memory` are still read, until the object's
+/// next image replaces them.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The oldest on-disk format version this build reads.
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
@@ -162,14 +169,23 @@ pub enum Op {
         /// `(chunk index, bytes)`.
         chunks: Vec<(u32, Vec<u8>)>,
     },
-    /// Replaces the object's whole memory: stores `image` as its memory image and deletes
-    /// every memory chunk and older image segment it had.
+    /// Replaces the object's whole memory: stores `image` as its memory image (a file of
+    /// its own, written and made durable before the transaction) and deletes every memory
+    /// chunk and older image it had.
     PutMemory {
         /// The object.
         id: ObjectKey,
         /// The whole memory (shared: the runtime keeps the same bytes as its image of what
         /// was stored, so a large memory is not copied again for the store).
         image: std::sync::Arc<Vec<u8>>,
+    },
+    /// [`Op::PutMemory`] of an image already written by [`Store::stage_memory`] (for this
+    /// object, in this store, not yet committed): the transaction only records it.
+    PutStagedMemory {
+        /// The object.
+        id: ObjectKey,
+        /// The staged image.
+        memory: StagedMemory,
     },
     /// Appends lineage segment `segment`, which must be the next number
     /// ([`StoreError::LineageGap`]).
@@ -207,6 +223,7 @@ impl Op {
             | Op::PutHead { id, .. }
             | Op::PutChunks { id, .. }
             | Op::PutMemory { id, .. }
+            | Op::PutStagedMemory { id, .. }
             | Op::AppendLineage { id, .. }
             | Op::PutMessage { id, .. }
             | Op::DeleteMessagesThrough { id, .. } => id,
@@ -236,4 +253,7 @@ pub struct StoreStats {
     /// Commits whose high-water-mark write failed after the commit itself was durable
     /// (rollback protection lagged until a later write succeeded).
     pub high_water_failures: u64,
+    /// Memory images committed that were staged ahead of their commit
+    /// ([`Op::PutStagedMemory`]).
+    pub staged_images: u64,
 }

@@ -29,19 +29,24 @@ pub const LINEAGE: Def = TableDefinition::new("lineage");
 pub const MESSAGES: Def = TableDefinition::new("messages");
 /// Memory-image segments, keyed by object id ‖ segment number (u32 BE).
 pub const MEMORY: Def = TableDefinition::new("memory");
+/// Memory-image file records, keyed by object id.
+pub const MEMORY_FILES: Def = TableDefinition::new("memory_files");
+/// The directory, next to the store file, of the memory-image files.
+pub const MEMORY_DIR: &str = "memory";
 /// The meta record, under [`META_KEY`].
 pub const META: Def = TableDefinition::new("meta");
 /// The key of the meta record.
 pub const META_KEY: &[u8] = b"meta";
 
 /// The object tables, in the order `open` verifies them (images first).
-pub const OBJECT_TABLES: [Table; 6] = [
+pub const OBJECT_TABLES: [Table; 7] = [
     Table::Images,
     Table::Heads,
     Table::Chunks,
     Table::Lineage,
     Table::Messages,
     Table::Memory,
+    Table::MemoryFiles,
 ];
 
 /// The definition of `table`.
@@ -53,6 +58,7 @@ pub const fn definition(table: Table) -> Def {
         Table::Lineage => LINEAGE,
         Table::Messages => MESSAGES,
         Table::Memory => MEMORY,
+        Table::MemoryFiles => MEMORY_FILES,
         Table::Meta => META,
     }
 }
@@ -76,6 +82,11 @@ pub fn indexed_key(id: &ObjectKey, index: u64) -> [u8; 24] {
     k[..16].copy_from_slice(id);
     k[16..].copy_from_slice(&index.to_be_bytes());
     k
+}
+
+/// The file name of a memory image: object id and the image's random name, in hex.
+pub fn memory_file_name(id: &ObjectKey, name: &[u8; 16]) -> String {
+    format!("{}-{}.img", hex::encode(id), hex::encode(name))
 }
 
 /// Splits a key of `table` into object id and index; `None` if it has the wrong length.

@@ -15,8 +15,11 @@ use crate::acc::Acc;
 use crate::error::{RecordRef, Table};
 use crate::hwm::Hwm;
 use crate::key::{sync_parent_dir, SealingKey};
+use crate::memfile::{self, FileRecord, StagedMemory};
 use crate::overlay::OverlayBackend;
-use crate::raw::{self, definition, HWM_FILE, META, META_KEY, OBJECT_TABLES, STORE_FILE};
+use crate::raw::{
+    self, definition, HWM_FILE, MEMORY_DIR, META, META_KEY, OBJECT_TABLES, STORE_FILE,
+};
 use crate::seal::{memory_value_len, split, SealError, Sealer};
 use crate::{
     CommitBatch, CommitReceipt, HeadRecord, ObjectImage, ObjectKey, Op, StoreError, StoreStats,
@@ -237,8 +240,9 @@ impl SegmentOrder {
 enum Verified {
     /// A redb file with none of our records and no meta: a creation that did not finish.
     Empty,
-    /// A sound store: its meta, and the meta value's exact bytes.
-    Store(Meta, Vec<u8>),
+    /// A sound store: its meta, the meta value's exact bytes, and the memory-image files
+    /// its records name.
+    Store(Meta, Vec<u8>, BTreeSet<String>),
 }
 
 /// Verifies everything `open` promises about the database: meta, every record, the root.
@@ -246,6 +250,7 @@ fn verify_db<D: ReadableDatabase>(
     db: &D,
     sealer: &Sealer,
     path: &Path,
+    memory_dir: &Path,
 ) -> Result<Verified, StoreError> {
     let txn = db.begin_read().map_err(|e| db_err(path, e))?;
     let names: Vec<String> = txn
@@ -303,11 +308,20 @@ fn verify_db<D: ReadableDatabase>(
 
     let mut root = Acc::ZERO;
     let mut objects: BTreeSet<ObjectKey> = BTreeSet::new();
+    // Objects with a format-2 image (in `memory`), and the image files named.
+    let mut with_segments: BTreeSet<ObjectKey> = BTreeSet::new();
+    let mut files: BTreeSet<String> = BTreeSet::new();
     for table in OBJECT_TABLES {
         let t = match txn.open_table(definition(table)) {
             Ok(t) => t,
             // Version 1 had no memory images.
             Err(TableError::TableDoesNotExist(_)) if table == Table::Memory && meta.version < 2 => {
+                continue
+            }
+            // Versions 1 and 2 had no image files.
+            Err(TableError::TableDoesNotExist(_))
+                if table == Table::MemoryFiles && meta.version < 3 =>
+            {
                 continue
             }
             Err(TableError::TableDoesNotExist(_)) => {
@@ -357,6 +371,22 @@ fn verify_db<D: ReadableDatabase>(
                         .take(index, plain.len())
                         .map_err(|e| corrupt(path, at(), e))?;
                     memory_order = Some((id, order));
+                    with_segments.insert(id);
+                }
+                Table::MemoryFiles => {
+                    if with_segments.contains(&id) {
+                        return Err(corrupt(
+                            path,
+                            at(),
+                            "an object with two memory images (a file and records)",
+                        ));
+                    }
+                    let record = FileRecord::decode(&plain)
+                        .ok_or_else(|| corrupt(path, at(), "the record does not decode"))?;
+                    // Every byte of the file is read and authenticated, as records are.
+                    memfile::read_image(sealer, memory_dir, &id, &record)
+                        .map_err(|e| corrupt(&e.path, at(), e.detail))?;
+                    files.insert(raw::memory_file_name(&id, &record.name));
                 }
                 Table::Lineage => {
                     let expected = match next_segment {
@@ -384,12 +414,12 @@ fn verify_db<D: ReadableDatabase>(
              older sealed version, deleted, or copied in",
         ));
     }
-    Ok(Verified::Store(meta, meta_value))
+    Ok(Verified::Store(meta, meta_value, files))
 }
 
 /// Verifies the existing, non-empty store file at `path` without writing to it: redb's
 /// integrity check and any crash recovery run on an in-memory overlay of the file.
-fn verify_file(path: &Path, sealer: &Sealer) -> Result<Verified, StoreError> {
+fn verify_file(path: &Path, sealer: &Sealer, memory_dir: &Path) -> Result<Verified, StoreError> {
     let file = File::open(path).map_err(|e| io(path, e))?;
     let backend = OverlayBackend::new(file).map_err(|e| io(path, e))?;
     // redb trusts a cleanly closed file and debug builds of it assert on inconsistencies;
@@ -401,7 +431,7 @@ fn verify_file(path: &Path, sealer: &Sealer) -> Result<Verified, StoreError> {
             .set_cache_size(CACHE_BYTES)
             .create_with_backend(backend)
             .map_err(|e| open_err(path, e))?;
-        verify_db(&db, sealer, path)
+        verify_db(&db, sealer, path, memory_dir)
     }));
     match result {
         Ok(r) => r,
@@ -426,6 +456,8 @@ pub struct Store {
     db: Database,
     sealer: Sealer,
     path: PathBuf,
+    /// Where memory-image files go.
+    memory_dir: PathBuf,
     hwm_path: PathBuf,
     store_id: [u8; 16],
     inner: Mutex<Inner>,
@@ -454,6 +486,7 @@ impl Store {
         drop(key);
         let db_path = dir.join(STORE_FILE);
         let hwm_path = dir.join(HWM_FILE);
+        let memory_dir = dir.join(MEMORY_DIR);
         let dir_meta = std::fs::metadata(dir).map_err(|e| io(dir, e))?;
         if !dir_meta.is_dir() {
             return Err(io(
@@ -473,11 +506,16 @@ impl Store {
         };
         let verified = match db_len {
             None | Some(0) => Verified::Empty,
-            Some(_) => verify_file(&db_path, &sealer)?,
+            Some(_) => verify_file(&db_path, &sealer, &memory_dir)?,
         };
         match verified {
-            Verified::Empty => Self::create(db_path, sealer, hwm, &hwm_path),
-            Verified::Store(meta, meta_value) => {
+            Verified::Empty => {
+                let store = Self::create(db_path, sealer, hwm, &hwm_path, memory_dir)?;
+                // Images staged for a store that was never written are nobody's.
+                memfile::collect_garbage(&store.memory_dir, &BTreeSet::new());
+                Ok(store)
+            }
+            Verified::Store(meta, meta_value, files) => {
                 let hwm = hwm.ok_or(StoreError::HighWaterMissing {
                     path: hwm_path.clone(),
                 })?;
@@ -522,10 +560,14 @@ impl Store {
                         stats.high_water_failures += 1;
                     }
                 }
+                // Image files no record names: staged and never committed, or replaced
+                // with a crash before they were deleted.
+                memfile::collect_garbage(&memory_dir, &files);
                 Ok(Store {
                     db,
                     sealer,
                     path: db_path,
+                    memory_dir,
                     hwm_path,
                     store_id: meta.store_id,
                     inner: Mutex::new(Inner {
@@ -545,6 +587,7 @@ impl Store {
         sealer: Sealer,
         hwm: Option<Hwm>,
         hwm_path: &Path,
+        memory_dir: PathBuf,
     ) -> Result<Store, StoreError> {
         // The high-water-mark file comes first, so that a store file never exists without
         // one (after a crash here, a store file without meta is finished on the next open).
@@ -598,6 +641,7 @@ impl Store {
             db,
             sealer,
             path: db_path,
+            memory_dir,
             hwm_path: hwm_path.to_path_buf(),
             store_id,
             inner: Mutex::new(Inner {
@@ -684,7 +728,11 @@ impl Store {
     }
 
     /// Every object, fully unsealed and checked (root + HWM are checked in `open`).
+    ///
+    /// Waits for a commit in progress and holds commits off while it reads (a commit that
+    /// replaced an object's memory image deletes the old image's file once it is durable).
     pub fn load_all(&self) -> Result<Vec<StoredObject>, StoreError> {
+        let _commits = self.lock();
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
         let ids: Vec<ObjectKey> = {
             let images = txn.open_table(raw::IMAGES).map_err(|e| self.err(e))?;
@@ -707,7 +755,9 @@ impl Store {
     }
 
     /// One object, fully unsealed, or `None` if it has no image.
+    /// Holds commits off while it reads, as [`Store::load_all`] does.
     pub fn load(&self, id: &ObjectKey) -> Result<Option<StoredObject>, StoreError> {
+        let _commits = self.lock();
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
         self.load_in(&txn, id)
     }
@@ -762,6 +812,20 @@ impl Store {
                     } else {
                         memory.extend_from_slice(&plain);
                     }
+                }
+            }
+        }
+        match txn.open_table(raw::MEMORY_FILES) {
+            // A store not written to since version 3: no image files.
+            Err(TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(self.err(e)),
+            Ok(t) => {
+                if let Some(v) = t.get(id.as_slice()).map_err(|e| self.err(e))? {
+                    let record = self.file_record(id, v.value())?;
+                    memory = memfile::read_image(&self.sealer, &self.memory_dir, id, &record)
+                        .map_err(|e| {
+                            corrupt(&e.path, Some(record_ref(Table::MemoryFiles, id)), e.detail)
+                        })?;
                 }
             }
         }
@@ -870,6 +934,18 @@ impl Store {
     /// fdatasync'ed; if that fails the commit still stands (it is durable) and
     /// [`StoreStats::high_water_failures`] counts it.
     pub fn commit(&self, batch: &CommitBatch) -> Result<CommitReceipt, StoreError> {
+        self.commit_as(batch, false)
+    }
+
+    /// [`Store::commit`], writing [`Op::PutMemory`] images as format 2 did (records in the
+    /// `memory` table, not files). For tests of the stores older builds left, which this
+    /// build still reads; nothing else calls it.
+    #[doc(hidden)]
+    pub fn commit_format2_images(&self, batch: &CommitBatch) -> Result<CommitReceipt, StoreError> {
+        self.commit_as(batch, true)
+    }
+
+    fn commit_as(&self, batch: &CommitBatch, format2: bool) -> Result<CommitReceipt, StoreError> {
         let mut inner = self.lock();
         if batch.ops.is_empty() {
             return Ok(CommitReceipt {
@@ -883,6 +959,19 @@ impl Store {
                 "the commit counter is exhausted",
             )
         })?;
+        // Whole images are written to files of their own first, durable before the
+        // transaction that names them; dropped (deleted) if the batch fails before it.
+        let mut staged = Vec::new();
+        for op in batch.ops.iter().filter(|_| !format2) {
+            if let Op::PutMemory { id, image } = op {
+                staged.push(self.stage_memory(id, image.len(), &mut |at, out| {
+                    image
+                        .get(at..at.saturating_add(out.len()))
+                        .map(|b| out.copy_from_slice(b))
+                        .is_some()
+                })?);
+            }
+        }
         let mut txn = self.db.begin_write().map_err(|e| self.err(e))?;
         txn.set_durability(Durability::Immediate)
             .map_err(|e| self.err(redb::Error::from(e)))?;
@@ -892,6 +981,11 @@ impl Store {
             known: HashSet::new(),
             records: 0,
             bytes: 0,
+            staged: staged.into_iter(),
+            format2,
+            staged_taken: 0,
+            named: Vec::new(),
+            replaced: Vec::new(),
         };
         {
             let mut tables = Tables {
@@ -902,6 +996,8 @@ impl Store {
                 messages: txn.open_table(raw::MESSAGES).map_err(|e| self.err(e))?,
                 // Created here in a version-1 store (whose meta becomes version 2 below).
                 memory: txn.open_table(raw::MEMORY).map_err(|e| self.err(e))?,
+                // Created here in a store of an earlier version.
+                memory_files: txn.open_table(raw::MEMORY_FILES).map_err(|e| self.err(e))?,
             };
             for op in &batch.ops {
                 // On error the transaction is dropped, which aborts it.
@@ -919,7 +1015,16 @@ impl Store {
             t.insert(META_KEY, meta.seal(&self.sealer)?.as_slice())
                 .map_err(|e| self.err(e))?;
         }
+        // From here the commit may reach the disk even if it reports an error: the files it
+        // names are kept (one left unnamed is deleted at the next open).
+        for m in &w.named {
+            m.keep();
+        }
         txn.commit().map_err(|e| self.err(e))?;
+        for old in &w.replaced {
+            // Best effort: one left behind is deleted at the next open.
+            let _ = std::fs::remove_file(self.memory_dir.join(old));
+        }
 
         inner.root = w.root;
         inner.counter = counter;
@@ -930,6 +1035,7 @@ impl Store {
         let mut stats = self.stats_lock();
         stats.commits += 1;
         stats.records_written += w.records;
+        stats.staged_images += w.staged_taken;
         stats.bytes_written += w.bytes;
         stats.commit_counter = counter;
         if !hwm_ok {
@@ -938,6 +1044,28 @@ impl Store {
         Ok(CommitReceipt {
             commit_counter: counter,
         })
+    }
+
+    /// Writes the whole memory image of object `id` — `len` bytes, which `fill(offset, out)`
+    /// gives a segment at a time (false if it cannot) — to a file of the store's, sealed and
+    /// durable, ahead of the commit that makes it the object's image
+    /// ([`Op::PutStagedMemory`]). It does not wait for commits, and commits do not wait for
+    /// it: it may run on any thread while others commit. An image that no commit takes is
+    /// deleted when the returned handle's last clone is dropped, or at the next open.
+    pub fn stage_memory(
+        &self,
+        id: &ObjectKey,
+        len: usize,
+        fill: &mut dyn FnMut(usize, &mut [u8]) -> bool,
+    ) -> Result<StagedMemory, StoreError> {
+        memfile::write_image(&self.sealer, &self.memory_dir, self.store_id, id, len, fill)
+    }
+
+    /// The image-file record stored for object `id`.
+    fn file_record(&self, id: &ObjectKey, value: &[u8]) -> Result<FileRecord, StoreError> {
+        let plain = self.unseal_at(Table::MemoryFiles, id, value)?;
+        FileRecord::decode(&plain)
+            .ok_or_else(|| self.corrupt_at(Table::MemoryFiles, id, "the record does not decode"))
     }
 
     /// Counters since open, and the commit counter.
@@ -972,6 +1100,7 @@ struct Tables<'txn> {
     lineage: WTable<'txn>,
     messages: WTable<'txn>,
     memory: WTable<'txn>,
+    memory_files: WTable<'txn>,
 }
 
 /// The state of one batch being applied.
@@ -982,6 +1111,16 @@ struct Writer<'s> {
     known: HashSet<ObjectKey>,
     records: u64,
     bytes: u64,
+    /// The files written for this batch's `PutMemory` ops, in order.
+    staged: std::vec::IntoIter<StagedMemory>,
+    /// Images go to the `memory` table as records (format 2; tests only).
+    format2: bool,
+    /// `PutStagedMemory` ops applied.
+    staged_taken: u64,
+    /// The image files this batch names.
+    named: Vec<StagedMemory>,
+    /// The files of the images this batch replaces (deleted once it is durable).
+    replaced: Vec<String>,
 }
 
 impl Writer<'_> {
@@ -1063,6 +1202,42 @@ impl Writer<'_> {
         Ok(())
     }
 
+    /// Makes `memory` (a durable file) the object's image: drops its chunks and any older
+    /// image, and records the file.
+    fn put_memory_file(
+        &mut self,
+        t: &mut Tables<'_>,
+        id: &ObjectKey,
+        memory: StagedMemory,
+    ) -> Result<(), StoreError> {
+        self.require(&t.images, id)?;
+        let (lo, hi) = (raw::chunk_key(id, 0), raw::chunk_key(id, u32::MAX));
+        self.remove_range(&mut t.chunks, Table::Chunks, &lo, &hi)?;
+        self.remove_range(&mut t.memory, Table::Memory, &lo, &hi)?;
+        let old = match t
+            .memory_files
+            .get(id.as_slice())
+            .map_err(|e| self.store.err(e))?
+        {
+            Some(v) => Some(self.store.file_record(id, v.value())?),
+            None => None,
+        };
+        let record = memory.record();
+        if let Some(old) = old.filter(|o| o.name != record.name) {
+            self.replaced.push(raw::memory_file_name(id, &old.name));
+        }
+        self.put(
+            &mut t.memory_files,
+            Table::MemoryFiles,
+            id,
+            &[],
+            &record.encode(),
+        )?;
+        self.bytes += memory.len();
+        self.named.push(memory);
+        Ok(())
+    }
+
     fn apply(&mut self, t: &mut Tables<'_>, op: &Op) -> Result<(), StoreError> {
         match op {
             Op::PutImage { id, image } => {
@@ -1114,34 +1289,51 @@ impl Writer<'_> {
                     }
                 }
             }
-            Op::PutMemory { id, image } => {
+            Op::PutMemory { id, image } if self.format2 => {
                 self.require(&t.images, id)?;
                 let (lo, hi) = (raw::chunk_key(id, 0), raw::chunk_key(id, u32::MAX));
                 self.remove_range(&mut t.chunks, Table::Chunks, &lo, &hi)?;
                 self.remove_range(&mut t.memory, Table::Memory, &lo, &hi)?;
-                if image.len().div_ceil(MEMORY_SEGMENT) > u32::MAX as usize {
-                    return Err(StoreError::MemoryTooLarge {
+                if t.memory_files
+                    .remove(id.as_slice())
+                    .map_err(|e| self.store.err(e))?
+                    .is_some()
+                {
+                    return Err(StoreError::StagedMemory {
                         id: *id,
-                        len: image.len(),
+                        reason: "format-2 images are written only for objects without a file",
                     });
                 }
-                // Each segment is sealed straight into the space redb reserves for it (no
-                // sealed copy on the side); AES-GCM keeps up on one thread.
                 for (i, segment) in (0u32..).zip(image.chunks(MEMORY_SEGMENT)) {
                     let key = raw::chunk_key(id, i);
-                    let len = memory_value_len(segment.len());
-                    let mut value = t
-                        .memory
-                        .insert_reserve(key.as_slice(), len)
-                        .map_err(|e| self.store.err(e))?;
+                    let mut value = vec![0u8; memory_value_len(segment.len())];
                     self.store
                         .sealer
-                        .seal_memory_into(&key, segment, value.as_mut())?;
-                    let term = self.store.term_at(Table::Memory, &key, value.as_mut())?;
-                    self.root.add(&term);
-                    self.records += 1;
-                    self.bytes += len as u64;
+                        .seal_memory_into(&key, segment, &mut value)?;
+                    let term = self.store.term_at(Table::Memory, &key, &value)?;
+                    self.put_sealed(&mut t.memory, Table::Memory, &key, &value, &term)?;
                 }
+            }
+            Op::PutMemory { id, .. } => {
+                let memory = self.staged.next().ok_or(StoreError::StagedMemory {
+                    id: *id,
+                    reason: "no file was written for it",
+                })?;
+                self.put_memory_file(t, id, memory)?;
+            }
+            Op::PutStagedMemory { id, memory } => {
+                let refuse = |reason| Err(StoreError::StagedMemory { id: *id, reason });
+                if memory.store_id() != &self.store.store_id {
+                    return refuse("it was staged by another store");
+                }
+                if memory.object() != id {
+                    return refuse("it was staged for another object");
+                }
+                if memory.is_kept() || self.named.iter().any(|m| m == memory) {
+                    return refuse("a commit has taken it already");
+                }
+                self.put_memory_file(t, id, memory.clone())?;
+                self.staged_taken += 1;
             }
             Op::AppendLineage { id, segment, bytes } => {
                 self.require(&t.images, id)?;

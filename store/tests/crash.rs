@@ -44,7 +44,12 @@ fn crash_child() {
         );
     }
     for seq in start + 1.. {
-        let ops = vec![
+        // Every third commit writes a new memory image (a file) first.
+        let memory = (seq % 3 == 0).then(|| Op::PutMemory {
+            id: id(1),
+            image: std::sync::Arc::new(image_of(seq)),
+        });
+        let ops = memory.into_iter().chain([
             Op::PutHead {
                 id: id(1),
                 head: head(seq, 300),
@@ -58,10 +63,15 @@ fn crash_child() {
                 segment: seq - 1,
                 bytes: seq.to_be_bytes().to_vec(),
             },
-        ];
-        s.commit(&CommitBatch { ops }).unwrap();
+        ]);
+        s.commit(&CommitBatch { ops: ops.collect() }).unwrap();
         println!("ack {seq}");
     }
+}
+
+/// The memory image the child writes at `seq` (a multiple of 3): one to three segments.
+fn image_of(seq: u64) -> Vec<u8> {
+    vec![seq as u8; sojourn_store::MEMORY_SEGMENT * (1 + (seq / 3 % 3) as usize) - 4096]
 }
 
 #[test]
@@ -122,5 +132,16 @@ fn killed_mid_commit_loses_no_acknowledged_commit() {
         let lineage = s.lineage(&id(1)).unwrap();
         assert_eq!(lineage.len() as u64, 8 * seq);
         assert_eq!(&lineage[lineage.len() - 8..], &seq.to_be_bytes());
+        // The image of the last commit that wrote one, and exactly its file.
+        let last_image = seq / 3 * 3;
+        if last_image > 0 {
+            assert_eq!(o.memory, image_of(last_image));
+            assert_eq!(
+                image_files(dir.path()).len(),
+                1,
+                "{:?}",
+                image_files(dir.path())
+            );
+        }
     }
 }

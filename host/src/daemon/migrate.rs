@@ -46,7 +46,7 @@ use sojourn_migration::{
     RuntimeIdentity,
 };
 use sojourn_policy::canonical;
-use sojourn_runtime::Outcome;
+use sojourn_runtime::{Outcome, SnapshotMemory};
 
 use super::{internal, lock, random32, read, sched, HostCore, ObjectKey, SchedMsg};
 
@@ -730,10 +730,39 @@ impl DestinationEnv for Env<'_> {
             hex::encode(transfer.0),
             hex::encode(sha256(&offer.evidence).get(..8).unwrap_or_default())
         );
-        let mut prepared = self
-            .core
-            .prepare_arrival(bundle.snapshot(), bundle.lineage(), detail)
-            .map_err(|e| e.message)?;
+        // The memory image is written to the store (sealed, durable, not yet committed) on
+        // a second thread from the snapshot's bytes while this one restores the object from
+        // them; the arrival's commit then only records the file. If that thread cannot
+        // start or fails, the commit writes the image itself.
+        let memory = SnapshotMemory::parse(bundle.snapshot())
+            .map_err(|e| format!("package: snapshot: {e}"))?;
+        let store = &self.core.inner.store;
+        let object = bundle.object_id();
+        // Set when the object is refused: the image stops being written (a memory larger
+        // than the object's descriptor allows is refused by the restore at once).
+        let refused = std::sync::atomic::AtomicBool::new(false);
+        let (prepared, staged) = std::thread::scope(|scope| {
+            let stager = std::thread::Builder::new()
+                .name("sojourn-stage".into())
+                .spawn_scoped(scope, || {
+                    store.stage_memory(&object, memory.len(), &mut |at, out| {
+                        !refused.load(std::sync::atomic::Ordering::Relaxed)
+                            && memory.copy_into(at, out)
+                    })
+                });
+            let prepared = self
+                .core
+                .prepare_arrival(bundle.snapshot(), bundle.lineage(), detail);
+            if prepared.is_err() {
+                refused.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            let staged = stager.ok().and_then(|h| h.join().ok()).and_then(Result::ok);
+            (prepared, staged)
+        });
+        let mut prepared = prepared.map_err(|e| e.message)?;
+        if let Some(staged) = staged {
+            prepared.use_staged(staged);
+        }
         prepared.reuse_buffer(bundle.into_buffer());
         self.prepared = Some(prepared);
         Ok(())
@@ -1398,7 +1427,9 @@ impl HostCore {
                 &head,
                 snapshot.len(),
                 |put| {
-                    snapshot.write_to(put);
+                    // The package authenticates every byte: no checksum (see
+                    // `restore_authenticated` at the destination).
+                    snapshot.write_unchecked_to(put);
                     Ok(())
                 },
                 &mut |part| {

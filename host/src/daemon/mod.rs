@@ -40,7 +40,9 @@ use sojourn_runtime::{
     InboxError, ObjectEngine, ObjectId, ObjectModule, Outcome, ResidentObject, Schedule, Status,
     TransitionRecord, WakeQueue, EPOCH_MS,
 };
-use sojourn_store::{CommitBatch, HeadRecord, ObjectImage, ObjectKey, Op, Store, StoredObject};
+use sojourn_store::{
+    CommitBatch, HeadRecord, ObjectImage, ObjectKey, Op, StagedMemory, Store, StoredObject,
+};
 
 use head::ObjectHead;
 use metrics::Metrics;
@@ -805,12 +807,21 @@ pub(crate) struct Prepared {
     /// The package buffer the object was restored from, reused for its first checkpoint's
     /// copy of memory (its pages are mapped already; it is overwritten).
     buffer: Vec<u8>,
+    /// The object's memory image, written to the store while it was restored (see
+    /// `migrate`'s `accept`): its first checkpoint commits this file instead of writing one.
+    staged: Option<StagedMemory>,
 }
 
 impl Prepared {
     /// Hands over the package buffer the object was restored from (see `buffer`).
     pub(crate) fn reuse_buffer(&mut self, buffer: Vec<u8>) {
         self.buffer = buffer;
+    }
+
+    /// Hands over the object's memory image, staged in the store from the snapshot it was
+    /// restored from: the same bytes as its memory now (nothing has run in it since).
+    pub(crate) fn use_staged(&mut self, staged: StagedMemory) {
+        self.staged = Some(staged);
     }
 }
 
@@ -932,6 +943,7 @@ impl HostCore {
             lineage: lineage.to_vec(),
             stored_lineage,
             buffer: Vec::new(),
+            staged: None,
         })
     }
 
@@ -947,11 +959,26 @@ impl HostCore {
             lineage,
             stored_lineage,
             buffer,
+            staged,
         } = prepared;
         slot.arrivals.extend(arrival);
         let returning = stored_lineage > 0;
         let first_segment = slot.lineage_segments - 1;
         let (mut ops, view) = slot.persist_with_buffer(key, buffer).map_err(internal)?;
+        if let Some(staged) = staged {
+            // The first checkpoint's whole memory is already in the store, staged: the
+            // commit only records it.
+            for op in &mut ops {
+                if let Op::PutMemory { id, image } = op {
+                    if *id == key && image.len() as u64 == staged.len() {
+                        *op = Op::PutStagedMemory {
+                            id: key,
+                            memory: staged.clone(),
+                        };
+                    }
+                }
+            }
+        }
         let mut front = Vec::new();
         if !returning {
             front.push(Op::PutImage {

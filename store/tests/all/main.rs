@@ -3,6 +3,7 @@
 
 mod common;
 mod keyfile;
+mod memfile;
 mod model;
 mod roundtrip;
 mod tamper;

@@ -75,6 +75,8 @@ fn apply(model: &mut Model, op: &Op) -> Result<(), Fail> {
             o.memory = image.to_vec();
             o.chunks.clear();
         }
+        // Staged images need a store to stage them: `memfile.rs` tests them.
+        Op::PutStagedMemory { .. } => panic!("the model does not generate staged images"),
         Op::AppendLineage { segment, bytes, .. } => {
             if *segment != o.lineage.len() as u64 {
                 return Err(Fail::Gap);

@@ -182,6 +182,38 @@ fn a_version_1_store_is_read_and_upgraded_at_its_next_commit() {
     assert_eq!((a.memory, a.chunks.len()), (vec![4; 8192], 0));
 }
 
+/// `tests/vectors/v2`: a store written by the format-2 build (commit 6ae598d, the last
+/// before image files), key `[1; 32]`, object `a0..01` with a head, a 12 KiB memory image
+/// (bytes `i % 251`) as records in `memory`, chunk 1 over it and one lineage segment. This
+/// build reads it; its next image is a file and the records go.
+#[test]
+fn a_version_2_store_is_read_and_its_next_image_is_a_file() {
+    let dir = tempdir();
+    let vectors = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/v2");
+    for f in [raw::STORE_FILE, raw::HWM_FILE] {
+        std::fs::copy(vectors.join(f), dir.path().join(f)).unwrap();
+    }
+    let s = open(dir.path());
+    let a = s.load(&id(1)).unwrap().unwrap();
+    let image: Vec<u8> = (0..3 * 4096).map(|i| (i % 251) as u8).collect();
+    assert_eq!(a.memory, image);
+    assert_eq!(a.chunks, BTreeMap::from([(1, vec![0x22; 4096])]));
+    assert_eq!(s.lineage(&id(1)).unwrap(), b"lineage segment zero");
+    commit(
+        &s,
+        vec![Op::PutMemory {
+            id: id(1),
+            image: std::sync::Arc::new(vec![5; 8192]),
+        }],
+    );
+    drop(s);
+    assert!(raw_get(dir.path(), raw::MEMORY, &raw::chunk_key(&id(1), 0)).is_none());
+    assert_eq!(image_files(dir.path()).len(), 1);
+    let s = open(dir.path());
+    let a = s.load(&id(1)).unwrap().unwrap();
+    assert_eq!((a.memory, a.chunks.len()), (vec![5; 8192], 0));
+}
+
 #[test]
 fn new_store_is_empty_and_empty_batch_writes_nothing() {
     let dir = tempdir();

@@ -7,7 +7,7 @@ use sojourn_store::{RecordRef, SealingKey, Store, StoreError, Table, FORMAT_VERS
 
 use crate::common::*;
 
-fn expect_corrupt_at(err: StoreError, table: Table, object: u8, index: Option<u64>) {
+pub(crate) fn expect_corrupt_at(err: StoreError, table: Table, object: u8, index: Option<u64>) {
     match err {
         StoreError::Corrupt {
             record:
@@ -103,6 +103,14 @@ fn one_record_rolled_back_to_an_older_sealed_version_is_detected() {
     for f in [raw::STORE_FILE, raw::HWM_FILE] {
         std::fs::copy(dir.path().join(f), copy.path().join(f)).unwrap();
     }
+    std::fs::create_dir(copy.path().join(raw::MEMORY_DIR)).unwrap();
+    for f in image_files(dir.path()) {
+        let (from, to) = (
+            dir.path().join(raw::MEMORY_DIR),
+            copy.path().join(raw::MEMORY_DIR),
+        );
+        std::fs::copy(from.join(&f), to.join(&f)).unwrap();
+    }
     // The chunk alone: it unseals (it is a genuine record of this object and index), only
     // the root sees it.
     raw_put(
@@ -154,7 +162,7 @@ fn a_deleted_record_copied_back_in_is_detected() {
 #[test]
 fn a_deleted_first_memory_segment_is_detected() {
     let dir = tempdir();
-    populated(dir.path());
+    populated_format2(dir.path());
     raw_write(dir.path(), |txn| {
         let mut t = txn.open_table(raw::MEMORY).unwrap();
         t.remove(raw::chunk_key(&id(1), 0).as_slice()).unwrap();
@@ -165,7 +173,7 @@ fn a_deleted_first_memory_segment_is_detected() {
 #[test]
 fn a_deleted_last_memory_segment_is_detected() {
     let dir = tempdir();
-    populated(dir.path());
+    populated_format2(dir.path());
     raw_write(dir.path(), |txn| {
         let mut t = txn.open_table(raw::MEMORY).unwrap();
         t.remove(raw::chunk_key(&id(1), 1).as_slice()).unwrap();
@@ -176,12 +184,12 @@ fn a_deleted_last_memory_segment_is_detected() {
 #[test]
 fn a_memory_segment_copied_to_another_object_or_index_is_detected() {
     let dir = tempdir();
-    populated(dir.path());
+    populated_format2(dir.path());
     let seg = raw_get(dir.path(), raw::MEMORY, &raw::chunk_key(&id(1), 1)).unwrap();
     raw_put(dir.path(), raw::MEMORY, &raw::chunk_key(&id(2), 0), &seg);
     expect_corrupt_at(refused(dir.path(), key(1)), Table::Memory, 2, Some(0));
     let dir = tempdir();
-    populated(dir.path());
+    populated_format2(dir.path());
     raw_put(dir.path(), raw::MEMORY, &raw::chunk_key(&id(1), 2), &seg);
     expect_corrupt_at(refused(dir.path(), key(1)), Table::Memory, 1, Some(2));
 }
@@ -418,7 +426,7 @@ fn an_unfinished_creation_is_finished() {
     open(dir.path());
 }
 
-fn tables() -> [(Table, raw::Def, Vec<u8>); 6] {
+fn tables() -> [(Table, raw::Def, Vec<u8>); 7] {
     [
         (Table::Images, raw::IMAGES, id(1).to_vec()),
         (Table::Heads, raw::HEADS, id(1).to_vec()),
@@ -442,6 +450,7 @@ fn tables() -> [(Table, raw::Def, Vec<u8>); 6] {
             raw::MEMORY,
             raw::chunk_key(&id(1), 1).to_vec(),
         ),
+        (Table::MemoryFiles, raw::MEMORY_FILES, id(1).to_vec()),
     ]
 }
 
@@ -451,12 +460,12 @@ proptest! {
     /// Random bytes in place of a sealed value, in any table: an error, never a panic.
     #[test]
     fn random_bytes_as_a_sealed_value_give_an_error(
-        which in 0usize..7,
+        which in 0usize..8,
         value in proptest::collection::vec(any::<u8>(), 0..300),
     ) {
         let dir = tempdir();
         populated(dir.path());
-        if which == 6 {
+        if which == 7 {
             raw_put(dir.path(), raw::META, raw::META_KEY, &value);
         } else {
             let (_, def, k) = tables()[which].clone();

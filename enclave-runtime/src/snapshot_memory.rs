@@ -1,0 +1,737 @@
+//! A read-only view of the linear memory a snapshot holds, for a host that writes the memory
+//! image out (in segments) while another thread restores the instance from the same bytes.
+//!
+//! The view borrows the memory chunks from the snapshot; nothing is copied until
+//! [`SnapshotMemory::copy_into`] is asked for a range.
+
+use std::borrow::Cow;
+
+use ciborium::Value as Cbor;
+use sojourn_policy::canonical;
+
+use crate::snapshot::{field_err, read_body_fast, split, MapView, SnapshotError, CHUNK};
+
+/// A WebAssembly page.
+const PAGE: usize = 65536;
+/// The most pages a 32-bit linear memory has (4 GiB): `memory_pages` above it is refused.
+const MAX_PAGES: u64 = 65536;
+
+/// The linear memory a snapshot holds, exactly as the instance restored from it will hold it:
+/// `len()` bytes, zero except where the snapshot has a chunk.
+///
+/// Why that is the restored memory: a restore grows the new instance's memory to
+/// `memory_pages` (grown pages are zero), lays each chunk, and zeroes whatever instantiation
+/// wrote (data segments) that no chunk covers.
+///
+/// The view only reads the memory fields: it does not check the descriptor, the module or the
+/// rest of the state, so a snapshot it accepts may still be refused by a restore (a memory
+/// above the descriptor's `memory_pages_max`, for example).
+pub struct SnapshotMemory<'a> {
+    /// `memory_pages` * 65536.
+    len: usize,
+    /// (byte offset, exactly [`CHUNK`] bytes): ascending, disjoint, inside `len`. Borrowed
+    /// from the snapshot; owned only when the body took the general decode path.
+    chunks: Vec<(usize, Cow<'a, [u8]>)>,
+}
+
+impl std::fmt::Debug for SnapshotMemory<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotMemory")
+            .field("len", &self.len)
+            .field("chunks", &self.chunks.len())
+            .finish()
+    }
+}
+
+impl<'a> SnapshotMemory<'a> {
+    /// Reads the memory size (`memory_pages` * 65536) and the `memory_chunks` of a snapshot
+    /// (as written by `ResidentObject::snapshot` / `SnapshotWriter`). Checks magic and version,
+    /// NOT the checksum (the caller has authenticated the bytes, like `restore_authenticated`).
+    /// Chunks must be ascending, each exactly CHUNK (4096) bytes, inside the memory — the same
+    /// rules `restore_parts` applies; anything else is a `SnapshotError`, never a panic.
+    ///
+    /// A body in the shape this build writes is read in one pass that borrows the chunks;
+    /// anything else takes the general (full canonical decode) path, as a restore does.
+    pub fn parse(snapshot: &'a [u8]) -> Result<SnapshotMemory<'a>, SnapshotError> {
+        let (_, _, body) = split(snapshot)?;
+        if let Some((entries, chunks)) = read_body_fast(body) {
+            let len = memory_len(&MapView(&entries))?;
+            return Self::checked(len, chunks.into_iter().map(|(i, b)| (i, Cow::Borrowed(b))));
+        }
+        let root = canonical::decode(body).map_err(|e| SnapshotError::Body(e.to_string()))?;
+        let Cbor::Map(entries) = root else {
+            return Err(SnapshotError::Body("not a map".into()));
+        };
+        if entries.len() != 12 {
+            return Err(SnapshotError::Body(format!(
+                "{} keys, expected 12",
+                entries.len()
+            )));
+        }
+        let len = memory_len(&MapView(&entries))?;
+        // The chunks are moved out of the decoded tree (the first `memory_chunks` key, as
+        // `MapView` finds it), not copied again.
+        let chunks = entries
+            .into_iter()
+            .find_map(|(k, v)| matches!(&k, Cbor::Text(s) if s == "memory_chunks").then_some(v))
+            .ok_or_else(|| field_err("memory_chunks", "missing"))?;
+        let Cbor::Array(chunks) = chunks else {
+            return Err(field_err("memory_chunks", "expected an array"));
+        };
+        let mut pairs = Vec::with_capacity(chunks.len());
+        for c in chunks {
+            let pair = match c {
+                Cbor::Array(pair) => <[Cbor; 2]>::try_from(pair).ok(),
+                _ => None,
+            };
+            let Some([Cbor::Integer(i), Cbor::Bytes(b)]) = pair else {
+                return Err(field_err("memory_chunks", "expected [index, bytes]"));
+            };
+            let i = u64::try_from(i).map_err(|_| field_err("memory_chunks", "bad index"))?;
+            pairs.push((i, Cow::Owned(b)));
+        }
+        Self::checked(len, pairs.into_iter())
+    }
+
+    /// The chunks checked as `restore_parts` checks them, placed at their byte offsets.
+    fn checked(
+        len: usize,
+        chunks: impl ExactSizeIterator<Item = (u64, Cow<'a, [u8]>)>,
+    ) -> Result<SnapshotMemory<'a>, SnapshotError> {
+        let mut placed = Vec::with_capacity(chunks.len());
+        let mut last: Option<u64> = None;
+        for (idx, bytes) in chunks {
+            if last.is_some_and(|l| idx <= l) || bytes.len() != CHUNK {
+                return Err(field_err(
+                    "memory_chunks",
+                    "chunks out of order or mis-sized",
+                ));
+            }
+            last = Some(idx);
+            let start = usize::try_from(idx)
+                .ok()
+                .and_then(|i| i.checked_mul(CHUNK))
+                .ok_or_else(|| field_err("memory_chunks", "index overflow"))?;
+            if start.checked_add(CHUNK).is_none_or(|end| end > len) {
+                return Err(field_err("memory_chunks", "chunk beyond memory"));
+            }
+            placed.push((start, bytes));
+        }
+        Ok(SnapshotMemory {
+            len,
+            chunks: placed,
+        })
+    }
+
+    /// The memory size in bytes (`memory_pages` * 65536).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the memory has no bytes (a snapshot of an object with no memory pages).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Writes memory bytes `offset .. offset + out.len()` into `out` (zeros where no chunk is).
+    /// Returns false (and leaves `out` unspecified) if the range is not inside the memory.
+    ///
+    /// The first chunk that reaches into the range is found by binary search; from there the
+    /// chunks are copied and the gaps between them zero-filled, slice by slice.
+    pub fn copy_into(&self, offset: usize, out: &mut [u8]) -> bool {
+        let Some(end) = offset.checked_add(out.len()).filter(|&end| end <= self.len) else {
+            return false;
+        };
+        // Chunks are ascending and disjoint, so their ends ascend too: skip those that end
+        // at or before `offset`.
+        let first = self
+            .chunks
+            .partition_point(|(start, _)| start.saturating_add(CHUNK) <= offset);
+        // Memory bytes `offset .. at` are in `out`.
+        let mut at = offset;
+        for (start, bytes) in self.chunks.get(first..).unwrap_or_default() {
+            let start = *start;
+            if start >= end {
+                break;
+            }
+            let from = start.max(at);
+            let to = start.saturating_add(CHUNK).min(end);
+            let (Some(gap_end), Some(out_from), Some(out_to), Some(src_from), Some(src_to)) = (
+                from.checked_sub(offset),
+                at.checked_sub(offset),
+                to.checked_sub(offset),
+                from.checked_sub(start),
+                to.checked_sub(start),
+            ) else {
+                return false;
+            };
+            match out.get_mut(out_from..gap_end) {
+                Some(gap) => gap.fill(0),
+                None => return false,
+            }
+            match (out.get_mut(gap_end..out_to), bytes.get(src_from..src_to)) {
+                (Some(dst), Some(src)) if dst.len() == src.len() => dst.copy_from_slice(src),
+                _ => return false,
+            }
+            at = to;
+        }
+        match at.checked_sub(offset).and_then(|from| out.get_mut(from..)) {
+            Some(rest) => {
+                rest.fill(0);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// `memory_pages` * 65536, for at most [`MAX_PAGES`] pages.
+fn memory_len(m: &MapView<'_>) -> Result<usize, SnapshotError> {
+    let pages = m.uint("memory_pages")?;
+    if pages > MAX_PAGES {
+        return Err(field_err(
+            "memory_pages",
+            format!("{pages} pages: above {MAX_PAGES} (4 GiB)"),
+        ));
+    }
+    usize::try_from(pages)
+        .ok()
+        .and_then(|p| p.checked_mul(PAGE))
+        .ok_or_else(|| field_err("memory_pages", "too large for this platform"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::snapshot::{MAGIC, VERSION};
+    use crate::{ObjectEngine, ObjectId, ResidentObject};
+
+    const FILL: u8 = 0xA5;
+
+    /// An object of `wat` (no fields), created and woken once (its tick has run).
+    fn object(wat: &str, pages_max: u32) -> ResidentObject {
+        let wasm = wat::parse_str(wat).unwrap();
+        let toml = format!(
+            "[object]\nname='m'\nversion=1\nmodule='m.wasm'\n[limits]\nfuel_per_entry=10000000\nmemory_pages_max={pages_max}\n[schema.fields]\n"
+        );
+        let d = sojourn_policy::parse_descriptor("m", &toml, &wasm).unwrap();
+        let engine = ObjectEngine::new().unwrap();
+        let m = engine.compile(&wasm).unwrap();
+        let (mut obj, _) =
+            ResidentObject::create(&engine, &m, d, ObjectId([3; 16]), 0, [0; 32]).unwrap();
+        let records = obj.wake(1, [0; 32]);
+        assert!(!records.is_empty(), "the tick ran");
+        obj
+    }
+
+    fn memory_of(obj: &ResidentObject) -> Vec<u8> {
+        obj.store
+            .data()
+            .memory
+            .map(|m| m.data(&obj.store).to_vec())
+            .unwrap_or_default()
+    }
+
+    fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {
+        a.iter().zip(b).position(|(x, y)| x != y)
+    }
+
+    /// Copies `size`-byte segments from `start` to the end (the last one shorter), and
+    /// compares each with `memory`. Above 20 000 segments, segments at a stride (and the last).
+    fn check_segments(view: &SnapshotMemory<'_>, memory: &[u8], size: usize, start: usize) {
+        let count = memory.len().saturating_sub(start).div_ceil(size);
+        let stride = if count > 20_000 {
+            (count / 20_000 + 1) * size + 1
+        } else {
+            size
+        };
+        let mut offsets: Vec<usize> = (start..memory.len()).step_by(stride).collect();
+        offsets.push(memory.len().saturating_sub(size));
+        let mut buf = vec![FILL; size];
+        for at in offsets {
+            let n = size.min(memory.len() - at);
+            let out = &mut buf[..n];
+            out.fill(FILL);
+            assert!(view.copy_into(at, out), "segment {at}+{n} refused");
+            let want = &memory[at..at + n];
+            if let Some(d) = first_difference(out, want) {
+                panic!(
+                    "segment {at}+{n} (size {size}) differs at {}: {} vs {}",
+                    at + d,
+                    out[d],
+                    want[d]
+                );
+            }
+        }
+    }
+
+    /// The view equals `memory` copied whole, in 255-chunk segments, and in odd sizes at odd
+    /// offsets.
+    fn assert_view_is(view: &SnapshotMemory<'_>, memory: &[u8]) {
+        assert_eq!(view.len(), memory.len());
+        assert_eq!(view.is_empty(), memory.is_empty());
+        let mut whole = vec![FILL; view.len()];
+        assert!(view.copy_into(0, &mut whole));
+        if let Some(d) = first_difference(&whole, memory) {
+            panic!("whole copy differs at {d}: {} vs {}", whole[d], memory[d]);
+        }
+        check_segments(view, memory, 255 * CHUNK, 0);
+        for size in [1, 4095, 4096, 4097, 100_000] {
+            for start in [0, 1, 4095, 4097, 12_345] {
+                check_segments(view, memory, size, start);
+            }
+        }
+    }
+
+    /// Snapshots `obj`, restores it on a fresh engine, and checks that the view of the
+    /// snapshot is the restored memory (and the original's). Returns the snapshot.
+    fn snapshot_and_compare(obj: &mut ResidentObject) -> Vec<u8> {
+        let snap = obj.snapshot().unwrap();
+        let engine = ObjectEngine::new().unwrap();
+        let back = ResidentObject::restore(&engine, &snap).unwrap();
+        let restored = memory_of(&back);
+        assert!(restored == memory_of(obj), "restore changed memory");
+        let view = SnapshotMemory::parse(&snap).unwrap();
+        assert!(view
+            .chunks
+            .iter()
+            .all(|(_, c)| matches!(c, Cow::Borrowed(_))));
+        assert_view_is(&view, &restored);
+        snap
+    }
+
+    const SMALL: &str = r#"(module (memory (export "memory") 1 2)
+        (func (export "sojourn_tick") (param i64) (result i64)
+          (i32.store8 (i32.const 0) (i32.const 1))
+          (i64.store (i32.const 4090) (i64.const -1))  ;; across the first chunk boundary
+          (i32.store8 (i32.const 65535) (i32.const 9)) ;; the last byte
+          (i64.const -1)))"#;
+
+    /// Grown from 1 to 170 pages (10.6 MiB, laid out by two threads on restore), written
+    /// sparsely on both sides of the middle and at the very end; a data segment is cleared.
+    const GROWN: &str = r#"(module (memory (export "memory") 1 200)
+        (data (i32.const 16) "written at instantiation")
+        (func (export "sojourn_tick") (param i64) (result i64)
+          (local $p i32)
+          (drop (memory.grow (i32.const 169)))
+          (local.set $p (i32.const 8192))
+          (loop $l
+            (i64.store (local.get $p) (i64.add (local.get 0) (i64.extend_i32_u (local.get $p))))
+            (local.set $p (i32.add (local.get $p) (i32.const 40967)))
+            (br_if $l (i32.lt_u (local.get $p) (i32.const 11100000))))
+          (i64.store (i32.const 16) (i64.const 0))
+          (i64.store (i32.const 24) (i64.const 0))
+          (i64.store (i32.const 32) (i64.const 0))
+          (i64.store (i32.const 11141112) (i64.const 0x0102030405060708))
+          (i64.const -1)))"#;
+
+    /// A data segment the guest clears entirely (its chunk is all zero: no chunk in the
+    /// snapshot, but instantiation writes it again), and one it keeps.
+    const CLEARED: &str = r#"(module (memory (export "memory") 2 4)
+        (data (i32.const 16) "written at instantiation")
+        (data (i32.const 70000) "kept")
+        (func (export "sojourn_tick") (param i64) (result i64)
+          (i64.store (i32.const 16) (i64.const 0))
+          (i64.store (i32.const 24) (i64.const 0))
+          (i64.store (i32.const 32) (i64.const 0))
+          (i64.const -1)))"#;
+
+    /// Four pages, only the third written, partly: one byte at a chunk's end, a run across
+    /// chunks; a data segment in the first page half cleared (its chunk stays).
+    const PARTIAL: &str = r#"(module (memory (export "memory") 4 4)
+        (data (i32.const 100) "abcdef")
+        (func (export "sojourn_tick") (param i64) (result i64)
+          (local $p i32)
+          (i32.store16 (i32.const 100) (i32.const 0))
+          (i32.store8 (i32.const 135167) (i32.const 7))
+          (local.set $p (i32.const 140000))
+          (loop $l
+            (i32.store (local.get $p) (i32.const 0x11223344))
+            (local.set $p (i32.add (local.get $p) (i32.const 4)))
+            (br_if $l (i32.lt_u (local.get $p) (i32.const 150000))))
+          (i64.const -1)))"#;
+
+    const UNTOUCHED: &str = r#"(module (memory (export "memory") 3)
+        (func (export "sojourn_tick") (param i64) (result i64) (i64.const -1)))"#;
+
+    #[test]
+    fn a_small_memory_is_the_restored_memory() {
+        let mut obj = object(SMALL, 2);
+        let snap = snapshot_and_compare(&mut obj);
+        let view = SnapshotMemory::parse(&snap).unwrap();
+        assert_eq!(view.len(), 65536);
+        let starts: Vec<usize> = view.chunks.iter().map(|(s, _)| *s).collect();
+        assert_eq!(starts, vec![0, 4096, 65536 - 4096]);
+        let mut b = [0u8; 12];
+        assert!(view.copy_into(4088, &mut b));
+        assert_eq!(
+            b,
+            [0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0]
+        );
+    }
+
+    #[test]
+    fn a_memory_grown_beyond_8_mib_is_the_restored_memory() {
+        let mut obj = object(GROWN, 200);
+        let snap = snapshot_and_compare(&mut obj);
+        let view = SnapshotMemory::parse(&snap).unwrap();
+        assert_eq!(view.len(), 170 * 65536);
+        assert!(view.len() >= 8 << 20 && view.chunks.len() > 200);
+        let mut end = [0u8; 8];
+        assert!(view.copy_into(view.len() - 8, &mut end));
+        assert_eq!(u64::from_le_bytes(end), 0x0102030405060708);
+        // The data segment's bytes were cleared by the guest.
+        let mut seg = [FILL; 24];
+        assert!(view.copy_into(16, &mut seg));
+        assert_eq!(seg, [0; 24]);
+    }
+
+    #[test]
+    fn a_data_segment_the_guest_cleared_is_zero() {
+        let mut obj = object(CLEARED, 4);
+        let snap = snapshot_and_compare(&mut obj);
+        let view = SnapshotMemory::parse(&snap).unwrap();
+        // No chunk covers the cleared segment: the restore zeroes what instantiation wrote.
+        assert!(view.chunks.iter().all(|(s, _)| *s != 0));
+        let mut seg = [FILL; 24];
+        assert!(view.copy_into(16, &mut seg));
+        assert_eq!(seg, [0; 24]);
+        let mut kept = [0u8; 4];
+        assert!(view.copy_into(70000, &mut kept));
+        assert_eq!(&kept, b"kept");
+    }
+
+    #[test]
+    fn a_partly_written_memory_is_the_restored_memory() {
+        let mut obj = object(PARTIAL, 4);
+        let snap = snapshot_and_compare(&mut obj);
+        let view = SnapshotMemory::parse(&snap).unwrap();
+        let mut seg = [FILL; 6];
+        assert!(view.copy_into(100, &mut seg));
+        assert_eq!(&seg, b"\0\0cdef");
+        let mut last = [FILL; 2];
+        assert!(view.copy_into(135166, &mut last));
+        assert_eq!(last, [0, 7]);
+
+        let mut untouched = object(UNTOUCHED, 3);
+        let snap = snapshot_and_compare(&mut untouched);
+        let view = SnapshotMemory::parse(&snap).unwrap();
+        assert_eq!((view.len(), view.chunks.len()), (3 * 65536, 0));
+    }
+
+    /// The use it is for: the image written out in segments on one thread while another
+    /// restores the instance from the same bytes.
+    #[test]
+    fn memory_is_written_out_while_another_thread_restores() {
+        let mut obj = object(GROWN, 200);
+        let snap = obj.snapshot().unwrap();
+        let (restored, image) = std::thread::scope(|scope| {
+            let restore = scope.spawn(|| {
+                let engine = ObjectEngine::new().unwrap();
+                memory_of(&ResidentObject::restore_authenticated(&engine, &snap).unwrap())
+            });
+            let view = SnapshotMemory::parse(&snap).unwrap();
+            let mut image = Vec::new();
+            let mut segment = vec![0u8; 255 * CHUNK];
+            let mut at = 0;
+            while at < view.len() {
+                let n = segment.len().min(view.len() - at);
+                assert!(view.copy_into(at, &mut segment[..n]));
+                image.extend_from_slice(&segment[..n]);
+                at += n;
+            }
+            (restore.join().unwrap(), image)
+        });
+        assert_eq!(image.len(), 170 * 65536);
+        assert!(image == restored);
+    }
+
+    #[test]
+    fn ranges_outside_the_memory_are_refused() {
+        let mut obj = object(SMALL, 2);
+        let snap = obj.snapshot().unwrap();
+        let view = SnapshotMemory::parse(&snap).unwrap();
+        let len = view.len();
+        assert!(view.copy_into(len, &mut []));
+        assert!(view.copy_into(0, &mut []));
+        assert!(view.copy_into(len - 1, &mut [0]));
+        assert!(!view.copy_into(len + 1, &mut []));
+        assert!(!view.copy_into(len, &mut [0]));
+        assert!(!view.copy_into(len - 10, &mut [0; 11]));
+        assert!(!view.copy_into(0, &mut vec![0; len + 1]));
+        assert!(!view.copy_into(usize::MAX, &mut [0; 2]));
+        assert!(!view.copy_into(usize::MAX, &mut []));
+    }
+
+    /// 64 MiB, every third chunk present: 1 MiB ranges at aligned and odd offsets.
+    #[test]
+    fn one_mib_ranges_over_64_mib() {
+        let len = 64 << 20;
+        let pool: Vec<Vec<u8>> = (0..7u8)
+            .map(|i| {
+                (0..CHUNK)
+                    .map(|j| ((j as u8) ^ i.wrapping_mul(37)) | 1)
+                    .collect()
+            })
+            .collect();
+        let chunks: Vec<(usize, Cow<'_, [u8]>)> = (0..len / CHUNK)
+            .step_by(3)
+            .map(|i| (i * CHUNK, Cow::Borrowed(pool[i % 7].as_slice())))
+            .collect();
+        let mut reference = vec![0u8; len];
+        for (s, b) in &chunks {
+            reference[*s..*s + CHUNK].copy_from_slice(b);
+        }
+        let view = SnapshotMemory { len, chunks };
+        let mib = 1 << 20;
+        let mut out = vec![FILL; mib];
+        for at in (0..len).step_by(mib) {
+            assert!(view.copy_into(at, &mut out));
+            assert!(out == reference[at..at + mib], "at {at}");
+        }
+        for at in [1, 4095, mib + 4097, len - mib - 1, len - mib] {
+            out.fill(FILL);
+            assert!(view.copy_into(at, &mut out));
+            assert!(out == reference[at..at + mib], "at {at}");
+        }
+    }
+
+    /// `magic | version | body | checksum` with a correct checksum.
+    fn wrap(body: &[u8]) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&VERSION.to_be_bytes());
+        out.extend_from_slice(body);
+        let sum = canonical::sha256(&out);
+        out.extend_from_slice(&sum);
+        out
+    }
+
+    fn body(snap: &[u8]) -> &[u8] {
+        &snap[8..snap.len() - 32]
+    }
+
+    /// `snap` with its body map edited, canonically re-encoded and re-checksummed.
+    fn edited(snap: &[u8], edit: impl FnOnce(&mut Vec<(Cbor, Cbor)>)) -> Vec<u8> {
+        let Cbor::Map(mut entries) = canonical::decode(body(snap)).unwrap() else {
+            panic!("not a map")
+        };
+        edit(&mut entries);
+        wrap(&canonical::encode(&Cbor::Map(entries)).unwrap())
+    }
+
+    fn entry<'e>(entries: &'e mut [(Cbor, Cbor)], key: &str) -> &'e mut Cbor {
+        entries
+            .iter_mut()
+            .find(|(k, _)| matches!(k, Cbor::Text(s) if s == key))
+            .map(|(_, v)| v)
+            .unwrap()
+    }
+
+    fn chunk(i: i128, len: usize) -> Cbor {
+        Cbor::Array(vec![
+            Cbor::Integer(i.try_into().unwrap()),
+            Cbor::Bytes(vec![1; len]),
+        ])
+    }
+
+    /// A body the fast reader declines (a value nested deeper than it reads) but that is
+    /// canonical: the general path reads the same memory.
+    #[test]
+    fn the_general_path_reads_the_same_memory() {
+        let mut obj = object(PARTIAL, 4);
+        let snap = obj.snapshot().unwrap();
+        let deep = edited(&snap, |e| {
+            let mut v = Cbor::Null;
+            for _ in 0..40 {
+                v = Cbor::Array(vec![v]);
+            }
+            *entry(e, "status") = v;
+        });
+        assert!(read_body_fast(body(&deep)).is_none());
+        let general = SnapshotMemory::parse(&deep).unwrap();
+        assert!(matches!(general.chunks.first(), Some((_, Cow::Owned(_)))));
+        let fast = SnapshotMemory::parse(&snap).unwrap();
+        let mut image = vec![0; fast.len()];
+        assert!(fast.copy_into(0, &mut image));
+        assert_view_is(&general, &image);
+        // The general path applies the same rules.
+        let deep_disordered = edited(&deep, |e| {
+            *entry(e, "memory_chunks") = Cbor::Array(vec![chunk(2, CHUNK), chunk(1, CHUNK)]);
+        });
+        assert!(read_body_fast(body(&deep_disordered)).is_none());
+        assert!(SnapshotMemory::parse(&deep_disordered).is_err());
+    }
+
+    /// Edited memory fields: refused by the view, and by a restore.
+    #[test]
+    fn bad_memory_fields_are_refused_like_a_restore_refuses_them() {
+        let mut obj = object(SMALL, 2);
+        let snap = obj.snapshot().unwrap();
+        let engine = ObjectEngine::new().unwrap();
+        let chunks = |c: Vec<Cbor>| {
+            move |e: &mut Vec<(Cbor, Cbor)>| {
+                *entry(e, "memory_chunks") = Cbor::Array(c);
+            }
+        };
+        let pages = |p: Cbor| move |e: &mut Vec<(Cbor, Cbor)>| *entry(e, "memory_pages") = p;
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            (
+                "descending",
+                edited(&snap, chunks(vec![chunk(3, CHUNK), chunk(2, CHUNK)])),
+            ),
+            (
+                "duplicate",
+                edited(&snap, chunks(vec![chunk(3, CHUNK), chunk(3, CHUNK)])),
+            ),
+            ("short", edited(&snap, chunks(vec![chunk(3, CHUNK - 1)]))),
+            ("long", edited(&snap, chunks(vec![chunk(3, CHUNK + 1)]))),
+            ("beyond", edited(&snap, chunks(vec![chunk(16, CHUNK)]))),
+            (
+                "index overflow",
+                edited(&snap, chunks(vec![chunk(u64::MAX.into(), CHUNK)])),
+            ),
+            (
+                "negative index",
+                edited(&snap, chunks(vec![chunk(-1, CHUNK)])),
+            ),
+            (
+                "not a pair",
+                edited(
+                    &snap,
+                    chunks(vec![Cbor::Array(vec![Cbor::Integer(1.into())])]),
+                ),
+            ),
+            (
+                "not an array",
+                edited(&snap, |e| *entry(e, "memory_chunks") = Cbor::Null),
+            ),
+            ("pages text", edited(&snap, pages(Cbor::Text("1".into())))),
+            (
+                "pages negative",
+                edited(&snap, pages(Cbor::Integer((-1).into()))),
+            ),
+            (
+                "pages 65537",
+                edited(&snap, pages(Cbor::Integer(65537.into()))),
+            ),
+            (
+                "pages missing",
+                edited(&snap, |e| {
+                    e.retain(|(k, _)| !matches!(k, Cbor::Text(s) if s == "memory_pages"))
+                }),
+            ),
+            (
+                "pages renamed",
+                edited(&snap, |e| {
+                    for (k, _) in e.iter_mut() {
+                        if matches!(k, Cbor::Text(s) if s == "memory_pages") {
+                            *k = Cbor::Text("memory_pageZ".into());
+                        }
+                    }
+                }),
+            ),
+        ];
+        for (what, bad) in cases {
+            assert!(SnapshotMemory::parse(&bad).is_err(), "{what}: parsed");
+            assert!(
+                ResidentObject::restore(&engine, &bad).is_err(),
+                "{what}: restored"
+            );
+        }
+        // The greatest memory: 4 GiB, only viewed (a restore refuses it above the cap).
+        let max = edited(&snap, pages(Cbor::Integer(65536.into())));
+        if cfg!(target_pointer_width = "64") {
+            let view = SnapshotMemory::parse(&max).unwrap();
+            assert_eq!(view.len() as u64, 1 << 32);
+            let mut tail = [FILL; 5000];
+            assert!(view.copy_into(view.len() - 5000, &mut tail));
+            assert_eq!(tail, [0; 5000]);
+        }
+        // And the chunk at the very end of a memory is in it.
+        let last = edited(&snap, chunks(vec![chunk(0, CHUNK), chunk(15, CHUNK)]));
+        let view = SnapshotMemory::parse(&last).unwrap();
+        let mut tail = [0u8; 4097];
+        assert!(view.copy_into(65536 - 4097, &mut tail));
+        assert_eq!((tail[0], tail[1], tail[4096]), (0, 1, 1));
+        assert!(ResidentObject::restore(&engine, &last).is_ok());
+    }
+
+    #[test]
+    fn truncated_or_corrupted_snapshots_are_errors_never_panics() {
+        let mut obj = object(PARTIAL, 4);
+        let snap = obj.snapshot().unwrap();
+        let full = SnapshotMemory::parse(&snap).unwrap();
+        for len in 0..snap.len() {
+            assert!(
+                SnapshotMemory::parse(&snap[..len]).is_err(),
+                "truncated at {len}"
+            );
+        }
+        let mut magic = snap.clone();
+        magic[0] = b'X';
+        assert_eq!(
+            SnapshotMemory::parse(&magic).unwrap_err(),
+            SnapshotError::NotASnapshot(40)
+        );
+        let mut version = snap.clone();
+        version[7] = 2;
+        assert_eq!(
+            SnapshotMemory::parse(&version).unwrap_err(),
+            SnapshotError::UnsupportedVersion(2)
+        );
+        // The checksum is not checked.
+        let mut sum = snap.clone();
+        let last = sum.len() - 1;
+        sum[last] ^= 0xff;
+        assert_eq!(SnapshotMemory::parse(&sum).unwrap().len(), full.len());
+        // Structural bytes: the map head, a chunk's length.
+        let mut map = snap.clone();
+        map[8] ^= 0x01;
+        assert!(SnapshotMemory::parse(&map).is_err());
+        let b = body(&snap);
+        let at = b
+            .windows(3)
+            .position(|w| w == [0x59, 0x10, 0x00])
+            .expect("a chunk's length")
+            + 8;
+        for flip in [0x01u8, 0x10, 0x80] {
+            let mut len = snap.clone();
+            len[at + 2] ^= flip;
+            assert!(
+                SnapshotMemory::parse(&len).is_err(),
+                "length flip {flip:#x}"
+            );
+        }
+        // Any flip anywhere: an error, or a memory that copies whole.
+        let mut parsed = 0;
+        for i in 0..snap.len() {
+            for flip in [0x01u8, 0x10, 0x80, 0xff] {
+                let mut bad = snap.clone();
+                bad[i] ^= flip;
+                if let Ok(view) = SnapshotMemory::parse(&bad) {
+                    assert!(i >= 8, "header flip at {i} accepted");
+                    assert_eq!(view.len() % 65536, 0);
+                    let mut all = vec![0; view.len()];
+                    assert!(view.copy_into(0, &mut all));
+                    parsed += 1;
+                }
+            }
+        }
+        // Flips inside byte strings (module, chunks) are still snapshots.
+        assert!(parsed > 0);
+    }
+
+    #[test]
+    fn the_view_can_be_shared_between_threads() {
+        fn shared<T: Send + Sync + std::fmt::Debug>(_: &T) {}
+        let mut obj = object(SMALL, 2);
+        let snap = obj.snapshot().unwrap();
+        let view = SnapshotMemory::parse(&snap).unwrap();
+        shared(&view);
+        assert_eq!(
+            format!("{view:?}"),
+            "SnapshotMemory { len: 65536, chunks: 3 }"
+        );
+    }
+}
