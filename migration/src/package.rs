@@ -1007,23 +1007,49 @@ pub fn seal_streaming(
     write_snapshot: impl FnOnce(&mut dyn FnMut(&[u8])) -> Result<(), String>,
     emit: &mut dyn FnMut(Arc<Vec<u8>>),
 ) -> Result<Vec<Arc<Vec<u8>>>, PackageError> {
+    let mut parts = Vec::new();
+    seal_streaming_with(
+        ticket,
+        head,
+        snapshot_len,
+        write_snapshot,
+        &mut Vec::with_capacity,
+        &mut |part: Vec<u8>| {
+            let part = Arc::new(part);
+            emit(Arc::clone(&part));
+            parts.push(part);
+        },
+    )?;
+    Ok(parts)
+}
+
+/// [`seal_streaming`] for a sender that keeps no part: each part goes to `emit` and nowhere
+/// else, and each segment is sealed in a buffer from `buffer(capacity)` (an empty vector with
+/// at least that capacity, which may be one an earlier part came in and the sender is done
+/// with; a sender that recycles them touches no fresh memory for a large package). The
+/// same bytes as [`seal_streaming`], part for part.
+pub fn seal_streaming_with(
+    ticket: &MigrationTicket,
+    head: &BundleHead<'_>,
+    snapshot_len: usize,
+    write_snapshot: impl FnOnce(&mut dyn FnMut(&[u8])) -> Result<(), String>,
+    buffer: &mut dyn FnMut(usize) -> Vec<u8>,
+    emit: &mut dyn FnMut(Vec<u8>),
+) -> Result<(), PackageError> {
     let setup = SealSetup::new(ticket, head, snapshot_len)?;
-    let mut parts = Vec::with_capacity(segment_count(setup.plaintext_len) + 2);
-    let mut out = |part: Vec<u8>| {
-        let part = Arc::new(part);
-        emit(Arc::clone(&part));
-        parts.push(part);
-    };
+    let mut out = |part: Vec<u8>| emit(part);
     out(setup.header.to_vec());
+    let first = fresh(buffer, SEGMENT.min(setup.plaintext_len));
     let mut filler = SegmentFiller {
         key: &setup.key,
         aad: &setup.aad,
         plaintext_len: setup.plaintext_len,
         written: 0,
         index: 0,
-        current: Secret(Vec::with_capacity(SEGMENT.min(setup.plaintext_len))),
+        current: Secret(first),
         tags: Vec::with_capacity(segment_count(setup.plaintext_len) * TAG_LEN),
         error: None,
+        buffer,
         out: &mut out,
     };
     let mut head_bytes = Secret(Vec::with_capacity(setup.plaintext_len - snapshot_len));
@@ -1049,7 +1075,15 @@ pub fn seal_streaming(
     let tags = std::mem::take(&mut filler.tags);
     drop(filler);
     out(tags);
-    Ok(parts)
+    Ok(())
+}
+
+/// A buffer from `buffer`, made empty (whatever it held before is overwritten, not read).
+fn fresh(buffer: &mut dyn FnMut(usize) -> Vec<u8>, capacity: usize) -> Vec<u8> {
+    let mut v = buffer(capacity);
+    v.clear();
+    v.reserve(capacity);
+    v
 }
 
 /// Cuts the plaintext, as it is written, into segments, and seals and emits each one when it
@@ -1064,6 +1098,7 @@ struct SegmentFiller<'a> {
     tags: Vec<u8>,
     /// The first failure; everything after it is ignored.
     error: Option<PackageError>,
+    buffer: &'a mut dyn FnMut(usize) -> Vec<u8>,
     out: &'a mut dyn FnMut(Vec<u8>),
 }
 
@@ -1106,7 +1141,10 @@ impl SegmentFiller<'_> {
         let next = if last {
             Vec::new()
         } else {
-            Vec::with_capacity(SEGMENT.min(self.plaintext_len - self.written))
+            fresh(
+                &mut *self.buffer,
+                SEGMENT.min(self.plaintext_len - self.written),
+            )
         };
         let mut data = std::mem::replace(&mut self.current, Secret(next));
         let mut tag = [0u8; TAG_LEN];

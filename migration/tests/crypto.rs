@@ -617,8 +617,8 @@ mod package {
     use super::*;
     use proptest::prelude::*;
     use sojourn_migration::package::{
-        open_owned, seal_streaming, seal_to_bytes, seal_with, sealed_len, BundleHead, HEADER_LEN,
-        MAX_PLAINTEXT_LEN, SEGMENT, TAG_LEN,
+        open_owned, seal_streaming, seal_streaming_with, seal_to_bytes, seal_with, sealed_len,
+        BundleHead, HEADER_LEN, MAX_PLAINTEXT_LEN, SEGMENT, TAG_LEN,
     };
     use sojourn_migration::BindingError;
     use std::ops::Range;
@@ -1126,6 +1126,65 @@ mod package {
         let other = attempt(13);
         let wire: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).collect();
         assert!(open_owned(&other.key, &other.binding, wire).is_err());
+    }
+
+    /// Sealed into buffers the sender recycles: each segment is sealed in the buffer it is
+    /// given (here: buffers that still hold an earlier part's bytes, some larger than asked),
+    /// and the parts open to the same bundle as ever.
+    #[test]
+    fn a_package_sealed_in_recycled_buffers_opens_like_any_other() {
+        let at = attempt(15);
+        let t = ticket(&at);
+        let b = with_snapshot(snapshot_len_for(&bundle(), 3 * SEGMENT + 5));
+        // Two buffers going round, both dirty, one larger than a segment.
+        let mut pool: Vec<Vec<u8>> = vec![vec![0xAA; SEGMENT + 100], vec![0x55; 10]];
+        let mut given: Vec<*const u8> = Vec::new();
+        let mut emitted: Vec<*const u8> = Vec::new();
+        let mut parts: Vec<Vec<u8>> = Vec::new();
+        let mut asked = Vec::new();
+        {
+            let pool = std::cell::RefCell::new(&mut pool);
+            seal_streaming_with(
+                &t,
+                &b.head(),
+                b.snapshot.len(),
+                |put| {
+                    for c in b.snapshot.chunks(5000) {
+                        put(c);
+                    }
+                    Ok(())
+                },
+                &mut |capacity| {
+                    asked.push(capacity);
+                    let v = pool.borrow_mut().pop().unwrap_or_default();
+                    given.push(v.as_ptr());
+                    v
+                },
+                &mut |part| {
+                    // The sender is done with each part at once: back into the pool (a
+                    // copy of its bytes kept to check the package).
+                    emitted.push(part.as_ptr());
+                    parts.push(part.clone());
+                    // Segments go round; the header and the tag table are too small to.
+                    if part.capacity() >= SEGMENT {
+                        pool.borrow_mut().insert(0, part);
+                    }
+                },
+            )
+            .unwrap();
+        }
+        let n = 4;
+        assert_eq!(parts.len(), n + 2);
+        assert_eq!(asked, [SEGMENT, SEGMENT, SEGMENT, 5]);
+        // Segments 1..3 were sealed in the buffers given (the large dirty one, then parts
+        // that came back); the first, given a buffer too small, grew it.
+        assert_eq!(emitted[2..5], given[1..4]);
+        let wire: Vec<u8> = parts.concat();
+        assert_eq!(wire.len(), sealed_len(&b.head(), b.snapshot.len()).unwrap());
+        let opened = open_owned(&at.key, &at.binding, wire)
+            .unwrap()
+            .into_bundle();
+        assert!(opened == b);
     }
 
     #[test]

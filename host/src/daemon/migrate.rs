@@ -36,7 +36,9 @@ use sojourn_api::{
 use sojourn_attestation::{Evidence as AttEvidence, Timestamp};
 use sojourn_lineage::signer::verify_es256;
 use sojourn_lineage::{LineageSigner as _, P256Signer};
-use sojourn_migration::package::{open_owned, seal_streaming, sealed_len, BundleHead};
+use sojourn_migration::package::{
+    open_owned, seal_streaming_with, seal_with, sealed_len, BundleHead,
+};
 use sojourn_migration::protocol::{
     AppraisalId, Challenge, DestEffect, DestState, Destination, DestinationEnv, Evidence,
     EvidenceId, HostId, KeyId, SourceEffect, SourceState, ToDest, ToSource, TransferId,
@@ -979,11 +981,49 @@ impl DestSide {
 // ---------------------------------------------------------------------------------------------
 // Source side
 
-/// A package sent while it was sealed: its parts (to send it again) and the first sending's
-/// answer.
+/// A package sent while it was sealed: its length and the sending's answer.
 struct SentPackage {
-    parts: Vec<Arc<Vec<u8>>>,
+    len: u64,
     answer: Result<MigrationAnswer, String>,
+}
+
+/// Parts sealed but not yet sent, at most this many (segments of 1 MiB): the sealer waits for
+/// the sender to be done with the oldest and seals the next segment into its buffer, so a
+/// large package is sealed in a few buffers that stay mapped instead of in fresh memory.
+const PARTS_IN_FLIGHT: usize = 8;
+/// How long the sealer waits for a part to be sent before it takes a new buffer instead.
+const PART_WAIT: Duration = Duration::from_secs(2);
+
+/// The buffers of the parts in flight, oldest first (see [`PARTS_IN_FLIGHT`]).
+struct PartBuffers {
+    in_flight: std::collections::VecDeque<Arc<Vec<u8>>>,
+}
+
+impl PartBuffers {
+    /// An empty buffer of at least `capacity`: the oldest part's once the sender has let go
+    /// of it (waiting while all [`PARTS_IN_FLIGHT`] are out), else a new one.
+    fn buffer(&mut self, capacity: usize) -> Vec<u8> {
+        let deadline = Instant::now() + PART_WAIT;
+        loop {
+            if self
+                .in_flight
+                .front()
+                .is_some_and(|p| Arc::strong_count(p) == 1)
+            {
+                if let Some(Ok(mut v)) = self.in_flight.pop_front().map(Arc::try_unwrap) {
+                    if v.capacity() >= capacity {
+                        v.clear();
+                        return v;
+                    }
+                }
+                continue;
+            }
+            if self.in_flight.len() < PARTS_IN_FLIGHT || Instant::now() >= deadline {
+                return Vec::with_capacity(capacity);
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
 }
 
 /// Measures the steps of one attempt.
@@ -1171,9 +1211,6 @@ impl HostCore {
             // Execute: either Persist(Sent)+Package, or Persist(Running)+Refusal+StartRunning.
             let mut decision = None;
             let mut answer_key = Vec::new();
-            // The package's parts, kept until the decision is in and freed after the downtime
-            // is measured (unmapping 64 MiB of segments takes a few ms).
-            let mut sent_parts: Vec<Arc<Vec<u8>>> = Vec::new();
             loop {
                 let mut next = Vec::new();
                 for e in effects {
@@ -1254,10 +1291,7 @@ impl HostCore {
                                 (hex::encode(transfer.0), hex::encode(ticket_key(&ticket)));
                             // The first sending overlaps the sealing; "seal" ends when the
                             // last part is sealed, "transfer" when the answer is in.
-                            let SentPackage {
-                                parts,
-                                answer: first,
-                            } = self.seal_and_send(
+                            let SentPackage { len, answer: first } = self.seal_and_send(
                                 &key,
                                 t,
                                 link,
@@ -1265,18 +1299,14 @@ impl HostCore {
                                 &key_hex,
                                 &mut || steps.done("seal"),
                             )?;
-                            package_bytes = parts.iter().map(|p| p.len() as u64).sum();
+                            package_bytes = len;
                             let mut got = first
                                 .ok()
                                 .and_then(|a| verified_answer(&a, &transfer, &answer_key));
                             if got.is_none() {
-                                // Sent again, whole: one copy of the package, made only
-                                // when the first sending got no answer.
-                                let mut whole = Vec::with_capacity(package_bytes as usize);
-                                for p in &parts {
-                                    whole.extend_from_slice(p);
-                                }
-                                let whole = Arc::new(whole);
+                                // Sent again, whole, sealed again (the object is still
+                                // quiesced: the same bundle, to the same key).
+                                let whole = Arc::new(self.seal_whole(&key, t)?);
                                 for i in 1..PACKAGE_TRIES {
                                     std::thread::sleep(Duration::from_millis(200 << i));
                                     if let Ok(a) =
@@ -1290,7 +1320,6 @@ impl HostCore {
                                 }
                             }
                             steps.done("transfer");
-                            sent_parts = parts;
                             match got {
                                 Some(m) => {
                                     crash_point("source-answered");
@@ -1319,7 +1348,6 @@ impl HostCore {
                 effects = next;
             }
             let downtime = started.elapsed();
-            drop(sent_parts);
             let (outcome, reason, code) = match decision {
                 Some(Decision::Transferred) => ("transferred", None, None),
                 Some(Decision::Refused { reason, code }) => ("refused", Some(reason), Some(code)),
@@ -1422,7 +1450,10 @@ impl HostCore {
                 .name("sojourn-package".into())
                 .spawn_scoped(scope, move || link.package_parts(transfer, kid, parts))
                 .map_err(|e| internal(format!("cannot start the sending thread: {e}")))?;
-            let result = seal_streaming(
+            let buffers = std::cell::RefCell::new(PartBuffers {
+                in_flight: std::collections::VecDeque::new(),
+            });
+            let result = seal_streaming_with(
                 ticket,
                 &head,
                 snapshot.len(),
@@ -1432,11 +1463,16 @@ impl HostCore {
                     snapshot.write_unchecked_to(put);
                     Ok(())
                 },
+                &mut |capacity| buffers.borrow_mut().buffer(capacity),
                 &mut |part| {
-                    // A link that stopped reading is answered below; the parts are kept.
-                    let _ = tx.send(part);
+                    let part = Arc::new(part);
+                    // A link that stopped reading is answered below (the package is sealed
+                    // again to be sent again).
+                    let _ = tx.send(Arc::clone(&part));
+                    buffers.borrow_mut().in_flight.push_back(part);
                 },
             );
+            drop(buffers);
             drop(snapshot);
             drop(s);
             // Ends the body: early (so the destination discards it) if sealing failed.
@@ -1445,11 +1481,36 @@ impl HostCore {
             let answer = sending
                 .join()
                 .unwrap_or_else(|_| Err("the link thread failed".to_string()));
+            result.map_err(internal)?;
             Ok(SentPackage {
-                parts: result.map_err(internal)?,
+                len: len as u64,
                 answer,
             })
         })
+    }
+
+    /// The package of the object (quiesced since `Sent`) sealed again to `ticket`, whole: to
+    /// send it again when the first sending got no answer.
+    fn seal_whole(&self, key: &ObjectKey, ticket: &MigrationTicket) -> Result<Vec<u8>, ApiError> {
+        let slot = self.slot(key)?;
+        let lineage = self
+            .inner
+            .store
+            .lineage(key)
+            .map_err(|e| ApiError::new(ErrorCode::Unavailable, e.to_string()))?;
+        let mut s = lock(&slot);
+        let snapshot = s.obj.snapshot_writer().map_err(internal)?;
+        let head = BundleHead {
+            object_id: *key,
+            source: &self.inner.self_url,
+            lineage: &lineage,
+            pending_messages: &[],
+        };
+        seal_with(ticket, &head, snapshot.len(), |buf| {
+            snapshot.write_unchecked_to(&mut |b: &[u8]| buf.extend_from_slice(b));
+            Ok(())
+        })
+        .map_err(internal)
     }
 
     /// The tombstone (after the destination's signed `ack`).
