@@ -38,6 +38,9 @@ const RECORD_MAGIC: &[u8; 4] = b"SJMF";
 const RECORD_VERSION: u8 = 1;
 /// Salt and tag of one sealed segment.
 const SEAL_LEN: usize = NONCE_LEN + TAG_LEN;
+/// A large image is fdatasync'ed on a second thread every this many bytes while it is
+/// written (see `write_image`).
+const EARLY_SYNC: usize = 8 << 20;
 
 /// What the store records of a memory-image file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -226,35 +229,82 @@ pub(crate) fn write_image(
         },
         kept: AtomicBool::new(false),
     };
-    let mut plain = vec![0u8; len.min(MEMORY_SEGMENT)];
-    let mut sealed = vec![0u8; memory_value_len(plain.len())];
-    let mut offset = 0usize;
-    for index in 0u32.. {
-        let n = (len - offset).min(MEMORY_SEGMENT);
-        if n == 0 {
-            break;
-        }
-        let (Some(plain), Some(sealed)) =
-            (plain.get_mut(..n), sealed.get_mut(..memory_value_len(n)))
-        else {
-            return Err(StoreError::KeyUnavailable("segment buffer".into()));
-        };
-        if !fill(offset, plain) {
-            return Err(StoreError::StagedMemory {
-                id: *id,
-                reason: "the memory source ended before the image's length",
+    // Each segment is written by `fill` where its ciphertext goes, and sealed there.
+    let mut sealed = vec![0u8; memory_value_len(len.min(MEMORY_SEGMENT))];
+    // Writeback of a large image starts while later segments are sealed: another handle of
+    // the file is fdatasync'ed every `EARLY_SYNC` bytes on a second thread, so the final
+    // fdatasync waits only for the tail. A failure there fails the image (the error may be
+    // reported to that call only).
+    let early = len >= 2 * EARLY_SYNC;
+    let synced_ok = AtomicBool::new(true);
+    std::thread::scope(|scope| -> Result<(), StoreError> {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let syncer = early
+            .then(|| file.try_clone().ok())
+            .flatten()
+            .and_then(|clone| {
+                std::thread::Builder::new()
+                    .name("sojourn-image-sync".into())
+                    .spawn_scoped(scope, {
+                        let synced_ok = &synced_ok;
+                        move || {
+                            while rx.recv().is_ok() {
+                                while rx.try_recv().is_ok() {}
+                                if clone.sync_data().is_err() {
+                                    synced_ok.store(false, Ordering::SeqCst);
+                                }
+                            }
+                        }
+                    })
+                    .ok()
             });
+        let mut offset = 0usize;
+        let mut since_sync = 0usize;
+        for index in 0u32.. {
+            let n = (len - offset).min(MEMORY_SEGMENT);
+            if n == 0 {
+                break;
+            }
+            let value_len = memory_value_len(n);
+            let Some(value) = sealed.get_mut(..value_len) else {
+                return Err(StoreError::KeyUnavailable("segment buffer".into()));
+            };
+            let Some(plain) = value.get_mut(NONCE_LEN..NONCE_LEN + n) else {
+                return Err(StoreError::KeyUnavailable("segment buffer".into()));
+            };
+            if !fill(offset, plain) {
+                return Err(StoreError::StagedMemory {
+                    id: *id,
+                    reason: "the memory source ended before the image's length",
+                });
+            }
+            sealer.seal_memory_in_place(&raw::chunk_key(id, index), value)?;
+            let mut seal = [0u8; SEAL_LEN];
+            let (salt, tag) = seal.split_at_mut(NONCE_LEN);
+            salt.copy_from_slice(value.get(..NONCE_LEN).unwrap_or_default());
+            tag.copy_from_slice(value.get(value.len() - TAG_LEN..).unwrap_or_default());
+            staged.record.seals.push(seal);
+            file.write_all(value).map_err(|e| io(&staged.path, e))?;
+            offset += n;
+            since_sync += value_len;
+            if syncer.is_some() && since_sync >= EARLY_SYNC {
+                since_sync = 0;
+                let _ = tx.send(());
+            }
         }
-        sealer.seal_memory_into(&raw::chunk_key(id, index), plain, sealed)?;
-        let mut seal = [0u8; SEAL_LEN];
-        let (salt, tag) = seal.split_at_mut(NONCE_LEN);
-        salt.copy_from_slice(sealed.get(..NONCE_LEN).unwrap_or_default());
-        tag.copy_from_slice(sealed.get(sealed.len() - TAG_LEN..).unwrap_or_default());
-        staged.record.seals.push(seal);
-        file.write_all(sealed).map_err(|e| io(&staged.path, e))?;
-        offset += n;
-    }
+        drop(tx);
+        if let Some(s) = syncer {
+            let _ = s.join();
+        }
+        Ok(())
+    })?;
     file.sync_data().map_err(|e| io(&staged.path, e))?;
+    if !synced_ok.load(Ordering::SeqCst) {
+        return Err(io(
+            &staged.path,
+            std::io::Error::other("an early fdatasync of the image failed"),
+        ));
+    }
     drop(file);
     sync_dir(dir).map_err(|e| io(dir, e))?;
     // Durable; deleted on drop until a commit takes it.

@@ -236,6 +236,42 @@ impl Sealer {
         Ok(())
     }
 
+    /// [`Sealer::seal_memory_into`] of a segment already written where its ciphertext goes:
+    /// `out` is the whole value ([`memory_value_len`] of the segment), its plaintext at
+    /// `NONCE_LEN ..` and the salt and tag places still to be filled. Saves the copy.
+    pub(crate) fn seal_memory_in_place(
+        &self,
+        key: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), StoreError> {
+        let too_large = || StoreError::KeyUnavailable("record too large to seal".into());
+        if out.len() < NONCE_LEN + TAG_LEN {
+            return Err(too_large());
+        }
+        let salt = self
+            .nonces
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .next()?;
+        let (head, rest) = out.split_at_mut(NONCE_LEN);
+        let (body, tag_out) = rest.split_at_mut(rest.len() - TAG_LEN);
+        head.copy_from_slice(&salt);
+        let aad = Self::aad(Table::Memory, key, &[]);
+        let tag = self
+            .segment_key(&salt)
+            .and_then(|k| {
+                k.seal_in_place_separate_tag(
+                    ring::aead::Nonce::assume_unique_for_key([0; 12]),
+                    ring::aead::Aad::from(&aad),
+                    body,
+                )
+                .ok()
+            })
+            .ok_or_else(too_large)?;
+        tag_out.copy_from_slice(tag.as_ref());
+        Ok(())
+    }
+
     /// Verifies and decrypts a stored value of `table` at `key`.
     pub(crate) fn unseal(
         &self,

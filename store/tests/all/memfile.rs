@@ -55,6 +55,28 @@ fn an_image_is_one_file_named_by_its_record_and_replacing_it_deletes_the_old_fil
 }
 
 #[test]
+fn a_large_image_synced_while_it_is_written_reads_back_whole() {
+    // Above twice the early-sync interval (8 MiB): a second thread fdatasyncs the file while
+    // later segments are written; the image is the same bytes.
+    let dir = tempdir();
+    populated(dir.path());
+    let len = 20 << 20;
+    {
+        let s = open(dir.path());
+        let m = staged(&s, 1, &memory(3, len));
+        commit(
+            &s,
+            vec![Op::PutStagedMemory {
+                id: id(1),
+                memory: m,
+            }],
+        );
+    }
+    let s = open(dir.path());
+    assert_eq!(s.load(&id(1)).unwrap().unwrap().memory, memory(3, len));
+}
+
+#[test]
 fn a_flipped_byte_in_an_image_file_is_refused() {
     for at in [0usize, 30, 5000, MEMORY_SEGMENT + 100] {
         let dir = tempdir();
