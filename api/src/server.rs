@@ -705,6 +705,9 @@ async fn read_body_reserving(
     // A large body (a migration package) fills fresh memory: on huge pages where the kernel
     // has them, a few dozen page faults instead of one per 4 KiB.
     let mut buf = sojourn_mem::with_capacity(capacity);
+    // Its pages are faulted in on another thread while the first frames arrive, so this one
+    // (which also decrypts the connection) copies into memory already mapped.
+    sojourn_mem::prefault_in_background(buf.spare_capacity_mut());
     let deadline = tokio::time::Instant::now() + BODY_TIMEOUT;
     loop {
         let Ok(next) = tokio::time::timeout_at(deadline, body.frame()).await else {
