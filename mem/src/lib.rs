@@ -142,6 +142,8 @@ pub const MIN_PREFAULTED: usize = 4 << 20;
 /// ahead of their first touch, on a thread of its own, so that the thread that fills them
 /// finds them mapped instead of taking a page fault per 4 KiB page: for a buffer filled as
 /// bytes arrive from the network, the faults then run on another core, beside the receiving.
+/// It maps the region from its end back, 2 MiB at a time, so that it meets a filler that
+/// starts at the front late, and once (the two do not take turns on the same pages).
 /// Returns whether that thread started (false for a region below [`MIN_PREFAULTED`],
 /// elsewhere than Linux, or if no thread could be started). Nothing waits for it.
 ///
@@ -160,10 +162,22 @@ pub fn prefault_in_background(region: &mut [MaybeUninit<u8>]) -> bool {
     };
     // The thread gets the range as an address (its provenance exposed here), not a reference:
     // it never accesses the memory, only names it to the kernel.
-    let at = region.as_mut_ptr().cast::<u8>().wrapping_add(offset).expose_provenance();
+    let at = region
+        .as_mut_ptr()
+        .cast::<u8>()
+        .wrapping_add(offset)
+        .expose_provenance();
     std::thread::Builder::new()
         .name("sojourn-prefault".into())
-        .spawn(move || populate_write(at, len))
+        .spawn(move || {
+            // Last chunk first: the filler starts at the front, so the two meet once, late.
+            let mut end = len;
+            while end > 0 {
+                let start = end.saturating_sub(PREFAULT_CHUNK);
+                populate_write(at + start, end - start);
+                end = start;
+            }
+        })
         .is_ok()
 }
 
@@ -176,9 +190,16 @@ pub fn prefault(region: &mut [MaybeUninit<u8>]) -> bool {
     let Some((offset, len)) = pages_inside(region.as_ptr() as usize, region.len()) else {
         return false;
     };
-    let at = region.as_mut_ptr().cast::<u8>().wrapping_add(offset).expose_provenance();
+    let at = region
+        .as_mut_ptr()
+        .cast::<u8>()
+        .wrapping_add(offset)
+        .expose_provenance();
     populate_write(at, len)
 }
+
+/// [`prefault_in_background`] maps this much at a time (a multiple of [`PAGE`]).
+const PREFAULT_CHUNK: usize = 2 << 20;
 
 /// Base pages: 4 KiB on x86-64 and on aarch64 as configured by the clouds' images.
 const PAGE: usize = 4096;
@@ -364,7 +385,10 @@ mod tests {
         let len = 40 << 20;
         let mut v: Vec<u8> = Vec::with_capacity(len);
         let addr = v.spare_capacity_mut().as_ptr() as usize;
-        assert!(prefault(v.spare_capacity_mut()), "MADV_POPULATE_WRITE (Linux 5.14+)");
+        assert!(
+            prefault(v.spare_capacity_mut()),
+            "MADV_POPULATE_WRITE (Linux 5.14+)"
+        );
         let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
         let rss_kib = vma_field(&smaps, addr, "Rss:");
         assert!(rss_kib >= (len as u64 >> 10) - 8, "Rss {rss_kib} KiB");
@@ -374,9 +398,14 @@ mod tests {
         for i in 0..len / 4096 {
             w.extend_from_slice(&[(i % 251) as u8; 4096]);
         }
-        assert!(w.chunks(4096).enumerate().all(|(i, c)| c.iter().all(|b| *b == (i % 251) as u8)));
+        assert!(w
+            .chunks(4096)
+            .enumerate()
+            .all(|(i, c)| c.iter().all(|b| *b == (i % 251) as u8)));
         // Short regions are left alone.
-        assert!(!prefault_in_background(Vec::<u8>::with_capacity(1 << 20).spare_capacity_mut()));
+        assert!(!prefault_in_background(
+            Vec::<u8>::with_capacity(1 << 20).spare_capacity_mut()
+        ));
         drop(v);
     }
 
