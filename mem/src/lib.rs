@@ -1,4 +1,4 @@
-//! Large buffers on transparent huge pages.
+//! Large buffers on transparent huge pages, and prefaulted on another thread.
 //!
 //! The first touch of fresh anonymous memory costs a page fault per page. For a 64 MiB buffer
 //! in 4 KiB pages that is 16,384 faults, each allocating, zeroing and mapping one page: on the
@@ -15,6 +15,12 @@
 //! Linux both are plain allocations and no-ops. The advice changes neither contents nor
 //! access; if the kernel has no huge page at hand it falls back to small pages (with
 //! `defrag` set to `madvise`, it may first compact memory for one).
+//!
+//! Where huge pages are not used, the faults can at least be taken elsewhere:
+//! [`prefault_in_background`] maps a buffer's pages in on a thread of its own
+//! (`MADV_POPULATE_WRITE`) while the owner fills it, as the destination of a migration does
+//! with the package buffer while the bytes arrive. It does the same work, on a core that the
+//! receiving thread does not need.
 //!
 //! Whether to advise is a process-wide setting, off until a host sets it with
 //! [`set_huge_pages`] (the daemon does at start, from `[runtime] huge_pages`, default `auto`).
