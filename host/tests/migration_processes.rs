@@ -5,7 +5,8 @@
 //!
 //! Crash points (`SOJOURN_CRASH_AT`): `source-offering` (after `Offering` is durable),
 //! `dest-offered` (evidence made, not yet answered), `source-sent` (after `Sent` +
-//! `migrated-out` are durable, before the package leaves), `dest-received` (the object is
+//! `migrated-out` are durable, before the package leaves), `dest-staged` (the arrived
+//! object's memory image file is durable, no store record names it), `dest-received` (the object is
 //! durable at the destination, the `ack` not yet sent), `source-answered` (the signed answer
 //! arrived, the tombstone not yet written). `SOJOURN_MIGRATION_FAULT_ROUNDS` repeats each
 //! (default 1).
@@ -166,6 +167,23 @@ fn crash_once(point: &str, crash_source: bool) -> &'static str {
     } else {
         assert!(!s.outcomes.contains_key("migrated-in"), "{point}: {s:?}");
     }
+    // One memory image file where it runs; one at a source it left (its tombstone's); none
+    // at a destination it never reached, even one that crashed holding a staged image.
+    let images = |home: &Path| {
+        std::fs::read_dir(home.join("memory"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(&id))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    assert_eq!(images(owner_home), 1, "{point}: images where it runs");
+    assert_eq!(
+        images(other_home),
+        usize::from(owner == "B"),
+        "{point}: images at the other host"
+    );
     // It keeps running where it is.
     let before = rt
         .block_on(client(owner_home).inspect(&id))
@@ -199,6 +217,7 @@ fn a_host_killed_at_any_step_of_a_migration_leaves_exactly_one_owner() {
         ("source-offering", true, "A"),
         ("dest-offered", false, "A"),
         ("source-sent", true, "A"),
+        ("dest-staged", false, "A"),
         ("dest-received", false, "B"),
         ("source-answered", true, "B"),
     ];

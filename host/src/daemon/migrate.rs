@@ -763,6 +763,8 @@ impl DestinationEnv for Env<'_> {
         });
         let mut prepared = prepared.map_err(|e| e.message)?;
         if let Some(staged) = staged {
+            // The image file is durable, no record names it yet.
+            crash_point("dest-staged");
             prepared.use_staged(staged);
         }
         prepared.reuse_buffer(bundle.into_buffer());
