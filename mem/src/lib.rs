@@ -160,19 +160,14 @@ pub const MIN_PREFAULTED: usize = 4 << 20;
 /// kernel it fails and nothing changes. Not for memory with guard pages (`PROT_NONE`) or
 /// shared file mappings.
 pub fn prefault_in_background(region: &mut [MaybeUninit<u8>]) -> bool {
-    if region.len() < MIN_PREFAULTED || !cfg!(target_os = "linux") {
+    if region.len() < MIN_PREFAULTED {
         return false;
     }
-    let Some((offset, len)) = pages_inside(region.as_ptr() as usize, region.len()) else {
+    // The thread gets the range as an address, not a reference: it never accesses the
+    // memory, only names it to the kernel.
+    let Some((at, len)) = page_range(region) else {
         return false;
     };
-    // The thread gets the range as an address (its provenance exposed here), not a reference:
-    // it never accesses the memory, only names it to the kernel.
-    let at = region
-        .as_mut_ptr()
-        .cast::<u8>()
-        .wrapping_add(offset)
-        .expose_provenance();
     std::thread::Builder::new()
         .name("sojourn-prefault".into())
         .spawn(move || {
@@ -190,18 +185,22 @@ pub fn prefault_in_background(region: &mut [MaybeUninit<u8>]) -> bool {
 /// [`prefault_in_background`] on this thread, waiting for it. Returns whether the kernel
 /// mapped the whole range.
 pub fn prefault(region: &mut [MaybeUninit<u8>]) -> bool {
+    page_range(region).is_some_and(|(at, len)| populate_write(at, len))
+}
+
+/// The whole base pages inside `region` as (address, length), the address's provenance
+/// exposed; `None` elsewhere than Linux or if the region holds no whole page.
+fn page_range(region: &mut [MaybeUninit<u8>]) -> Option<(usize, usize)> {
     if !cfg!(target_os = "linux") {
-        return false;
+        return None;
     }
-    let Some((offset, len)) = pages_inside(region.as_ptr() as usize, region.len()) else {
-        return false;
-    };
+    let (offset, len) = pages_inside(region.as_ptr() as usize, region.len())?;
     let at = region
         .as_mut_ptr()
         .cast::<u8>()
         .wrapping_add(offset)
         .expose_provenance();
-    populate_write(at, len)
+    Some((at, len))
 }
 
 /// [`prefault_in_background`] maps this much at a time (a multiple of [`PAGE`]).

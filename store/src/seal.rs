@@ -199,41 +199,23 @@ impl Sealer {
         Ok(out)
     }
 
-    /// Seals a memory-image segment for `key` straight into `out` (redb's reserved space
-    /// for the value), which must be exactly [`memory_value_len`] of the segment long.
+    /// Seals a memory-image segment for `key` into `out`, which must be exactly
+    /// [`memory_value_len`] of the segment long (the segment is copied in, then sealed there).
     pub(crate) fn seal_memory_into(
         &self,
         key: &[u8],
         segment: &[u8],
         out: &mut [u8],
     ) -> Result<(), StoreError> {
-        let too_large = || StoreError::KeyUnavailable("record too large to seal".into());
         if out.len() != memory_value_len(segment.len()) {
-            return Err(too_large());
+            return Err(StoreError::KeyUnavailable(
+                "record too large to seal".into(),
+            ));
         }
-        let salt = self
-            .nonces
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .next()?;
-        let (head, rest) = out.split_at_mut(NONCE_LEN);
-        let (body, tag_out) = rest.split_at_mut(segment.len());
-        head.copy_from_slice(&salt);
-        body.copy_from_slice(segment);
-        let aad = Self::aad(Table::Memory, key, &[]);
-        let tag = self
-            .segment_key(&salt)
-            .and_then(|k| {
-                k.seal_in_place_separate_tag(
-                    ring::aead::Nonce::assume_unique_for_key([0; 12]),
-                    ring::aead::Aad::from(&aad),
-                    body,
-                )
-                .ok()
-            })
-            .ok_or_else(too_large)?;
-        tag_out.copy_from_slice(tag.as_ref());
-        Ok(())
+        out.get_mut(NONCE_LEN..NONCE_LEN + segment.len())
+            .ok_or_else(|| StoreError::KeyUnavailable("record too large to seal".into()))?
+            .copy_from_slice(segment);
+        self.seal_memory_in_place(key, out)
     }
 
     /// [`Sealer::seal_memory_into`] of a segment already written where its ciphertext goes:

@@ -48,7 +48,7 @@ use sojourn_migration::{
     RuntimeIdentity,
 };
 use sojourn_policy::canonical;
-use sojourn_runtime::{Outcome, SnapshotMemory};
+use sojourn_runtime::{Outcome, SnapshotMemory, SnapshotWriter};
 
 use super::{internal, lock, random32, read, sched, HostCore, ObjectKey, SchedMsg};
 
@@ -1431,52 +1431,39 @@ impl HostCore {
         kid: &str,
         sealed: &mut dyn FnMut(),
     ) -> Result<SentPackage, ApiError> {
-        let slot = self.slot(key)?;
-        let lineage = self
-            .inner
-            .store
-            .lineage(key)
-            .map_err(|e| ApiError::new(ErrorCode::Unavailable, e.to_string()))?;
         std::thread::scope(|scope| {
-            let mut s = lock(&slot);
-            let snapshot = s.obj.snapshot_writer().map_err(internal)?;
-            let head = BundleHead {
-                object_id: *key,
-                source: &self.inner.self_url,
-                lineage: &lineage,
-                pending_messages: &[],
-            };
-            let len = sealed_len(&head, snapshot.len()).map_err(internal)?;
-            let (tx, parts) = sojourn_api::package_parts(len as u64);
-            let sending = std::thread::Builder::new()
-                .name("sojourn-package".into())
-                .spawn_scoped(scope, move || link.package_parts(transfer, kid, parts))
-                .map_err(|e| internal(format!("cannot start the sending thread: {e}")))?;
-            let buffers = std::cell::RefCell::new(PartBuffers {
-                in_flight: std::collections::VecDeque::new(),
-            });
-            let result = seal_streaming_with(
-                ticket,
-                &head,
-                snapshot.len(),
-                |put| {
-                    // The package authenticates every byte: no checksum (see
-                    // `restore_authenticated` at the destination).
-                    snapshot.write_unchecked_to(put);
-                    Ok(())
-                },
-                &mut |capacity| buffers.borrow_mut().buffer(capacity),
-                &mut |part| {
-                    let part = Arc::new(part);
-                    // A link that stopped reading is answered below (the package is sealed
-                    // again to be sent again).
-                    let _ = tx.send(Arc::clone(&part));
-                    buffers.borrow_mut().in_flight.push_back(part);
-                },
-            );
-            drop(buffers);
-            drop(snapshot);
-            drop(s);
+            let (sending, tx, len, result) = self.with_bundle(key, |head, snapshot| {
+                let len = sealed_len(head, snapshot.len()).map_err(internal)?;
+                let (tx, parts) = sojourn_api::package_parts(len as u64);
+                let sending = std::thread::Builder::new()
+                    .name("sojourn-package".into())
+                    .spawn_scoped(scope, move || link.package_parts(transfer, kid, parts))
+                    .map_err(|e| internal(format!("cannot start the sending thread: {e}")))?;
+                let buffers = std::cell::RefCell::new(PartBuffers {
+                    in_flight: std::collections::VecDeque::new(),
+                });
+                let result = seal_streaming_with(
+                    ticket,
+                    head,
+                    snapshot.len(),
+                    |put| {
+                        // The package authenticates every byte: no checksum (see
+                        // `restore_authenticated` at the destination).
+                        snapshot.write_unchecked_to(put);
+                        Ok(())
+                    },
+                    &mut |capacity| buffers.borrow_mut().buffer(capacity),
+                    &mut |part| {
+                        let part = Arc::new(part);
+                        // A link that stopped reading is answered below (the package is
+                        // sealed again to be sent again).
+                        let _ = tx.send(Arc::clone(&part));
+                        buffers.borrow_mut().in_flight.push_back(part);
+                    },
+                );
+                Ok((sending, tx, len, result))
+            })?;
+            // The object's lock is released: the answer is awaited without it.
             // Ends the body: early (so the destination discards it) if sealing failed.
             drop(tx);
             sealed();
@@ -1491,9 +1478,13 @@ impl HostCore {
         })
     }
 
-    /// The package of the object (quiesced since `Sent`) sealed again to `ticket`, whole: to
-    /// send it again when the first sending got no answer.
-    fn seal_whole(&self, key: &ObjectKey, ticket: &MigrationTicket) -> Result<Vec<u8>, ApiError> {
+    /// Runs `f` with the object's bundle head and snapshot, under the object's lock (the
+    /// object is quiesced: what `f` seals is the object as `Sent` recorded it).
+    fn with_bundle<R>(
+        &self,
+        key: &ObjectKey,
+        f: impl FnOnce(&BundleHead<'_>, &SnapshotWriter<'_>) -> Result<R, ApiError>,
+    ) -> Result<R, ApiError> {
         let slot = self.slot(key)?;
         let lineage = self
             .inner
@@ -1508,11 +1499,19 @@ impl HostCore {
             lineage: &lineage,
             pending_messages: &[],
         };
-        seal_with(ticket, &head, snapshot.len(), |buf| {
-            snapshot.write_unchecked_to(&mut |b: &[u8]| buf.extend_from_slice(b));
-            Ok(())
+        f(&head, &snapshot)
+    }
+
+    /// The package of the object (quiesced since `Sent`) sealed again to `ticket`, whole: to
+    /// send it again when the first sending got no answer.
+    fn seal_whole(&self, key: &ObjectKey, ticket: &MigrationTicket) -> Result<Vec<u8>, ApiError> {
+        self.with_bundle(key, |head, snapshot| {
+            seal_with(ticket, head, snapshot.len(), |buf| {
+                snapshot.write_unchecked_to(&mut |b: &[u8]| buf.extend_from_slice(b));
+                Ok(())
+            })
+            .map_err(internal)
         })
-        .map_err(internal)
     }
 
     /// The tombstone (after the destination's signed `ack`).
