@@ -417,29 +417,20 @@ mod tests {
     /// A numeric field (in kB) of the mapping in `smaps` that holds `addr`.
     #[cfg(target_os = "linux")]
     fn vma_field(smaps: &str, addr: usize, field: &str) -> u64 {
-        let mut inside = false;
-        for line in smaps.lines() {
-            let first = line.split_whitespace().next().unwrap_or_default();
-            if let Some((lo, hi)) = first.split_once('-') {
-                if let (Ok(lo), Ok(hi)) =
-                    (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
-                {
-                    inside = (lo..hi).contains(&addr);
-                    continue;
-                }
-            }
-            if inside {
-                if let Some(v) = line.strip_prefix(field) {
-                    return v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
-                }
-            }
-        }
-        0
+        vma_line(smaps, addr, field)
+            .and_then(|v| v.trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
     }
 
     /// The `VmFlags` line of the mapping in `smaps` that holds `addr`.
     #[cfg(target_os = "linux")]
     fn vma_flags(smaps: &str, addr: usize) -> String {
+        vma_line(smaps, addr, "VmFlags:").unwrap_or_default()
+    }
+
+    /// The rest of the line starting with `prefix` in the mapping in `smaps` that holds `addr`.
+    #[cfg(target_os = "linux")]
+    fn vma_line(smaps: &str, addr: usize, prefix: &str) -> Option<String> {
         let mut inside = false;
         for line in smaps.lines() {
             let first = line.split_whitespace().next().unwrap_or_default();
@@ -452,11 +443,11 @@ mod tests {
                 }
             }
             if inside {
-                if let Some(flags) = line.strip_prefix("VmFlags:") {
-                    return flags.trim().to_string();
+                if let Some(rest) = line.strip_prefix(prefix) {
+                    return Some(rest.trim().to_string());
                 }
             }
         }
-        String::new()
+        None
     }
 }
