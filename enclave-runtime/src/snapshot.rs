@@ -546,6 +546,36 @@ fn lay_range(data: &mut [u8], base: usize, written: usize, chunks: &[(usize, &[u
     }
 }
 
+/// Checks a snapshot's memory chunks against a memory of `len` bytes and places them at their
+/// byte offsets: indexes strictly ascending, each chunk exactly [`CHUNK`] bytes and inside the
+/// memory. The one rule for restoring (`restore_parts`) and for reading a snapshot's memory
+/// without restoring it (`SnapshotMemory`).
+pub(crate) fn place_chunks<B: AsRef<[u8]>>(
+    len: usize,
+    chunks: impl Iterator<Item = (u64, B)>,
+) -> Result<Vec<(usize, B)>, SnapshotError> {
+    let mut placed = Vec::with_capacity(chunks.size_hint().0);
+    let mut last: Option<u64> = None;
+    for (idx, bytes) in chunks {
+        if last.is_some_and(|l| idx <= l) || bytes.as_ref().len() != CHUNK {
+            return Err(field_err(
+                "memory_chunks",
+                "chunks out of order or mis-sized",
+            ));
+        }
+        last = Some(idx);
+        let start = usize::try_from(idx)
+            .ok()
+            .and_then(|i| i.checked_mul(CHUNK))
+            .ok_or_else(|| field_err("memory_chunks", "index overflow"))?;
+        if start.checked_add(CHUNK).is_none_or(|end| end > len) {
+            return Err(field_err("memory_chunks", "chunk beyond memory"));
+        }
+        placed.push((start, bytes));
+    }
+    Ok(placed)
+}
+
 /// Length of a CBOR head in shortest form.
 fn head_len(n: u64) -> usize {
     match n {
@@ -772,22 +802,7 @@ pub(crate) fn restore_parts<'c>(
     sojourn_mem::advise(data);
     let written = written.min(data.len());
     // Checked first, then laid out (in parallel halves when large).
-    let mut placed: Vec<(usize, &[u8])> = Vec::new();
-    let mut last: Option<u64> = None;
-    for (idx, bytes) in chunks {
-        if last.is_some_and(|l| idx <= l) || bytes.len() != CHUNK {
-            return Err(field_err("memory_chunks", "chunks out of order or mis-sized").into());
-        }
-        last = Some(idx);
-        let start = usize::try_from(idx)
-            .ok()
-            .and_then(|i| i.checked_mul(CHUNK))
-            .ok_or_else(|| field_err("memory_chunks", "index overflow"))?;
-        if start.checked_add(CHUNK).is_none_or(|end| end > data.len()) {
-            return Err(field_err("memory_chunks", "chunk beyond memory").into());
-        }
-        placed.push((start, bytes));
-    }
+    let placed = place_chunks(data.len(), chunks)?;
     lay_chunks(data, written, &placed)?;
     let Cbor::Array(globals) = m.get("globals")? else {
         return Err(field_err("globals", "expected an array").into());

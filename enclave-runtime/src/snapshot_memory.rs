@@ -9,7 +9,9 @@ use std::borrow::Cow;
 use ciborium::Value as Cbor;
 use sojourn_policy::canonical;
 
-use crate::snapshot::{field_err, read_body_fast, split, MapView, SnapshotError, CHUNK};
+use crate::snapshot::{
+    field_err, place_chunks, read_body_fast, split, MapView, SnapshotError, CHUNK,
+};
 
 /// A WebAssembly page.
 const PAGE: usize = 65536;
@@ -96,30 +98,11 @@ impl<'a> SnapshotMemory<'a> {
     /// The chunks checked as `restore_parts` checks them, placed at their byte offsets.
     fn checked(
         len: usize,
-        chunks: impl ExactSizeIterator<Item = (u64, Cow<'a, [u8]>)>,
+        chunks: impl Iterator<Item = (u64, Cow<'a, [u8]>)>,
     ) -> Result<SnapshotMemory<'a>, SnapshotError> {
-        let mut placed = Vec::with_capacity(chunks.len());
-        let mut last: Option<u64> = None;
-        for (idx, bytes) in chunks {
-            if last.is_some_and(|l| idx <= l) || bytes.len() != CHUNK {
-                return Err(field_err(
-                    "memory_chunks",
-                    "chunks out of order or mis-sized",
-                ));
-            }
-            last = Some(idx);
-            let start = usize::try_from(idx)
-                .ok()
-                .and_then(|i| i.checked_mul(CHUNK))
-                .ok_or_else(|| field_err("memory_chunks", "index overflow"))?;
-            if start.checked_add(CHUNK).is_none_or(|end| end > len) {
-                return Err(field_err("memory_chunks", "chunk beyond memory"));
-            }
-            placed.push((start, bytes));
-        }
         Ok(SnapshotMemory {
             len,
-            chunks: placed,
+            chunks: place_chunks(len, chunks)?,
         })
     }
 
