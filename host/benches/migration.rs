@@ -315,13 +315,22 @@ fn extras(dir: &std::path::Path, bytes: usize) -> (f64, f64) {
     (durable.as_secs_f64() * 1e3, fresh.as_secs_f64() * 1e3)
 }
 
+/// CPU time of the whole process (every thread: both hosts, the API runtime), in ms.
+fn cpu_ms() -> f64 {
+    cpu_time::ProcessTime::try_now()
+        .expect("process CPU time (CLOCK_PROCESS_CPUTIME_ID)")
+        .as_duration()
+        .as_secs_f64()
+        * 1e3
+}
+
 /// The floor for `bytes`: (AES-256-GCM seal, TLS 1.3 loopback send incl. handshake), in ms.
 fn floor(
     rt: &tokio::runtime::Runtime,
     server: Arc<rustls::ServerConfig>,
     client: Arc<rustls::ClientConfig>,
     bytes: usize,
-) -> (f64, f64) {
+) -> (f64, f64, f64) {
     let mut buf = vec![0u8; bytes];
     let mut x = u64::from_le_bytes(random()) | 1;
     for c in buf.chunks_exact_mut(8) {
@@ -331,6 +340,7 @@ fn floor(
         c.copy_from_slice(&x.to_le_bytes());
     }
     let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &random::<32>()).unwrap());
+    let c0 = cpu_ms();
     let t0 = Instant::now();
     key.seal_in_place_append_tag(
         Nonce::assume_unique_for_key(random()),
@@ -378,7 +388,8 @@ fn floor(
         assert_eq!(receiver.await.unwrap(), bytes + 16);
         elapsed
     });
-    (seal.as_secs_f64() * 1e3, send.as_secs_f64() * 1e3)
+    let cpu = cpu_ms() - c0;
+    (seal.as_secs_f64() * 1e3, send.as_secs_f64() * 1e3, cpu)
 }
 
 fn client_tls(ca_pem: &str) -> Arc<rustls::ClientConfig> {
@@ -475,6 +486,7 @@ fn main() {
     for &mib in &sizes {
         let mut samples = Vec::new();
         let mut floors = Vec::new();
+        let mut cpus = Vec::new();
         for run in 0..runs {
             // A fresh pair of hosts per run: every run starts from the same footprint (the
             // objects of earlier runs would otherwise stay resident and grow it).
@@ -485,9 +497,11 @@ fn main() {
             let t0 = Instant::now();
             let id = deploy_filled(&a, mib);
             let fill = t0.elapsed();
+            let c1 = cpu_ms();
             let t1 = Instant::now();
             let report = HostControl::migrate(&a.core, &id, to_b.clone()).unwrap();
             let total = t1.elapsed();
+            let cpu = cpu_ms() - c1;
             if marks {
                 // CLOCK_MONOTONIC (Instant's Debug on Linux), for `perf record -k mono` + `--time`.
                 eprintln!(
@@ -499,10 +513,11 @@ fn main() {
             assert_eq!(b.core.inspect(&id).unwrap().state["filled"], 1);
             let s = sample(total, &report);
             let package = report.package_bytes as usize;
-            let (fseal, fsend) = floor(&rt, floor_server.clone(), floor_client.clone(), package);
+            let (fseal, fsend, fcpu) =
+                floor(&rt, floor_server.clone(), floor_client.clone(), package);
             let (durable, fresh) = extras(&b.dir, package);
             eprintln!(
-                "  {mib} MiB run {}: deploy+fill {:.0} ms | total {} downtime {} | quiesce {} attestation {} appraisal {} seal {} transfer {} commit {} | package {:.2} MiB | floor seal {} send {} | durable write {} fresh copy {}",
+                "  {mib} MiB run {}: deploy+fill {:.0} ms | total {} downtime {} | quiesce {} attestation {} appraisal {} seal {} transfer {} commit {} | package {:.2} MiB | floor seal {} send {} | durable write {} fresh copy {} | cpu {} (floor {})",
                 run + 1,
                 fill.as_secs_f64() * 1e3,
                 ms(s.total),
@@ -518,9 +533,12 @@ fn main() {
                 ms(fsend),
                 ms(durable),
                 ms(fresh),
+                ms(cpu),
+                ms(fcpu),
             );
             samples.push(s);
             floors.push((fseal, fsend, durable, fresh));
+            cpus.push((cpu, fcpu));
             a.stop(&rt);
             b.stop(&rt);
         }
@@ -531,8 +549,10 @@ fn main() {
         let total = col(|s| s.total);
         let durable = median(floors.iter().map(|f| f.2).collect());
         let fresh = median(floors.iter().map(|f| f.3).collect());
+        let cpu = median(cpus.iter().map(|c| c.0).collect());
+        let fcpu = median(cpus.iter().map(|c| c.1).collect());
         rows.push(format!(
-            "| {mib} MiB | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {} ({} + {}) | {:.1}× | {} | {} |",
+            "| {mib} MiB | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {} ({} + {}) | {:.1}× | {} | {} | {} | {} |",
             ms(total),
             ms(col(|s| s.downtime)),
             ms(col(|s| s.quiesce)),
@@ -548,11 +568,13 @@ fn main() {
             total / ffloor,
             ms(durable),
             ms(fresh),
+            ms(cpu),
+            ms(fcpu),
         ));
     }
     println!();
-    println!("| size | total ms | downtime ms | quiesce | attestation | appraisal | seal | transfer | commit | package MiB | floor ms (seal + TLS) | total/floor | durable write ms | fresh-buffer copy ms |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| size | total ms | downtime ms | quiesce | attestation | appraisal | seal | transfer | commit | package MiB | floor ms (seal + TLS) | total/floor | durable write ms | fresh-buffer copy ms | CPU ms | floor CPU ms |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!("{r}");
     }
@@ -560,4 +582,5 @@ fn main() {
     println!("total: wall time of `HostControl::migrate` at the source; downtime: the object quiesced until the source's decision; steps (ms) as the source measured them; seal includes the `Sent` commit and the snapshot, and overlaps the start of the transfer (parts are sent as they are sealed); transfer includes the destination's open, restore, lineage verify and durable commit;");
     println!("floor: one AES-256-GCM seal (ring) of the package's byte count + one TLS 1.3 loopback connection (handshake included) carrying it to a receiver that reads it all and answers one byte.");
     println!("not in the floor, for context: durable write = the same bytes written to a new file beside the destination's store and fsync'ed (its durable commit must do at least that); fresh-buffer copy = the same bytes copied into a newly allocated buffer (page faults: the pipeline touches new memory for the package at each end and for the restored instance's memory).");
+    println!("CPU ms: CPU time of the whole process (all threads, CLOCK_PROCESS_CPUTIME_ID) during the migration and during the floor; with {} cores, wall time is at least CPU / cores.", std::thread::available_parallelism().map_or(0, |n| n.get()));
 }
