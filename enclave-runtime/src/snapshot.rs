@@ -476,6 +476,11 @@ const MAJOR_MAP: u8 = 5;
 const FAST_MAX_DEPTH: usize = 32;
 static ZERO_CHUNK: [u8; CHUNK] = [0; CHUNK];
 
+/// Runs of consecutive chunks at least this long (64 KiB) are mapped in with one call before
+/// they are copied in (`sojourn_mem::populate`), at most this much (2 MiB) at a time.
+const POPULATE_MIN: usize = 64 << 10;
+const POPULATE_RUN: usize = 2 << 20;
+
 /// Memories at least this large (8 MiB) are laid out by two threads.
 const PARALLEL_LAYOUT_MIN: usize = 8 << 20;
 
@@ -527,10 +532,29 @@ fn lay_chunks(
 fn lay_range(data: &mut [u8], base: usize, written: usize, chunks: &[(usize, &[u8])]) {
     let written = written.saturating_sub(base).min(data.len());
     let mut clear_from = 0usize;
-    for &(start, bytes) in chunks {
+    let mut populated_to = 0usize;
+    for (i, &(start, bytes)) in chunks.iter().enumerate() {
         let Some(at) = start.checked_sub(base) else {
             continue;
         };
+        if at >= populated_to {
+            // The run of consecutive chunks from here (at most POPULATE_RUN bytes) is mapped
+            // in with one call instead of a fault per page; short runs take their faults.
+            let run = chunks
+                .get(i..)
+                .unwrap_or_default()
+                .iter()
+                .zip(0..POPULATE_RUN / CHUNK)
+                .take_while(|((s, _), k)| Some(*s) == start.checked_add(k * CHUNK))
+                .count();
+            let end = at.saturating_add(run * CHUNK).min(data.len());
+            if run * CHUNK >= POPULATE_MIN {
+                if let Some(fresh) = data.get_mut(at..end) {
+                    sojourn_mem::populate(fresh);
+                }
+            }
+            populated_to = end;
+        }
         if let Some(dst) = data.get_mut(at..at.saturating_add(CHUNK)) {
             if dst.len() == bytes.len() {
                 dst.copy_from_slice(bytes);
