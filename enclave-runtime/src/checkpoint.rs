@@ -65,13 +65,8 @@ impl ResidentObject {
         &mut self,
         mut buffer: Vec<u8>,
     ) -> Result<Checkpoint, SnapshotError> {
-        let entries = self.exec_entries()?;
-        let body = canonical::encode(&Cbor::Map(entries))
-            .map_err(|e| SnapshotError::Body(e.to_string()))?;
-        let mut exec = Vec::with_capacity(body.len() + 8);
-        exec.extend_from_slice(EXEC_MAGIC);
-        exec.extend_from_slice(&EXEC_VERSION.to_be_bytes());
-        exec.extend_from_slice(&body);
+        self.settle_checkpoint();
+        let exec = self.exec_bytes()?;
         let mut dirty = Vec::new();
         let mut memory = None;
         if let Some(mem) = self.store.data().memory {
@@ -100,6 +95,74 @@ impl ResidentObject {
             memory,
             dirty,
         })
+    }
+
+    /// A whole checkpoint whose memory the caller has already stored: an image of exactly
+    /// the object's memory now, such as the one a migration's destination writes from the
+    /// snapshot it restores the object from, before any entry has run. The checkpoint carries
+    /// no memory and no chunks (the caller records its stored image as this checkpoint's
+    /// whole memory), and the copy of memory that later checkpoints compare with is not
+    /// taken now: it is taken into `buffer` (as in [`ResidentObject::checkpoint_with_buffer`])
+    /// by [`ResidentObject::settle_checkpoint`], at the latest before the next entry runs or
+    /// the next checkpoint is taken. Until then memory cannot change (only entries change
+    /// it), so the copy is the memory that was stored.
+    pub fn checkpoint_stored_memory(
+        &mut self,
+        buffer: Vec<u8>,
+    ) -> Result<Checkpoint, SnapshotError> {
+        // Zeroed if dropped unused (on an error, or for an object without memory).
+        let buffer = zeroize::Zeroizing::new(buffer);
+        let exec = self.exec_bytes()?;
+        if self.store.data().memory.is_some() {
+            self.persisted = None;
+            self.deferred_capture = Some(buffer);
+        }
+        self.ran_since_checkpoint = false;
+        Ok(Checkpoint {
+            seq: self.seq,
+            exec,
+            memory: None,
+            dirty: Vec::new(),
+        })
+    }
+
+    /// Takes the copy of memory that [`ResidentObject::checkpoint_stored_memory`] deferred,
+    /// if it is still owed (otherwise does nothing): memory is copied into the buffer, whose
+    /// capacity beyond it is zeroed. Entries and checkpoints call it first; a host may call it
+    /// earlier, off the path it wants short.
+    pub fn settle_checkpoint(&mut self) {
+        let Some(mut owed) = self.deferred_capture.take() else {
+            return;
+        };
+        if let Some(mem) = self.store.data().memory {
+            // As `checkpoint_with_buffer` does: memory, then zeroes to the capacity's end.
+            let mut buffer = std::mem::take(&mut *owed);
+            let data = mem.data(&self.store);
+            buffer.clear();
+            sojourn_mem::reserve(&mut buffer, data.len());
+            buffer.extend_from_slice(data);
+            buffer
+                .spare_capacity_mut()
+                .fill(std::mem::MaybeUninit::new(0));
+            self.persisted = Some(MemoryShadow::shared(Arc::new(buffer)));
+        }
+    }
+
+    /// Whether [`ResidentObject::checkpoint_stored_memory`]'s copy of memory is still owed.
+    pub fn checkpoint_unsettled(&self) -> bool {
+        self.deferred_capture.is_some()
+    }
+
+    /// The execution-state bytes (module docs).
+    fn exec_bytes(&mut self) -> Result<Vec<u8>, SnapshotError> {
+        let entries = self.exec_entries()?;
+        let body = canonical::encode(&Cbor::Map(entries))
+            .map_err(|e| SnapshotError::Body(e.to_string()))?;
+        let mut exec = Vec::with_capacity(body.len() + 8);
+        exec.extend_from_slice(EXEC_MAGIC);
+        exec.extend_from_slice(&EXEC_VERSION.to_be_bytes());
+        exec.extend_from_slice(&body);
+        Ok(exec)
     }
 
     /// Rebuilds an object from its module, descriptor bytes, latest execution state, its last

@@ -183,6 +183,11 @@ pub struct ResidentObject {
     /// object exists, so while this is false memory equals `persisted` and a checkpoint need
     /// not compare them (64 MiB: ~5 ms each time).
     pub(crate) ran_since_checkpoint: bool,
+    /// The buffer [`ResidentObject::checkpoint_stored_memory`] deferred the copy of memory
+    /// into: while it is here, `persisted` is owed and memory is exactly what was stored.
+    /// Settled before any entry runs and before any checkpoint. It may hold what it held
+    /// before (a decrypted migration package), so it is zeroed if dropped unused.
+    pub(crate) deferred_capture: Option<zeroize::Zeroizing<Vec<u8>>>,
     globals_image: Vec<Val>,
     /// The trust of the lineage this object carries, kept up to date by the lineage layer;
     /// `None` when no attested lineage is attached (trust rules then fail closed).
@@ -325,6 +330,7 @@ impl ResidentObject {
             shadow,
             persisted: None,
             ran_since_checkpoint: true,
+            deferred_capture: None,
             globals_image: Vec::new(),
             trust: None,
         })
@@ -393,6 +399,10 @@ impl ResidentObject {
     /// Queued messages.
     pub fn inbox_len(&self) -> usize {
         self.inbox.len()
+    }
+    /// Whether the object's module has a linear memory.
+    pub fn has_memory(&self) -> bool {
+        self.store.data().memory.is_some()
     }
     /// The current linear memory size in bytes.
     pub fn memory_size(&self) -> usize {
@@ -599,6 +609,8 @@ impl ResidentObject {
         } else {
             u64::MAX
         };
+        // The copy of memory a checkpoint deferred is the memory before this entry.
+        self.settle_checkpoint();
         let before = self.state_digest();
         self.ran_since_checkpoint = true;
         self.store.data_mut().txn = Some(Txn::new(entry, now_ms, self.seq, seed, msg));

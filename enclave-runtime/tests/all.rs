@@ -827,6 +827,69 @@ mod snapshots {
         assert_eq!(ca, cb);
     }
 
+    /// The first checkpoint of an object whose memory the host has already stored (a
+    /// migration's destination stages the image from the snapshot it restores) carries no
+    /// memory, and the copy that later checkpoints compare with is taken before anything runs:
+    /// the next checkpoint carries exactly what the next entry wrote, and the stored image
+    /// with those chunks rebuilds the object. Settled early, by a checkpoint, or by the entry
+    /// itself, the result is the same.
+    #[test]
+    fn a_checkpoint_of_stored_memory_takes_its_copy_before_the_next_entry() {
+        let engine = ObjectEngine::new().unwrap();
+        let wasm = wat::parse_str(GUEST).unwrap();
+        let m = engine.compile(&wasm).unwrap();
+        for settle in ["by the entry", "early", "by a checkpoint"] {
+            let (mut obj, _) = probe(&engine, "fields");
+            obj.wake(0, [0; 32]);
+            let snap = obj.snapshot().unwrap();
+            // What the destination stored: the restored object's whole memory.
+            let mut twin = ResidentObject::restore(&engine, &snap).unwrap();
+            let whole = twin.checkpoint().unwrap();
+            let image = whole.memory.as_deref().unwrap().clone();
+            let mut arrived = ResidentObject::restore(&engine, &snap).unwrap();
+            let cp = arrived
+                .checkpoint_stored_memory(vec![0xEE; 100_000])
+                .unwrap();
+            assert!(cp.memory.is_none() && cp.dirty.is_empty(), "{settle}");
+            assert_eq!(cp.exec, whole.exec, "{settle}");
+            assert!(arrived.checkpoint_unsettled());
+            match settle {
+                "early" => arrived.settle_checkpoint(),
+                "by a checkpoint" => {
+                    let again = arrived.checkpoint().unwrap();
+                    assert!(again.memory.is_none() && again.dirty.is_empty());
+                }
+                _ => {}
+            }
+            assert_eq!(arrived.checkpoint_unsettled(), settle == "by the entry");
+            assert_eq!(
+                arrived.wake(1_000_000, [0; 32]).len(),
+                1,
+                "{settle}: one tick"
+            );
+            assert!(!arrived.checkpoint_unsettled());
+            let next = arrived.checkpoint().unwrap();
+            // The tick stores its counter at address 256: exactly chunk 0 changed.
+            assert!(next.memory.is_none());
+            assert_eq!(
+                next.dirty.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+                vec![0],
+                "{settle}"
+            );
+            let chunks: std::collections::BTreeMap<u32, Vec<u8>> =
+                next.dirty.iter().cloned().collect();
+            let d = arrived.descriptor().encode();
+            let mut back =
+                ResidentObject::restore_checkpoint(&engine, &m, &d, &next.exec, &image, &chunks)
+                    .unwrap();
+            assert_eq!(
+                back.full_state_digest().unwrap(),
+                arrived.full_state_digest().unwrap(),
+                "{settle}"
+            );
+        }
+    }
+
     /// What a format-1 store holds (no whole image, the non-zero chunks only) restores to the
     /// same object as the whole image does.
     #[test]

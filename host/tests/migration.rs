@@ -586,6 +586,62 @@ fn a_migrated_object_ends_where_one_that_never_moved_does() {
     }
 }
 
+/// An object that counts its entries twice, in a field and in linear memory, and traps (the
+/// entry faults, the object is suspended) if the two ever differ: a memory write the store
+/// lost shows as a fault after a restart.
+const MEMO_WAT: &str = r#"(module
+  (import "sojourn" "field_get_i64" (func $get (param i32 i32) (result i64)))
+  (import "sojourn" "field_set_i64" (func $set (param i32 i32 i64)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "count")
+  (func $count (local $n i64)
+    (local.set $n (i64.add (call $get (i32.const 0) (i32.const 5)) (i64.const 1)))
+    (i64.store (i32.const 8192) (i64.add (i64.load (i32.const 8192)) (i64.const 1)))
+    (if (i64.ne (i64.load (i32.const 8192)) (local.get $n)) (then unreachable))
+    (call $set (i32.const 0) (i32.const 5) (local.get $n)))
+  (func (export "sojourn_tick") (param i64) (result i64) (call $count) (i64.const 10))
+  (func (export "sojourn_on_message") (param i32) (result i32) (call $count) (i32.const 0)))"#;
+
+/// The arrival's first checkpoint names the memory image staged from the package and defers
+/// the copy that later checkpoints compare with: what the object writes to memory at the
+/// destination after it arrived is stored, and survives a restart there.
+#[test]
+fn memory_written_after_an_arrival_survives_a_restart_of_the_destination() {
+    let mut n = Net::new();
+    let a = n.host("https://a", 20, false);
+    let b = n.host("https://b", 21, false);
+    let t = FOLD_TOML
+        .replace("\"fold\"", "\"memo\"")
+        .replace("[schema.fields.acc]", "[schema.fields.count]")
+        .replace(
+            "message = [\"acc\"]",
+            "message = [\"count\"]\ntick = [\"count\"]",
+        );
+    let id = a.deploy(request_with(MEMO_WAT, &t)).unwrap().id;
+    let count = |d: &sojourn_api::ObjectDetail| d.state["count"].as_i64().unwrap_or(0);
+    let running = |core: &HostCore, what: &str, more_than: i64| {
+        wait(core, &id, what, |d| {
+            count(d) > more_than || d.info.status != "active"
+        });
+        let d = core.inspect(&id).unwrap();
+        assert_eq!(d.info.status, "active", "{what}: {:?}", d.recent);
+        count(&d)
+    };
+    running(&a, "entries at the source", 3);
+    assert_eq!(migrate(&a, &id, &n.net, "https://b").outcome, "transferred");
+    assert_eq!(b.store().stats().staged_images, 1);
+    let arrived = count(&b.inspect(&id).unwrap());
+    let before = running(&b, "entries at the destination", arrived + 3);
+    n.stop("https://b");
+    drop(b);
+    let dir_b = n.dirs[1].clone();
+    let b = n.start("https://b", &dir_b, 21, false);
+    // Every entry after the restart checks memory against the field.
+    running(&b, "entries after the restart", before + 3);
+    a.shutdown();
+    b.shutdown();
+}
+
 #[test]
 fn drain_moves_every_object_a_peer_may_take_and_says_why_the_others_stay() {
     let mut n = Net::new();

@@ -292,15 +292,20 @@ impl Slot {
     /// The ops that make the object's current state durable (head, dirty chunks, new
     /// lineage bytes, consumed messages) and the view to publish once they are.
     fn persist(&mut self, id: ObjectKey) -> Result<(Vec<Op>, View), String> {
-        self.persist_with_buffer(id, Vec::new())
+        self.persist_with_buffer(id, Vec::new(), None)
     }
 
     /// [`Slot::persist`], with a spare buffer for a whole checkpoint's copy of memory
-    /// (`ResidentObject::checkpoint_with_buffer`).
+    /// (`ResidentObject::checkpoint_with_buffer`), and, for an object that has just arrived,
+    /// the image of its memory already staged in the store: if it has the memory's length,
+    /// the checkpoint records it (`Op::PutStagedMemory`) instead of copying memory, and the
+    /// copy later checkpoints compare with is deferred
+    /// (`ResidentObject::checkpoint_stored_memory`; see [`HostCore::commit_arrival`]).
     fn persist_with_buffer(
         &mut self,
         id: ObjectKey,
         buffer: Vec<u8>,
+        staged: Option<StagedMemory>,
     ) -> Result<(Vec<Op>, View), String> {
         self.writer.flush().map_err(|e| format!("lineage: {e}"))?;
         let segment = self.writer.drain_output();
@@ -308,10 +313,13 @@ impl Slot {
             .writer
             .state()
             .ok_or("lineage writer has unsigned entries after a flush")?;
-        let cp = self
-            .obj
-            .checkpoint_with_buffer(buffer)
-            .map_err(|e| format!("checkpoint: {e}"))?;
+        let staged =
+            staged.filter(|m| self.obj.has_memory() && m.len() == self.obj.memory_size() as u64);
+        let cp = match staged {
+            Some(_) => self.obj.checkpoint_stored_memory(buffer),
+            None => self.obj.checkpoint_with_buffer(buffer),
+        }
+        .map_err(|e| format!("checkpoint: {e}"))?;
         self.head_version += 1;
         let included = self.next_arrival.saturating_sub(1);
         let head = ObjectHead {
@@ -333,6 +341,9 @@ impl Slot {
         }];
         if let Some(image) = cp.memory {
             ops.push(Op::PutMemory { id, image });
+        }
+        if let Some(memory) = staged {
+            ops.push(Op::PutStagedMemory { id, memory });
         }
         if !cp.dirty.is_empty() {
             ops.push(Op::PutChunks {
@@ -964,21 +975,12 @@ impl HostCore {
         slot.arrivals.extend(arrival);
         let returning = stored_lineage > 0;
         let first_segment = slot.lineage_segments - 1;
-        let (mut ops, view) = slot.persist_with_buffer(key, buffer).map_err(internal)?;
-        if let Some(staged) = staged {
-            // The first checkpoint's whole memory is already in the store, staged: the
-            // commit only records it.
-            for op in &mut ops {
-                if let Op::PutMemory { id, image } = op {
-                    if *id == key && image.len() as u64 == staged.len() {
-                        *op = Op::PutStagedMemory {
-                            id: key,
-                            memory: staged.clone(),
-                        };
-                    }
-                }
-            }
-        }
+        // The first checkpoint's whole memory is already in the store, staged: the commit
+        // only records it, and the copy of memory that the next checkpoint compares with is
+        // taken when the object next runs or checkpoints, not before the arrival is answered.
+        let (mut ops, view) = slot
+            .persist_with_buffer(key, buffer, staged)
+            .map_err(internal)?;
         let mut front = Vec::new();
         if !returning {
             front.push(Op::PutImage {
