@@ -20,7 +20,9 @@
 //! [`prefault_in_background`] maps a buffer's pages in on a thread of its own
 //! (`MADV_POPULATE_WRITE`) while the owner fills it, as the destination of a migration does
 //! with the package buffer while the bytes arrive. It does the same work, on a core that the
-//! receiving thread does not need.
+//! receiving thread does not need. Or they can be taken in one call instead of one per page:
+//! [`populate`] maps in a region about to be overwritten, as a restore does with each run of
+//! chunks of the new instance's memory before it copies them in.
 //!
 //! Whether to advise is a process-wide setting, off until a host sets it with
 //! [`set_huge_pages`] (the daemon does at start, from `[runtime] huge_pages`, default `auto`).
