@@ -816,7 +816,8 @@ pub(crate) struct Prepared {
     /// arriving lineage extends them, and only the rest is appended.
     stored_lineage: usize,
     /// The package buffer the object was restored from, reused for its first checkpoint's
-    /// copy of memory (its pages are mapped already; it is overwritten).
+    /// copy of memory (its pages are mapped already; it is overwritten, after the commit if
+    /// the image was staged, else before it).
     buffer: Vec<u8>,
     /// The object's memory image, written to the store while it was restored (see
     /// `migrate`'s `accept`): its first checkpoint commits this file instead of writing one.
