@@ -360,6 +360,11 @@ impl ResidentObject {
         (d.limits.time_per_entry_ms / EPOCH_MS).max(1)
     }
 
+    /// The compiled module the object runs (cheap to clone).
+    pub fn module(&self) -> &ObjectModule {
+        &self.module
+    }
+
     /// The object's id.
     pub fn id(&self) -> ObjectId {
         self.id

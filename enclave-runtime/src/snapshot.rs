@@ -18,7 +18,7 @@ use sojourn_policy::schema::{fields_from_cbor, fields_to_cbor};
 use sojourn_policy::Descriptor;
 use wasmtime::{Val, ValType};
 
-use crate::engine::ObjectEngine;
+use crate::engine::{ObjectEngine, ObjectModule};
 use crate::object::{ResidentObject, Schedule, Status};
 use crate::record::{Digest, ObjectId};
 use crate::RuntimeError;
@@ -424,17 +424,39 @@ impl ResidentObject {
         engine: &ObjectEngine,
         snapshot: &[u8],
     ) -> Result<ResidentObject, RuntimeError> {
+        Self::restore_authenticated_with(engine, snapshot, &|wasm| engine.compile(wasm))
+    }
+
+    /// [`ResidentObject::restore_authenticated`], with the snapshot's module compiled by
+    /// `compile` instead of by `engine` each time: a host hands its cache of compiled modules
+    /// (by the module's digest), so that objects of a module it already runs arrive without
+    /// compiling it again. `compile` must return the module compiled from exactly the bytes
+    /// it is given (on `engine`); the descriptor's module digest is checked against them as
+    /// in `restore`.
+    pub fn restore_authenticated_with(
+        engine: &ObjectEngine,
+        snapshot: &[u8],
+        compile: &dyn Fn(&[u8]) -> Result<ObjectModule, RuntimeError>,
+    ) -> Result<ResidentObject, RuntimeError> {
         let (_, _, body) = split(snapshot)?;
-        Self::restore_body(engine, body)
+        Self::restore_body_with(engine, body, compile)
     }
 
     /// Restores from a snapshot body whose checksum is (being) checked by the caller.
     fn restore_body(engine: &ObjectEngine, body: &[u8]) -> Result<ResidentObject, RuntimeError> {
+        Self::restore_body_with(engine, body, &|wasm| engine.compile(wasm))
+    }
+
+    fn restore_body_with(
+        engine: &ObjectEngine,
+        body: &[u8],
+        compile: &dyn Fn(&[u8]) -> Result<ObjectModule, RuntimeError>,
+    ) -> Result<ResidentObject, RuntimeError> {
         if let Some((entries, chunks)) = read_body_fast(body) {
             let m = MapView(&entries);
             let descriptor = Descriptor::decode(m.bytes("descriptor")?)
                 .map_err(|e| field_err("descriptor", e.to_string()))?;
-            let module = engine.compile(m.bytes("module")?)?;
+            let module = compile(m.bytes("module")?)?;
             return restore_parts(engine, &module, descriptor, &m, chunks.into_iter());
         }
         let root = canonical::decode(body).map_err(|e| SnapshotError::Body(e.to_string()))?;
@@ -447,7 +469,7 @@ impl ResidentObject {
         let m = MapView(entries);
         let descriptor = Descriptor::decode(m.bytes("descriptor")?)
             .map_err(|e| field_err("descriptor", e.to_string()))?;
-        let module = engine.compile(m.bytes("module")?)?;
+        let module = compile(m.bytes("module")?)?;
         let Cbor::Array(chunks) = m.get("memory_chunks")? else {
             return Err(field_err("memory_chunks", "expected an array").into());
         };

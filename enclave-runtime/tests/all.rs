@@ -613,6 +613,35 @@ mod snapshots {
             auth.full_state_digest().unwrap(),
             back.full_state_digest().unwrap()
         );
+        // With the module from the caller (a host's cache): the same object, the module
+        // asked for once with the snapshot's module bytes; a module from other bytes is
+        // refused against the descriptor's digest.
+        let asked = std::cell::Cell::new(0);
+        let module = engine.compile(obj.module_bytes()).unwrap();
+        let mut cached = ResidentObject::restore_authenticated_with(&engine, &snap, &|wasm| {
+            asked.set(asked.get() + 1);
+            assert_eq!(wasm, module.original_bytes());
+            Ok(module.clone())
+        })
+        .unwrap();
+        assert_eq!(asked.get(), 1);
+        assert_eq!(
+            cached.full_state_digest().unwrap(),
+            back.full_state_digest().unwrap()
+        );
+        let stranger = engine
+            .compile(
+                &wat::parse_str(
+                    "(module (memory (export \"memory\") 1) \
+                     (func (export \"sojourn_tick\") (param i64) (result i64) (i64.const 5)))",
+                )
+                .unwrap(),
+            )
+            .unwrap();
+        assert!(matches!(
+            ResidentObject::restore_authenticated_with(&engine, &snap, &|_| Ok(stranger.clone())),
+            Err(sojourn_runtime::RuntimeError::DescriptorMismatch { .. })
+        ));
         let mut other_sum = snap.clone();
         let last = other_sum.len() - 1;
         other_sum[last] ^= 1;

@@ -642,6 +642,49 @@ fn memory_written_after_an_arrival_survives_a_restart_of_the_destination() {
     b.shutdown();
 }
 
+/// An object of a module the destination already compiled arrives without compiling it
+/// again; the first arrival of a module compiles it once (and deploys of one module compile it
+/// once).
+#[test]
+fn arrivals_reuse_the_destinations_compiled_module() {
+    let mut n = Net::new();
+    let a = n.host("https://a", 30, false);
+    let b = n.host("https://b", 31, false);
+    let compiled = |h: &HostCore| h.metrics().modules_compiled.load(Ordering::Relaxed);
+    let first = a
+        .deploy(request_with(
+            FOLD_WAT,
+            &FOLD_TOML.replace("\"fold\"", "\"fold-a\""),
+        ))
+        .unwrap()
+        .id;
+    let second = a
+        .deploy(request_with(
+            FOLD_WAT,
+            &FOLD_TOML.replace("\"fold\"", "\"fold-b\""),
+        ))
+        .unwrap()
+        .id;
+    assert_eq!(compiled(&a), 1, "two deploys of one module");
+    assert_eq!(compiled(&b), 0);
+    assert_eq!(
+        migrate(&a, &first, &n.net, "https://b").outcome,
+        "transferred"
+    );
+    assert_eq!(compiled(&b), 1, "the first arrival of the module");
+    assert_eq!(
+        migrate(&a, &second, &n.net, "https://b").outcome,
+        "transferred"
+    );
+    assert_eq!(compiled(&b), 1, "the second arrival reuses it");
+    b.send(&second, b"xy".to_vec()).unwrap();
+    wait(&b, &second, "a message at the destination", |d| {
+        d.info.inbox == 0 && d.state["acc"] != 0
+    });
+    a.shutdown();
+    b.shutdown();
+}
+
 #[test]
 fn drain_moves_every_object_a_peer_may_take_and_says_why_the_others_stay() {
     let mut n = Net::new();

@@ -30,6 +30,9 @@ pub struct Metrics {
     pub durable_transitions: AtomicU64,
     /// Store commits that failed.
     pub commit_failures: AtomicU64,
+    /// Object modules compiled (deploys, loads and arrivals of a module already compiled
+    /// reuse it).
+    pub modules_compiled: AtomicU64,
     lateness: Vec<AtomicU64>,
     lateness_sum_us: AtomicU64,
 }
@@ -47,6 +50,7 @@ impl Default for Metrics {
             commits: AtomicU64::new(0),
             durable_transitions: AtomicU64::new(0),
             commit_failures: AtomicU64::new(0),
+            modules_compiled: AtomicU64::new(0),
             lateness: (0..=BUCKETS).map(|_| AtomicU64::new(0)).collect(),
             lateness_sum_us: AtomicU64::new(0),
         }
@@ -191,6 +195,12 @@ impl Metrics {
             "sojourn_store_commit_failures_total",
             "Store commits that failed (the host stops scheduling after one).",
             self.commit_failures.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "sojourn_modules_compiled_total",
+            "Object modules compiled (a module already compiled is reused).",
+            self.modules_compiled.load(Relaxed),
         );
         let name = "sojourn_tick_lateness_seconds";
         let _ = writeln!(

@@ -854,7 +854,12 @@ impl HostCore {
         let bad = |m: String| ApiError::new(ErrorCode::InvalidPackage, m);
         // The snapshot was opened from the package, every AEAD tag checked: its checksum
         // adds nothing to that and is not recomputed.
-        let mut obj = ResidentObject::restore_authenticated(&self.inner.engine, snapshot)
+        // A module this host already compiled is reused; one it compiles now is cached only
+        // once the object is committed (a refused arrival leaves nothing behind).
+        let mut obj =
+            ResidentObject::restore_authenticated_with(&self.inner.engine, snapshot, &|wasm| {
+                cached_module(&self.inner, wasm)
+            })
             .map_err(|e| bad(format!("snapshot: {e}")))?;
         let key = obj.id().0;
         let descriptor = obj.descriptor().clone();
@@ -1010,6 +1015,7 @@ impl HostCore {
             queued: None,
             done: None,
         })?;
+        keep_module(&self.inner, slot.obj.module());
         self.install(key, slot);
         Ok(info)
     }
@@ -1059,13 +1065,34 @@ fn due_at(obj: &ResidentObject) -> Option<i64> {
 }
 
 fn module(inner: &Inner, wasm: &[u8]) -> Result<ObjectModule, String> {
+    let m = cached_module(inner, wasm).map_err(|e| e.to_string())?;
+    keep_module(inner, &m);
+    Ok(m)
+}
+
+/// The module compiled from `wasm`: from the cache (by digest) if this host compiled it
+/// before, else compiled now without being cached (see [`keep_module`]).
+fn cached_module(
+    inner: &Inner,
+    wasm: &[u8],
+) -> Result<ObjectModule, sojourn_runtime::RuntimeError> {
     let digest = sojourn_policy::canonical::sha256(wasm);
     if let Some(m) = lock(&inner.modules).get(&digest) {
         return Ok(m.clone());
     }
-    let m = inner.engine.compile(wasm).map_err(|e| e.to_string())?;
-    lock(&inner.modules).insert(digest, m.clone());
-    Ok(m)
+    inner
+        .metrics
+        .modules_compiled
+        .fetch_add(1, Ordering::Relaxed);
+    inner.engine.compile(wasm)
+}
+
+/// Caches a module an object of this host runs, for the next deploy, load or arrival of it.
+fn keep_module(inner: &Inner, m: &ObjectModule) {
+    let digest = sojourn_policy::canonical::sha256(m.original_bytes());
+    lock(&inner.modules)
+        .entry(digest)
+        .or_insert_with(|| m.clone());
 }
 
 fn new_signer(inner: &Inner) -> Result<Box<P256Signer>, String> {
