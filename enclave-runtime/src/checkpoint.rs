@@ -227,8 +227,12 @@ impl ResidentObject {
         }
         merged.extend(over);
         let mut obj = restore_parts(engine, module, descriptor, &m, merged.into_iter())?;
-        if let Some(mem) = obj.store.data().memory {
-            obj.persisted = Some(MemoryShadow::capture(mem.data(&obj.store)));
+        // Memory is what was stored: the copy the next checkpoint compares with is taken
+        // before the object first runs or checkpoints (`settle_checkpoint`), not here, so
+        // an object that does not run again holds no second copy of its memory.
+        if obj.store.data().memory.is_some() {
+            obj.persisted = None;
+            obj.deferred_capture = Some(zeroize::Zeroizing::new(Vec::new()));
         }
         obj.ran_since_checkpoint = false;
         Ok(obj)

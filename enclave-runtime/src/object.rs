@@ -183,7 +183,8 @@ pub struct ResidentObject {
     /// object exists, so while this is false memory equals `persisted` and a checkpoint need
     /// not compare them (64 MiB: ~5 ms each time).
     pub(crate) ran_since_checkpoint: bool,
-    /// The buffer [`ResidentObject::checkpoint_stored_memory`] deferred the copy of memory
+    /// The buffer that [`ResidentObject::checkpoint_stored_memory`] (or
+    /// [`ResidentObject::restore_checkpoint`], with an empty one) deferred the copy of memory
     /// into: while it is here, `persisted` is owed and memory is exactly what was stored.
     /// Settled before any entry runs and before any checkpoint. It may hold what it held
     /// before (a decrypted migration package), so it is zeroed if dropped unused.
