@@ -61,10 +61,7 @@ impl ResidentObject {
     /// first, and its capacity beyond the memory zeroed) instead of a new allocation. For a
     /// large buffer that is no longer needed and whose pages are already mapped, such as a
     /// migration package just restored from, this saves the page faults of a fresh one.
-    pub fn checkpoint_with_buffer(
-        &mut self,
-        mut buffer: Vec<u8>,
-    ) -> Result<Checkpoint, SnapshotError> {
+    pub fn checkpoint_with_buffer(&mut self, buffer: Vec<u8>) -> Result<Checkpoint, SnapshotError> {
         self.settle_checkpoint();
         let exec = self.exec_bytes()?;
         let mut dirty = Vec::new();
@@ -76,13 +73,7 @@ impl ResidentObject {
                 Some(_) if !self.ran_since_checkpoint => {}
                 Some(shadow) => shadow.sync_into(data, &mut dirty),
                 None => {
-                    buffer.clear();
-                    sojourn_mem::reserve(&mut buffer, data.len());
-                    buffer.extend_from_slice(data);
-                    buffer
-                        .spare_capacity_mut()
-                        .fill(std::mem::MaybeUninit::new(0));
-                    let whole = Arc::new(buffer);
+                    let whole = Arc::new(memory_in(buffer, data));
                     self.persisted = Some(MemoryShadow::shared(Arc::clone(&whole)));
                     memory = Some(whole);
                 }
@@ -135,15 +126,7 @@ impl ResidentObject {
             return;
         };
         if let Some(mem) = self.store.data().memory {
-            // As `checkpoint_with_buffer` does: memory, then zeroes to the capacity's end.
-            let mut buffer = std::mem::take(&mut *owed);
-            let data = mem.data(&self.store);
-            buffer.clear();
-            sojourn_mem::reserve(&mut buffer, data.len());
-            buffer.extend_from_slice(data);
-            buffer
-                .spare_capacity_mut()
-                .fill(std::mem::MaybeUninit::new(0));
+            let buffer = memory_in(std::mem::take(&mut *owed), mem.data(&self.store));
             self.persisted = Some(MemoryShadow::shared(Arc::new(buffer)));
         }
     }
@@ -237,6 +220,18 @@ impl ResidentObject {
         obj.ran_since_checkpoint = false;
         Ok(obj)
     }
+}
+
+/// `buffer` overwritten with `memory`, the rest of its capacity zeroed (it may have held
+/// something else, such as a decrypted migration package); grown if it is too small.
+fn memory_in(mut buffer: Vec<u8>, memory: &[u8]) -> Vec<u8> {
+    buffer.clear();
+    sojourn_mem::reserve(&mut buffer, memory.len());
+    buffer.extend_from_slice(memory);
+    buffer
+        .spare_capacity_mut()
+        .fill(std::mem::MaybeUninit::new(0));
+    buffer
 }
 
 /// The chunk size checkpoints use (re-exported for stores).
