@@ -1080,11 +1080,12 @@ fn cached_module(
     if let Some(m) = lock(&inner.modules).get(&digest) {
         return Ok(m.clone());
     }
+    let m = inner.engine.compile(wasm)?;
     inner
         .metrics
         .modules_compiled
         .fetch_add(1, Ordering::Relaxed);
-    inner.engine.compile(wasm)
+    Ok(m)
 }
 
 /// Caches a module an object of this host runs, for the next deploy, load or arrival of it.
