@@ -116,6 +116,20 @@ impl<'a> SnapshotMemory<'a> {
         self.len == 0
     }
 
+    /// The memory's chunks as (byte offset in memory, its [`CHUNK`] bytes in the snapshot),
+    /// ascending: where a host that keeps the snapshot's bytes finds the memory in them.
+    /// `None` if a chunk is not in the snapshot's bytes (the body took the general decode
+    /// path, which decodes into copies).
+    pub fn chunks_in_snapshot(&self) -> Option<Vec<(usize, &'a [u8])>> {
+        self.chunks
+            .iter()
+            .map(|(at, bytes)| match bytes {
+                Cow::Borrowed(b) => Some((*at, *b)),
+                Cow::Owned(_) => None,
+            })
+            .collect()
+    }
+
     /// Writes memory bytes `offset .. offset + out.len()` into `out` (zeros where no chunk is).
     /// Returns false (and leaves `out` unspecified) if the range is not inside the memory.
     ///
@@ -281,6 +295,15 @@ mod tests {
             .iter()
             .all(|(_, c)| matches!(c, Cow::Borrowed(_))));
         assert_view_is(&view, &restored);
+        // Every chunk is found in the snapshot's bytes, holding the memory at its offset.
+        let found = view.chunks_in_snapshot().unwrap();
+        assert_eq!(found.len(), view.chunks.len());
+        let bytes = snap.as_ptr_range();
+        for (at, chunk) in found {
+            let r = chunk.as_ptr_range();
+            assert!(bytes.start <= r.start && r.end <= bytes.end);
+            assert!(chunk == &restored[at..at + CHUNK]);
+        }
         snap
     }
 
@@ -534,6 +557,10 @@ mod tests {
         assert!(read_body_fast(body(&deep)).is_none());
         let general = SnapshotMemory::parse(&deep).unwrap();
         assert!(matches!(general.chunks.first(), Some((_, Cow::Owned(_)))));
+        assert!(
+            general.chunks_in_snapshot().is_none(),
+            "copies are not in the snapshot"
+        );
         let fast = SnapshotMemory::parse(&snap).unwrap();
         let mut image = vec![0; fast.len()];
         assert!(fast.copy_into(0, &mut image));

@@ -165,9 +165,10 @@ fn an_object_moves_whole_continues_at_the_destination_and_leaves_a_tombstone() {
         ]
     );
 
-    // Its memory image was written to the destination's store while it was restored there,
-    // and the arrival's commit took that file.
+    // Its memory image is the package as it arrived, written to the destination's store
+    // while the package was opened, and the arrival's commit took that file.
     assert_eq!(b.store().stats().staged_images, 1);
+    assert_eq!(b.store().stats().keyed_images, 1);
     assert_eq!(a.store().stats().staged_images, 0);
 
     // The same object at the destination, continuing (it may already have ticked there).
@@ -475,6 +476,7 @@ fn an_object_can_come_back_to_a_host_it_left() {
     // Back at a, its memory image was staged again and replaced the one it left behind:
     // one image file for it.
     assert_eq!(a.store().stats().staged_images, 1);
+    assert_eq!(a.store().stats().keyed_images, 1);
     // And after a restart of a, it is restored whole from the store and runs on.
     n.stop("https://a");
     drop(a);
@@ -629,7 +631,8 @@ fn memory_written_after_an_arrival_survives_a_restart_of_the_destination() {
     };
     running(&a, "entries at the source", 3);
     assert_eq!(migrate(&a, &id, &n.net, "https://b").outcome, "transferred");
-    assert_eq!(b.store().stats().staged_images, 1);
+    // The arrival's image is the kept package (a keyed image), which the restart reads.
+    assert_eq!(b.store().stats().keyed_images, 1);
     let arrived = count(&b.inspect(&id).unwrap());
     let before = running(&b, "entries at the destination", arrived + 3);
     n.stop("https://b");

@@ -70,6 +70,9 @@
 //! once (by the caller) and encrypted there. Opening ([`open_owned`]) takes the received buffer,
 //! decrypts it in place and reads the bundle from it without copying: [`OpenedBundle`] lends
 //! the snapshot, lineage and messages out of it and zeroes it when dropped.
+//! [`open_owned_keeping`] also hands each segment's ciphertext to the caller just before it is
+//! decrypted (a destination writes the package as it arrived to disk, its durable image), and
+//! [`OpenedBundle::opening`] gives the package key and associated data that open it again.
 
 use std::fmt;
 use std::ops::Range;
@@ -1186,6 +1189,7 @@ pub fn seal(ticket: &MigrationTicket, bundle: &ObjectBundle) -> Result<SealedObj
 /// snapshot, lineage and messages out of that buffer and zeroes the whole buffer when dropped.
 pub struct OpenedBundle {
     buf: Secret,
+    opening: PackageOpening,
     object_id: [u8; 16],
     source: String,
     lineage: Range<usize>,
@@ -1205,9 +1209,43 @@ impl fmt::Debug for OpenedBundle {
     }
 }
 
+/// How to open a package's ciphertext again without the destination's HPKE private key: the
+/// package key and the segments' associated data, for a destination that keeps the package
+/// as it arrived (its store holds this, sealed, beside the bytes). The layout is the STREAM of
+/// the module docs: [`HEADER_LEN`] clear bytes, `plaintext_len` bytes in segments of
+/// [`SEGMENT`] bytes, one tag per segment.
+pub struct PackageOpening {
+    /// The package's AES-256-GCM key.
+    pub key: Zeroizing<[u8; 32]>,
+    /// Every segment's associated data.
+    pub aad: Vec<u8>,
+    /// The bundle's length.
+    pub plaintext_len: usize,
+}
+
+impl fmt::Debug for PackageOpening {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PackageOpening")
+            .field("plaintext_len", &self.plaintext_len)
+            .finish_non_exhaustive()
+    }
+}
+
 impl OpenedBundle {
     fn slice(&self, r: &Range<usize>) -> &[u8] {
         self.buf.get(r.clone()).unwrap_or_default()
+    }
+
+    /// How to open the package's bytes as they arrived again (see [`PackageOpening`]).
+    pub fn opening(&self) -> &PackageOpening {
+        &self.opening
+    }
+
+    /// The whole bundle (the decrypted plaintext), which the other accessors lend parts of.
+    pub fn plaintext(&self) -> &[u8] {
+        self.buf
+            .get(HEADER_LEN..HEADER_LEN + self.opening.plaintext_len)
+            .unwrap_or_default()
     }
 
     /// The object (checked to be the binding's).
@@ -1272,6 +1310,27 @@ pub fn open_owned(
     binding: &OfferBinding,
     package: Vec<u8>,
 ) -> Result<OpenedBundle, PackageError> {
+    open_owned_keeping(key, binding, package, None)
+}
+
+/// Where [`open_owned_keeping`] hands the package's bytes: `(offset in the package, bytes)`,
+/// called from the threads that open it.
+pub type KeepBytes<'a> = dyn Fn(u64, &[u8]) + Sync + 'a;
+
+/// [`open_owned`] that first hands every byte of the package as it arrived to `keep`, as
+/// `(offset in the package, bytes)`: the header and the tag table once the header and the
+/// key agreement have been checked, then each segment's ciphertext right before it is
+/// decrypted in place (on the thread that decrypts it; segments may come in any order). A
+/// destination writes them to disk there, to keep the package as its durable image
+/// ([`OpenedBundle::opening`] opens it again), while the segments are being opened. Nothing is
+/// handed over for a package that is not for this binding's transfer and key; a package that
+/// does not open may have been handed over in part.
+pub fn open_owned_keeping(
+    key: &DestinationKey,
+    binding: &OfferBinding,
+    package: Vec<u8>,
+    keep: Option<&KeepBytes<'_>>,
+) -> Result<OpenedBundle, PackageError> {
     let mut buf = Secret(package);
     let header = Header::parse(&buf)?;
     if header.transfer != binding.transfer {
@@ -1290,9 +1349,16 @@ pub fn open_owned(
         PACKAGE_INFO,
     )
     .map_err(|_| PackageError::Open)?;
-    let aead = package_key(|out| context.export(KEY_EXPORT_CONTEXT, out))
-        .map_err(|()| PackageError::Open)?;
+    let mut key_bytes = Zeroizing::new([0u8; 32]);
+    context
+        .export(KEY_EXPORT_CONTEXT, key_bytes.as_mut_slice())
+        .map_err(|_| PackageError::Open)?;
     drop(context);
+    let aead = package_key(|out| {
+        out.copy_from_slice(key_bytes.as_slice());
+        Ok(())
+    })
+    .map_err(|()| PackageError::Open)?;
     // The header as received (`parse` accepted exactly these bytes).
     let received: [u8; HEADER_LEN] = buf
         .first_chunk()
@@ -1300,11 +1366,20 @@ pub fn open_owned(
         .ok_or_else(|| PackageError::Malformed("truncated header".into()))?;
     let aad = segment_aad(binding, &received);
 
-    let (_, rest) = buf.split_at_mut(HEADER_LEN);
+    let (head, rest) = buf.split_at_mut(HEADER_LEN);
     let (body, tags) = rest.split_at_mut(header.plaintext_len);
+    if let Some(keep) = keep {
+        keep(0, head);
+        keep((HEADER_LEN + header.plaintext_len) as u64, tags);
+    }
     let parts =
         segments(body, tags).ok_or_else(|| PackageError::Malformed("segment layout".into()))?;
-    let opened = for_each_segment(parts, &|s| open_segment(&aead, &aad, s));
+    let opened = for_each_segment(parts, &|s| {
+        if let Some(keep) = keep {
+            keep(HEADER_LEN as u64 + s.index * SEGMENT as u64, s.data);
+        }
+        open_segment(&aead, &aad, s)
+    });
     match opened {
         Ok(()) => {}
         Err(PassError::Crypto) => return Err(PackageError::Open),
@@ -1332,6 +1407,11 @@ pub fn open_owned(
     let (object_id, source) = (b.object_id, b.source.to_owned());
     Ok(OpenedBundle {
         buf,
+        opening: PackageOpening {
+            key: key_bytes,
+            aad: aad.to_vec(),
+            plaintext_len: header.plaintext_len,
+        },
         object_id,
         source,
         lineage,

@@ -617,8 +617,8 @@ mod package {
     use super::*;
     use proptest::prelude::*;
     use sojourn_migration::package::{
-        open_owned, seal_streaming, seal_streaming_with, seal_to_bytes, seal_with, sealed_len,
-        BundleHead, HEADER_LEN, MAX_PLAINTEXT_LEN, SEGMENT, TAG_LEN,
+        open_owned, open_owned_keeping, seal_streaming, seal_streaming_with, seal_to_bytes,
+        seal_with, sealed_len, BundleHead, HEADER_LEN, MAX_PLAINTEXT_LEN, SEGMENT, TAG_LEN,
     };
     use sojourn_migration::BindingError;
     use std::ops::Range;
@@ -705,6 +705,81 @@ mod package {
         let offset = snap - buffer.as_ptr().addr();
         assert!(buffer[offset..offset + b.snapshot.len()] == b.snapshot[..]);
         wire
+    }
+
+    #[test]
+    fn the_opening_opens_the_package_as_it_arrived_without_the_private_key() {
+        use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, AES_256_GCM};
+        let at = attempt(3);
+        let t = ticket(&at);
+        let b = with_snapshot(2 * SEGMENT + 12_345);
+        let wire = seal_with(&t, &b.head(), b.snapshot.len(), |buf| {
+            buf.extend_from_slice(&b.snapshot);
+            Ok(())
+        })
+        .unwrap();
+        // Every byte is handed over once, as it arrived, before it is decrypted.
+        let kept = std::sync::Mutex::new(vec![None::<u8>; wire.len()]);
+        let keep = |at: u64, bytes: &[u8]| {
+            let mut k = kept.lock().unwrap();
+            for (i, b) in bytes.iter().enumerate() {
+                let slot = &mut k[at as usize + i];
+                assert!(slot.is_none(), "byte {} handed over twice", at as usize + i);
+                *slot = Some(*b);
+            }
+        };
+        let opened = open_owned_keeping(&at.key, &at.binding, wire.clone(), Some(&keep)).unwrap();
+        let kept: Vec<u8> = kept
+            .into_inner()
+            .unwrap()
+            .into_iter()
+            .map(Option::unwrap)
+            .collect();
+        assert!(kept == wire, "the kept bytes are the package as it arrived");
+        let o = opened.opening();
+        assert_eq!(o.plaintext_len, declared_len(&wire));
+        assert_eq!(opened.plaintext().len(), o.plaintext_len);
+        // The bundle's parts are inside the plaintext.
+        let p = opened.plaintext().as_ptr_range();
+        let snap = opened.snapshot().as_ptr_range();
+        assert!(p.start <= snap.start && snap.end <= p.end);
+        // STREAM over the bytes as they arrived, with only the opening.
+        let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, o.key.as_slice()).unwrap());
+        let n = segments(&wire);
+        let mut arrived = wire.clone();
+        for i in 0..n {
+            let mut nonce = [0u8; 12];
+            nonce[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            if i + 1 == n {
+                nonce[8..].copy_from_slice(&1u32.to_be_bytes());
+            }
+            let tag: [u8; TAG_LEN] = wire[tag(&wire, i)].try_into().unwrap();
+            let r = seg(&wire, i);
+            key.open_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(o.aad.as_slice()),
+                Tag::from(tag),
+                &mut arrived[r],
+                0..,
+            )
+            .unwrap();
+        }
+        assert!(arrived[HEADER_LEN..HEADER_LEN + o.plaintext_len] == *opened.plaintext());
+        // Another attempt's package has another key.
+        let other = attempt(4);
+        let wire2 = seal_with(&ticket(&other), &b.head(), b.snapshot.len(), |buf| {
+            buf.extend_from_slice(&b.snapshot);
+            Ok(())
+        })
+        .unwrap();
+        // Not for this attempt's key: nothing is handed over.
+        let touched = std::sync::atomic::AtomicBool::new(false);
+        let mark = |_: u64, _: &[u8]| touched.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(open_owned_keeping(&at.key, &at.binding, wire2.clone(), Some(&mark)).is_err());
+        assert!(!touched.load(std::sync::atomic::Ordering::SeqCst));
+        let opened2 = open_owned(&other.key, &other.binding, wire2).unwrap();
+        assert_ne!(opened2.opening().key.as_slice(), o.key.as_slice());
+        assert_ne!(opened2.opening().aad, o.aad);
     }
 
     #[test]

@@ -12,7 +12,9 @@
 //! id, commit counter, accumulator root). An object's memory is its image with its chunks
 //! laid over it; [`Op::PutMemory`] writes a new image file and drops the chunks (what a
 //! first checkpoint or an arriving object writes); [`Store::stage_memory`] writes one ahead
-//! of its commit ([`Op::PutStagedMemory`]). Next to it,
+//! of its commit ([`Op::PutStagedMemory`]), and [`Store::stage_keyed_image`] keeps a file
+//! that someone else sealed as the image (a [`KeyedImage`]: an arrived migration package,
+//! whose key the image's sealed record holds). Next to it,
 //! `store.hwm` holds the high-water mark. [`Store::commit`] writes a whole [`CommitBatch`] in
 //! one redb write transaction with `Durability::Immediate` (redb's default one-phase
 //! commit: a torn or forged commit that redb accepted would still fail the root check
@@ -40,7 +42,8 @@
 //!
 //! **Threat model.** Against an attacker who can read, alter, delete, copy and roll back
 //! files while the daemon is stopped (the image files in `memory/` too: each is pinned, salt
-//! and tag of every segment, by its sealed record), the store gives confidentiality of every value (not
+//! and tag of every segment, by its sealed record; a keyed image by the key its record
+//! keeps, under which every segment's tag must verify), the store gives confidentiality of every value (not
 //! of keys — object ids, chunk indexes, arrival numbers —, value lengths or head seqs) and
 //! detection of any change at the next `open`, which then refuses with a typed error and
 //! changes nothing (it verifies through an in-memory overlay, including redb's own integrity
@@ -72,7 +75,7 @@ mod store;
 
 pub use error::{RecordRef, StoreError, Table};
 pub use key::{SealingKey, SealingKeySource, SnpDerivedKey, SnpRootKey, SoftwareKeyFile};
-pub use memfile::StagedMemory;
+pub use memfile::{ImageRun, KeyedImage, KeyedImageWriter, StagedMemory};
 pub use store::Store;
 
 /// A 16-byte object id.
@@ -85,8 +88,11 @@ pub const CHUNK_SIZE: usize = 4096;
 /// version-1 store (which has none) is read as one with no memory images and becomes version
 /// 3 at its next commit. Version 3 writes memory images as files (`memory_files` and the
 /// `memory/` directory); the version-2 images in `memory` are still read, until the object's
-/// next image replaces them.
-pub const FORMAT_VERSION: u32 = 3;
+/// next image replaces them. Version 4 adds keyed images (`memfile::KeyedImage`): an image
+/// file the store did not seal, opened by a key its sealed record holds (what an arrived
+/// object's memory is until its next image); a build that reads version 3 would not know
+/// that record, so it refuses the store as newer instead.
+pub const FORMAT_VERSION: u32 = 4;
 
 /// The oldest on-disk format version this build reads.
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
@@ -256,4 +262,6 @@ pub struct StoreStats {
     /// Memory images committed that were staged ahead of their commit
     /// ([`Op::PutStagedMemory`]).
     pub staged_images: u64,
+    /// Of those, keyed images ([`Store::stage_keyed_image`]).
+    pub keyed_images: u64,
 }

@@ -18,6 +18,13 @@
 //! ([`crate::Store::stage_memory`]), while the host does other work (restoring an arrived
 //! object from the same bytes).
 //!
+//! Format 4 adds *keyed images* ([`KeyedImage`]): a file the store writes as it is given,
+//! ciphertext it did not seal (a destination keeps an arrived migration package this way,
+//! instead of decrypting, copying and sealing its memory again), with a record (version 2)
+//! that keeps the key and associated data that open it and where the memory's chunks are in
+//! its plaintext. The key pins the file as salts and tags do: a segment is accepted only if
+//! its tag verifies under that key, at its index, with that associated data.
+//!
 //! Durability: a file is written, fdatasync'ed and its directory entry fsync'ed before any
 //! commit may name it, so a durable record never names a file that is not durable. A file
 //! no record names (staged and never committed, or replaced by a newer image, with a crash
@@ -32,10 +39,16 @@ use std::sync::Arc;
 use crate::error::Table;
 use crate::raw;
 use crate::seal::{memory_value_len, Sealer, NONCE_LEN, TAG_LEN};
-use crate::{ObjectKey, StoreError, MEMORY_SEGMENT};
+use crate::{ObjectKey, StoreError, CHUNK_SIZE, MEMORY_SEGMENT};
 
 const RECORD_MAGIC: &[u8; 4] = b"SJMF";
 const RECORD_VERSION: u8 = 1;
+/// The record of a keyed image ([`KeyedImage`], format version 4).
+const KEYED_RECORD_VERSION: u8 = 2;
+/// The longest associated data a keyed image may have.
+const MAX_KEYED_AAD: usize = 4096;
+/// Length of a keyed image's AES-256-GCM tags.
+const KEYED_TAG_LEN: usize = 16;
 /// Salt and tag of one sealed segment.
 const SEAL_LEN: usize = NONCE_LEN + TAG_LEN;
 /// A large image is fdatasync'ed on a second thread every this many bytes while it is
@@ -47,12 +60,242 @@ const EARLY_SYNC: usize = 8 << 20;
 pub(crate) struct FileRecord {
     pub(crate) name: [u8; 16],
     pub(crate) len: u64,
-    /// Per segment: salt ‖ tag.
+    /// Per segment: salt ‖ tag (empty for a keyed image).
     pub(crate) seals: Vec<[u8; SEAL_LEN]>,
+    /// A file the store did not seal itself, and how to open it.
+    pub(crate) keyed: Option<KeyedImage>,
+}
+
+/// `count` memory chunks of [`CHUNK_SIZE`] bytes in a keyed image's plaintext: the `k`-th
+/// (from 0) at plaintext offset `plain + k·stride`, laid at memory offset
+/// `memory + k·CHUNK_SIZE`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImageRun {
+    /// Plaintext offset of the first chunk.
+    pub plain: u64,
+    /// Plaintext distance from one chunk to the next (at least [`CHUNK_SIZE`]).
+    pub stride: u64,
+    /// Memory offset of the first chunk (a multiple of [`CHUNK_SIZE`]).
+    pub memory: u64,
+    /// How many chunks (at least 1).
+    pub count: u32,
+}
+
+/// A memory image whose file the store writes as it is given and did not seal itself, with
+/// the key that opens it (kept in the store's sealed record, never in the file): what a
+/// destination keeps of an arriving object's migration package, written to disk as its bytes
+/// arrive instead of sealed anew after it was opened.
+///
+/// The file is `skip` bytes the store does not read, then `plaintext_len` bytes of
+/// AES-256-GCM ciphertext in segments of `segment` bytes (the last shorter, or one empty
+/// segment if `plaintext_len` is 0), then one 16-byte tag per segment in order. Segment `i`
+/// is sealed with nonce `i` (u64, big-endian) ‖ `last` (u32, big-endian: 1 for the last
+/// segment, else 0) and associated data `aad`: the STREAM layout of a migration package. The
+/// memory is zero except for the chunks `runs` place.
+///
+/// The store checks the layout's arithmetic when the image is staged and authenticates every
+/// segment whenever it reads the file (at open, as for its own images, and at load).
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyedImage {
+    /// The AES-256-GCM key.
+    pub key: zeroize::Zeroizing<[u8; 32]>,
+    /// The associated data of every segment (at most 4096 bytes).
+    pub aad: Vec<u8>,
+    /// Bytes before the ciphertext (a clear header).
+    pub skip: u64,
+    /// Bytes of ciphertext.
+    pub plaintext_len: u64,
+    /// Plaintext bytes per segment.
+    pub segment: u32,
+    /// Where the memory's chunks are, ascending and disjoint in memory.
+    pub runs: Vec<ImageRun>,
+}
+
+impl std::fmt::Debug for KeyedImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyedImage")
+            .field("skip", &self.skip)
+            .field("plaintext_len", &self.plaintext_len)
+            .field("segment", &self.segment)
+            .field("runs", &self.runs.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyedImage {
+    /// How many segments the ciphertext has.
+    fn segments(&self) -> Option<u64> {
+        if self.segment == 0 {
+            return None;
+        }
+        Some(self.plaintext_len.div_ceil(u64::from(self.segment)).max(1))
+    }
+
+    /// The file's exact length.
+    fn file_len(&self) -> Option<u64> {
+        self.skip
+            .checked_add(self.plaintext_len)?
+            .checked_add(self.segments()?.checked_mul(KEYED_TAG_LEN as u64)?)
+    }
+
+    /// Whether the layout fits a memory of `len` bytes: a segment size, a bounded AAD, and
+    /// every run inside the plaintext and the memory, chunk-aligned, ascending and disjoint.
+    fn fits(&self, len: u64) -> bool {
+        let chunk = CHUNK_SIZE as u64;
+        if self.aad.len() > MAX_KEYED_AAD || self.file_len().is_none() {
+            return false;
+        }
+        let mut memory_end = 0u64;
+        for r in &self.runs {
+            let count = u64::from(r.count);
+            let plain_end = count
+                .checked_sub(1)
+                .and_then(|k| k.checked_mul(r.stride))
+                .and_then(|o| o.checked_add(r.plain))
+                .and_then(|o| o.checked_add(chunk));
+            let run_end = count
+                .checked_mul(chunk)
+                .and_then(|n| n.checked_add(r.memory));
+            let ok = r.stride >= chunk
+                && r.memory % chunk == 0
+                && r.memory >= memory_end
+                && plain_end.is_some_and(|e| e <= self.plaintext_len)
+                && run_end.is_some_and(|e| e <= len);
+            if !ok {
+                return false;
+            }
+            memory_end = run_end.unwrap_or(u64::MAX);
+        }
+        true
+    }
+
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.key.as_slice());
+        out.extend_from_slice(&(self.aad.len() as u32).to_be_bytes());
+        out.extend_from_slice(&self.aad);
+        out.extend_from_slice(&self.skip.to_be_bytes());
+        out.extend_from_slice(&self.plaintext_len.to_be_bytes());
+        out.extend_from_slice(&self.segment.to_be_bytes());
+        out.extend_from_slice(&(self.runs.len() as u32).to_be_bytes());
+        for r in &self.runs {
+            out.extend_from_slice(&r.plain.to_be_bytes());
+            out.extend_from_slice(&r.stride.to_be_bytes());
+            out.extend_from_slice(&r.memory.to_be_bytes());
+            out.extend_from_slice(&r.count.to_be_bytes());
+        }
+    }
+
+    fn decode(bytes: &[u8]) -> Option<KeyedImage> {
+        fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+            let (head, tail) = rest.split_at_checked(n)?;
+            *rest = tail;
+            Some(head)
+        }
+        fn u32_of(rest: &mut &[u8]) -> Option<u32> {
+            Some(u32::from_be_bytes(take(rest, 4)?.try_into().ok()?))
+        }
+        fn u64_of(rest: &mut &[u8]) -> Option<u64> {
+            Some(u64::from_be_bytes(take(rest, 8)?.try_into().ok()?))
+        }
+        let mut rest = bytes;
+        let key: [u8; 32] = take(&mut rest, 32)?.try_into().ok()?;
+        let aad_len = u32_of(&mut rest)? as usize;
+        if aad_len > MAX_KEYED_AAD {
+            return None;
+        }
+        let aad = take(&mut rest, aad_len)?.to_vec();
+        let skip = u64_of(&mut rest)?;
+        let plaintext_len = u64_of(&mut rest)?;
+        let segment = u32_of(&mut rest)?;
+        let count = u32_of(&mut rest)? as usize;
+        // Each run takes 28 bytes: a count that the rest cannot hold is refused before any
+        // allocation.
+        if rest.len() != count.checked_mul(28)? {
+            return None;
+        }
+        let mut runs = Vec::with_capacity(count);
+        for _ in 0..count {
+            runs.push(ImageRun {
+                plain: u64_of(&mut rest)?,
+                stride: u64_of(&mut rest)?,
+                memory: u64_of(&mut rest)?,
+                count: u32_of(&mut rest)?,
+            });
+        }
+        Some(KeyedImage {
+            key: zeroize::Zeroizing::new(key),
+            aad,
+            skip,
+            plaintext_len,
+            segment,
+            runs,
+        })
+    }
+
+    /// Authenticates and decrypts the ciphertext of `file` (the whole file, in place) and
+    /// lays the memory of `len` bytes out of it.
+    fn open(&self, file: &mut [u8], len: usize) -> Result<Vec<u8>, String> {
+        use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, AES_256_GCM};
+        let key = UnboundKey::new(&AES_256_GCM, self.key.as_slice())
+            .map(LessSafeKey::new)
+            .map_err(|_| "the key is refused".to_string())?;
+        let bad = || "the layout does not fit the file".to_string();
+        let skip = usize::try_from(self.skip).map_err(|_| bad())?;
+        let plain_len = usize::try_from(self.plaintext_len).map_err(|_| bad())?;
+        let n = usize::try_from(self.segments().ok_or_else(bad)?).map_err(|_| bad())?;
+        let body = file.get_mut(skip..).ok_or_else(bad)?;
+        let (text, tags) = body.split_at_mut_checked(plain_len).ok_or_else(bad)?;
+        let segment = self.segment as usize;
+        for i in 0..n {
+            let start = i.saturating_mul(segment).min(plain_len);
+            let end = start.saturating_add(segment).min(plain_len);
+            let tag: [u8; KEYED_TAG_LEN] = tags
+                .get(i * KEYED_TAG_LEN..(i + 1) * KEYED_TAG_LEN)
+                .and_then(|t| t.try_into().ok())
+                .ok_or_else(bad)?;
+            let mut nonce = [0u8; 12];
+            nonce[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            if i + 1 == n {
+                nonce[8..].copy_from_slice(&1u32.to_be_bytes());
+            }
+            let part = text.get_mut(start..end).ok_or_else(bad)?;
+            key.open_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(self.aad.as_slice()),
+                Tag::from(tag),
+                part,
+                0..,
+            )
+            .map_err(|_| format!("segment {i} does not authenticate (altered or replaced)"))?;
+        }
+        let mut memory = vec![0u8; len];
+        for r in &self.runs {
+            for k in 0..u64::from(r.count) {
+                let from = usize::try_from(r.plain + k * r.stride).map_err(|_| bad())?;
+                let to = usize::try_from(r.memory + k * CHUNK_SIZE as u64).map_err(|_| bad())?;
+                let src = text.get(from..from + CHUNK_SIZE).ok_or_else(bad)?;
+                memory
+                    .get_mut(to..to + CHUNK_SIZE)
+                    .ok_or_else(bad)?
+                    .copy_from_slice(src);
+            }
+        }
+        Ok(memory)
+    }
 }
 
 impl FileRecord {
     pub(crate) fn encode(&self) -> Vec<u8> {
+        if let Some(keyed) = &self.keyed {
+            let mut out =
+                Vec::with_capacity(4 + 1 + 16 + 8 + 64 + keyed.aad.len() + 28 * keyed.runs.len());
+            out.extend_from_slice(RECORD_MAGIC);
+            out.push(KEYED_RECORD_VERSION);
+            out.extend_from_slice(&self.name);
+            out.extend_from_slice(&self.len.to_be_bytes());
+            keyed.encode_into(&mut out);
+            return out;
+        }
         let mut out = Vec::with_capacity(4 + 1 + 16 + 8 + 4 + self.seals.len() * SEAL_LEN);
         out.extend_from_slice(RECORD_MAGIC);
         out.push(RECORD_VERSION);
@@ -69,13 +312,22 @@ impl FileRecord {
     pub(crate) fn decode(bytes: &[u8]) -> Option<FileRecord> {
         let rest = bytes.strip_prefix(RECORD_MAGIC)?;
         let (&version, rest) = rest.split_first()?;
-        if version != RECORD_VERSION {
+        if version != RECORD_VERSION && version != KEYED_RECORD_VERSION {
             return None;
         }
         let (name, rest) = rest.split_at_checked(16)?;
         let (len, rest) = rest.split_at_checked(8)?;
-        let (count, rest) = rest.split_at_checked(4)?;
         let len = u64::from_be_bytes(len.try_into().ok()?);
+        if version == KEYED_RECORD_VERSION {
+            let keyed = KeyedImage::decode(rest).filter(|k| k.fits(len))?;
+            return Some(FileRecord {
+                name: name.try_into().ok()?,
+                len,
+                seals: Vec::new(),
+                keyed: Some(keyed),
+            });
+        }
+        let (count, rest) = rest.split_at_checked(4)?;
         let count = u32::from_be_bytes(count.try_into().ok()?) as usize;
         let expected = usize::try_from(len).ok()?.div_ceil(MEMORY_SEGMENT);
         if count != expected || rest.len() != count.checked_mul(SEAL_LEN)? {
@@ -89,11 +341,15 @@ impl FileRecord {
             name: name.try_into().ok()?,
             len,
             seals,
+            keyed: None,
         })
     }
 
     /// The exact length of the file.
     fn file_len(&self) -> Option<u64> {
+        if let Some(keyed) = &self.keyed {
+            return keyed.file_len();
+        }
         let len = usize::try_from(self.len).ok()?;
         let full = len / MEMORY_SEGMENT;
         let last = len % MEMORY_SEGMENT;
@@ -196,39 +452,13 @@ pub(crate) fn write_image(
     len: usize,
     fill: &mut dyn FnMut(usize, &mut [u8]) -> bool,
 ) -> Result<StagedMemory, StoreError> {
-    let io = |path: &Path, source: std::io::Error| StoreError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
     if len.div_ceil(MEMORY_SEGMENT) > u32::MAX as usize {
         return Err(StoreError::MemoryTooLarge { id: *id, len });
     }
-    if !dir.is_dir() {
-        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-        if let Some(parent) = dir.parent() {
-            sync_dir(parent).map_err(|e| io(parent, e))?;
-        }
-    }
-    let mut name = [0u8; 16];
-    getrandom::fill(&mut name).map_err(|e| StoreError::Random(e.to_string()))?;
-    let path = dir.join(raw::memory_file_name(id, &name));
-    let mut file = File::options()
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .map_err(|e| io(&path, e))?;
     // From here on, an error drops `staged`, which deletes the file.
-    let mut staged = StagedFile {
-        store_id,
-        id: *id,
-        path,
-        record: FileRecord {
-            name,
-            len: len as u64,
-            seals: Vec::with_capacity(len.div_ceil(MEMORY_SEGMENT)),
-        },
-        kept: AtomicBool::new(false),
-    };
+    let (mut file, mut staged) = create_file(dir, store_id, id)?;
+    staged.record.len = len as u64;
+    staged.record.seals = Vec::with_capacity(len.div_ceil(MEMORY_SEGMENT));
     // Each segment is written by `fill` where its ciphertext goes, and sealed there.
     let mut sealed = vec![0u8; memory_value_len(len.min(MEMORY_SEGMENT))];
     // Writeback of a large image starts while later segments are sealed: another handle of
@@ -284,7 +514,7 @@ pub(crate) fn write_image(
             salt.copy_from_slice(value.get(..NONCE_LEN).unwrap_or_default());
             tag.copy_from_slice(value.get(value.len() - TAG_LEN..).unwrap_or_default());
             staged.record.seals.push(seal);
-            file.write_all(value).map_err(|e| io(&staged.path, e))?;
+            file.write_all(value).map_err(|e| io_err(&staged.path, e))?;
             offset += n;
             since_sync += value_len;
             if syncer.is_some() && since_sync >= EARLY_SYNC {
@@ -298,17 +528,192 @@ pub(crate) fn write_image(
         }
         Ok(())
     })?;
-    file.sync_data().map_err(|e| io(&staged.path, e))?;
+    file.sync_data().map_err(|e| io_err(&staged.path, e))?;
     if !synced_ok.load(Ordering::SeqCst) {
-        return Err(io(
+        return Err(io_err(
             &staged.path,
             std::io::Error::other("an early fdatasync of the image failed"),
         ));
     }
     drop(file);
-    sync_dir(dir).map_err(|e| io(dir, e))?;
+    sync_dir(dir).map_err(|e| io_err(dir, e))?;
     // Durable; deleted on drop until a commit takes it.
     Ok(StagedMemory(Arc::new(staged)))
+}
+
+fn io_err(path: &Path, source: std::io::Error) -> StoreError {
+    StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Creates a new image file for object `id` in `dir` (and `dir` if need be), with a fresh
+/// random name: the file, and its staged handle (which deletes it when dropped unkept).
+fn create_file(
+    dir: &Path,
+    store_id: [u8; 16],
+    id: &ObjectKey,
+) -> Result<(File, StagedFile), StoreError> {
+    if !dir.is_dir() {
+        std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        if let Some(parent) = dir.parent() {
+            sync_dir(parent).map_err(|e| io_err(parent, e))?;
+        }
+    }
+    let mut name = [0u8; 16];
+    getrandom::fill(&mut name).map_err(|e| StoreError::Random(e.to_string()))?;
+    let path = dir.join(raw::memory_file_name(id, &name));
+    let file = File::options()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| io_err(&path, e))?;
+    let staged = StagedFile {
+        store_id,
+        id: *id,
+        path,
+        record: FileRecord {
+            name,
+            len: 0,
+            seals: Vec::new(),
+            keyed: None,
+        },
+        kept: AtomicBool::new(false),
+    };
+    Ok((file, staged))
+}
+
+/// A keyed image being written ([`crate::Store::stage_keyed_image`]), piece by piece at the
+/// offsets its bytes have in the file, from any number of threads: a destination writes each
+/// segment of an arrived package just before it decrypts that segment in place. Writeback
+/// starts while it is written: another handle of the file is fdatasync'ed every 8 MiB on a
+/// thread of its own, so [`KeyedImageWriter::finish`] waits only for the tail. Dropped before it
+/// is finished, it deletes its file.
+pub struct KeyedImageWriter {
+    file: File,
+    staged: StagedFile,
+    dir: PathBuf,
+    /// Bytes written, in all.
+    written: std::sync::atomic::AtomicU64,
+    /// Bytes written since the last early fdatasync was asked for.
+    since_sync: std::sync::atomic::AtomicUsize,
+    /// A write failed: the image cannot be finished.
+    failed: AtomicBool,
+    syncer: Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<bool>)>,
+}
+
+impl std::fmt::Debug for KeyedImageWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyedImageWriter")
+            .field("file", &self.staged.path)
+            .field("written", &self.written())
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn keyed_writer(
+    dir: &Path,
+    store_id: [u8; 16],
+    id: &ObjectKey,
+) -> Result<KeyedImageWriter, StoreError> {
+    let (file, staged) = create_file(dir, store_id, id)?;
+    let syncer = file.try_clone().ok().and_then(|clone| {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name("sojourn-image-sync".into())
+            .spawn(move || {
+                let mut ok = true;
+                while rx.recv().is_ok() {
+                    while rx.try_recv().is_ok() {}
+                    ok &= clone.sync_data().is_ok();
+                }
+                ok
+            })
+            .ok()
+            .map(|h| (tx, h))
+    });
+    Ok(KeyedImageWriter {
+        file,
+        staged,
+        dir: dir.to_path_buf(),
+        written: std::sync::atomic::AtomicU64::new(0),
+        since_sync: std::sync::atomic::AtomicUsize::new(0),
+        failed: AtomicBool::new(false),
+        syncer,
+    })
+}
+
+impl KeyedImageWriter {
+    /// Writes `bytes` at `offset` of the file. Every byte of the file is to be written
+    /// exactly once; [`KeyedImageWriter::finish`] checks the count.
+    pub fn write_at(&self, offset: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        use std::os::unix::fs::FileExt as _;
+        if let Err(e) = self.file.write_all_at(bytes, offset) {
+            self.failed.store(true, Ordering::SeqCst);
+            return Err(io_err(&self.staged.path, e));
+        }
+        self.written.fetch_add(bytes.len() as u64, Ordering::SeqCst);
+        let since = self.since_sync.fetch_add(bytes.len(), Ordering::SeqCst) + bytes.len();
+        if since >= EARLY_SYNC {
+            self.since_sync.store(0, Ordering::SeqCst);
+            if let Some((tx, _)) = &self.syncer {
+                let _ = tx.send(());
+            }
+        }
+        Ok(())
+    }
+
+    /// How many bytes were written.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::SeqCst)
+    }
+
+    /// Makes the file durable (fdatasync, then the directory's fsync) as the image of a memory
+    /// of `len` bytes that `image` opens: refused unless every write succeeded, the layout
+    /// fits that memory and as many bytes were written as the layout's file has. Its bytes are
+    /// authenticated whenever the store reads them.
+    pub fn finish(mut self, len: u64, image: KeyedImage) -> Result<StagedMemory, StoreError> {
+        let id = self.staged.id;
+        if self.failed.load(Ordering::SeqCst) {
+            return Err(StoreError::StagedMemory {
+                id,
+                reason: "a write of the keyed image failed",
+            });
+        }
+        if !image.fits(len) {
+            return Err(StoreError::StagedMemory {
+                id,
+                reason: "the keyed image's layout does not fit its memory",
+            });
+        }
+        if image.file_len() != Some(self.written()) {
+            return Err(StoreError::StagedMemory {
+                id,
+                reason: "the keyed image's file is not as long as its layout",
+            });
+        }
+        let early_ok = match self.syncer.take() {
+            Some((tx, handle)) => {
+                drop(tx);
+                handle.join().unwrap_or(false)
+            }
+            None => true,
+        };
+        let path = self.staged.path.clone();
+        self.file.sync_data().map_err(|e| io_err(&path, e))?;
+        if !early_ok {
+            return Err(io_err(
+                &path,
+                std::io::Error::other("an early fdatasync of the image failed"),
+            ));
+        }
+        sync_dir(&self.dir).map_err(|e| io_err(&self.dir, e))?;
+        let KeyedImageWriter { mut staged, .. } = self;
+        staged.record.len = len;
+        staged.record.keyed = Some(image);
+        Ok(StagedMemory(Arc::new(staged)))
+    }
 }
 
 /// Why a memory-image file cannot be read: the path and what is wrong with it.
@@ -344,6 +749,12 @@ pub(crate) fn read_image(
         )));
     }
     let len = usize::try_from(record.len).map_err(|_| fail("too large".into()))?;
+    if let Some(keyed) = &record.keyed {
+        let mut bytes = Vec::with_capacity(usize::try_from(expected).unwrap_or(0));
+        file.read_to_end(&mut bytes)
+            .map_err(|e| fail(format!("cannot read it: {e}")))?;
+        return keyed.open(&mut bytes, len).map_err(fail);
+    }
     let mut memory = Vec::with_capacity(len);
     let mut value = vec![0u8; memory_value_len(len.min(MEMORY_SEGMENT))];
     for (index, seal) in (0u32..).zip(&record.seals) {
@@ -417,6 +828,7 @@ mod tests {
             name: [7; 16],
             len: (MEMORY_SEGMENT * 2 + 4096) as u64,
             seals: vec![[1; SEAL_LEN], [2; SEAL_LEN], [3; SEAL_LEN]],
+            keyed: None,
         };
         let bytes = r.encode();
         assert_eq!(FileRecord::decode(&bytes), Some(r.clone()));
@@ -434,6 +846,52 @@ mod tests {
             r.file_len(),
             Some((2 * memory_value_len(MEMORY_SEGMENT) + memory_value_len(4096)) as u64)
         );
+    }
+
+    #[test]
+    fn keyed_records_round_trip_and_refuse_what_does_not_fit() {
+        let keyed = KeyedImage {
+            key: zeroize::Zeroizing::new([5; 32]),
+            aad: vec![1, 2, 3],
+            skip: 74,
+            plaintext_len: 3 * 4099 + 100,
+            segment: 1 << 20,
+            runs: vec![ImageRun {
+                plain: 10,
+                stride: 4099,
+                memory: 8192,
+                count: 3,
+            }],
+        };
+        let r = FileRecord {
+            name: [9; 16],
+            len: 16 * 4096,
+            seals: Vec::new(),
+            keyed: Some(keyed.clone()),
+        };
+        let bytes = r.encode();
+        assert_eq!(FileRecord::decode(&bytes), Some(r.clone()));
+        assert_eq!(r.file_len(), Some(74 + 3 * 4099 + 100 + 16));
+        for cut in 0..bytes.len() {
+            assert_eq!(FileRecord::decode(&bytes[..cut]), None, "cut at {cut}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(FileRecord::decode(&longer), None);
+        // A memory too short for the run, or a run past the plaintext: not a record.
+        let mut short = r.clone();
+        short.len = 4 * 4096;
+        assert_eq!(FileRecord::decode(&short.encode()), None);
+        let mut past = r.clone();
+        if let Some(k) = past.keyed.as_mut() {
+            k.runs[0].plain = 200;
+        }
+        assert_eq!(FileRecord::decode(&past.encode()), None);
+        // Empty plaintext: one empty segment, one tag.
+        let mut empty = keyed;
+        empty.plaintext_len = 0;
+        empty.runs.clear();
+        assert_eq!(empty.file_len(), Some(74 + 16));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::acc::Acc;
 use crate::error::{RecordRef, Table};
 use crate::hwm::Hwm;
 use crate::key::{sync_parent_dir, SealingKey};
-use crate::memfile::{self, FileRecord, StagedMemory};
+use crate::memfile::{self, FileRecord, KeyedImageWriter, StagedMemory};
 use crate::overlay::OverlayBackend;
 use crate::raw::{
     self, definition, HWM_FILE, MEMORY_DIR, META, META_KEY, OBJECT_TABLES, STORE_FILE,
@@ -984,6 +984,7 @@ impl Store {
             staged: staged.into_iter(),
             format2,
             staged_taken: 0,
+            keyed_taken: 0,
             named: Vec::new(),
             replaced: Vec::new(),
         };
@@ -1036,6 +1037,7 @@ impl Store {
         stats.commits += 1;
         stats.records_written += w.records;
         stats.staged_images += w.staged_taken;
+        stats.keyed_images += w.keyed_taken;
         stats.bytes_written += w.bytes;
         stats.commit_counter = counter;
         if !hwm_ok {
@@ -1059,6 +1061,15 @@ impl Store {
         fill: &mut dyn FnMut(usize, &mut [u8]) -> bool,
     ) -> Result<StagedMemory, StoreError> {
         memfile::write_image(&self.sealer, &self.memory_dir, self.store_id, id, len, fill)
+    }
+
+    /// Starts writing a [`KeyedImage`] of object `id`: a memory image whose file is written as
+    /// it is given (ciphertext sealed by someone else, such as an arriving migration package
+    /// as its bytes come in) and whose key the store keeps in its sealed record. Finished
+    /// ([`KeyedImageWriter::finish`]), it is a [`StagedMemory`] like one [`Store::stage_memory`]
+    /// wrote, for [`Op::PutStagedMemory`]. Like that, it does not wait for commits.
+    pub fn stage_keyed_image(&self, id: &ObjectKey) -> Result<KeyedImageWriter, StoreError> {
+        memfile::keyed_writer(&self.memory_dir, self.store_id, id)
     }
 
     /// The image-file record stored for object `id`.
@@ -1117,6 +1128,8 @@ struct Writer<'s> {
     format2: bool,
     /// `PutStagedMemory` ops applied.
     staged_taken: u64,
+    /// Of those, keyed images.
+    keyed_taken: u64,
     /// The image files this batch names.
     named: Vec<StagedMemory>,
     /// The files of the images this batch replaces (deleted once it is durable).
@@ -1334,6 +1347,9 @@ impl Writer<'_> {
                 }
                 self.put_memory_file(t, id, memory.clone())?;
                 self.staged_taken += 1;
+                if memory.record().keyed.is_some() {
+                    self.keyed_taken += 1;
+                }
             }
             Op::AppendLineage { id, segment, bytes } => {
                 self.require(&t.images, id)?;

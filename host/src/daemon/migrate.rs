@@ -37,7 +37,8 @@ use sojourn_attestation::{Evidence as AttEvidence, Timestamp};
 use sojourn_lineage::signer::verify_es256;
 use sojourn_lineage::{LineageSigner as _, P256Signer};
 use sojourn_migration::package::{
-    open_owned, seal_streaming_with, seal_with, sealed_len, BundleHead,
+    open_owned_keeping, seal_streaming_with, seal_with, sealed_len, BundleHead, KeepBytes,
+    OpenedBundle, HEADER_LEN, SEGMENT,
 };
 use sojourn_migration::protocol::{
     AppraisalId, Challenge, DestEffect, DestState, Destination, DestinationEnv, Evidence,
@@ -49,6 +50,7 @@ use sojourn_migration::{
 };
 use sojourn_policy::canonical;
 use sojourn_runtime::{Outcome, SnapshotMemory, SnapshotWriter};
+use sojourn_store::{ImageRun, KeyedImage, CHUNK_SIZE};
 
 use super::{internal, lock, random32, read, sched, HostCore, ObjectKey, SchedMsg};
 
@@ -660,6 +662,50 @@ struct Env<'a> {
     prepared: Option<super::Prepared>,
 }
 
+/// The keyed image of an opened package: its key and the segments' associated data, and where
+/// each of the snapshot's memory chunks is in the bundle, as runs of evenly spaced chunks.
+/// `None` if a chunk is not in the bundle's bytes (a snapshot read the general way).
+fn keyed_image(bundle: &OpenedBundle, memory: &SnapshotMemory<'_>) -> Option<KeyedImage> {
+    const CHUNK: u64 = CHUNK_SIZE as u64;
+    let plain = bundle.plaintext();
+    let base = plain.as_ptr().addr();
+    let mut runs: Vec<ImageRun> = Vec::new();
+    for (at, bytes) in memory.chunks_in_snapshot()? {
+        let offset = bytes.as_ptr().addr().checked_sub(base)?;
+        if bytes.len() != CHUNK_SIZE || offset.checked_add(bytes.len())? > plain.len() {
+            return None;
+        }
+        let (offset, at) = (offset as u64, at as u64);
+        if let Some(r) = runs.last_mut() {
+            let follows = at == r.memory + u64::from(r.count) * CHUNK && r.count < u32::MAX;
+            if follows && r.count == 1 && offset >= r.plain + CHUNK {
+                r.stride = offset - r.plain;
+                r.count = 2;
+                continue;
+            }
+            if follows && r.count > 1 && offset == r.plain + u64::from(r.count) * r.stride {
+                r.count += 1;
+                continue;
+            }
+        }
+        runs.push(ImageRun {
+            plain: offset,
+            stride: CHUNK,
+            memory: at,
+            count: 1,
+        });
+    }
+    let opening = bundle.opening();
+    Some(KeyedImage {
+        key: opening.key.clone(),
+        aad: opening.aad.clone(),
+        skip: HEADER_LEN as u64,
+        plaintext_len: opening.plaintext_len as u64,
+        segment: SEGMENT as u32,
+        runs,
+    })
+}
+
 impl DestinationEnv for Env<'_> {
     fn attest(&mut self, transfer: TransferId, challenge: &Challenge) -> Result<Evidence, String> {
         let (Some(object), Some(channel)) = (self.object, self.channel) else {
@@ -719,10 +765,25 @@ impl DestinationEnv for Env<'_> {
         if KeyId(offer.binding.key_id()) != *key {
             return Err(sojourn_migration::protocol::reason::WRONG_KEY.into());
         }
-        // Opened where it arrived: no copy of the package or of the snapshot in it.
+        // Opened where it arrived: no copy of the package or of the snapshot in it. Each
+        // segment is written to the store as it arrived just before it is decrypted there: the
+        // package becomes the object's durable memory image (a keyed image, opened with the
+        // package key the store keeps sealed), with no copy and no second encryption of it.
         let sealed = self.sealed.take().ok_or("no package")?;
-        let bundle =
-            open_owned(&offer.key, &offer.binding, sealed).map_err(|e| format!("package: {e}"))?;
+        let store = &self.core.inner.store;
+        let writer = store.stage_keyed_image(&offer.binding.object_id).ok();
+        let keep = |at: u64, bytes: &[u8]| {
+            if let Some(w) = &writer {
+                // A failed write fails the image at `finish`; the commit then writes one.
+                let _ = w.write_at(at, bytes);
+            }
+        };
+        let keep: Option<&KeepBytes<'_>> = match writer {
+            Some(_) => Some(&keep),
+            None => None,
+        };
+        let bundle = open_owned_keeping(&offer.key, &offer.binding, sealed, keep)
+            .map_err(|e| format!("package: {e}"))?;
         if bundle.object_id() != offer.binding.object_id {
             return Err("the package holds another object than the one offered".into());
         }
@@ -732,25 +793,35 @@ impl DestinationEnv for Env<'_> {
             hex::encode(transfer.0),
             hex::encode(sha256(&offer.evidence).get(..8).unwrap_or_default())
         );
-        // The memory image is written to the store (sealed, durable, not yet committed) on
-        // a second thread from the snapshot's bytes while this one restores the object from
-        // them; the arrival's commit then only records the file. If that thread cannot
-        // start or fails, the commit writes the image itself.
+        // The kept package is made durable as the object's memory image (not yet committed)
+        // on a second thread while this one restores the object; where it could not be kept,
+        // that thread seals and writes the memory from the snapshot's bytes instead. The
+        // arrival's commit then only records the file; if that thread cannot start or fails,
+        // the commit writes the image itself.
         let memory = SnapshotMemory::parse(bundle.snapshot())
             .map_err(|e| format!("package: snapshot: {e}"))?;
-        let store = &self.core.inner.store;
         let object = bundle.object_id();
+        let len = memory.len();
+        let keyed = writer.and_then(|w| Some((w, keyed_image(&bundle, &memory)?)));
         // Set when the object is refused: the image stops being written (a memory larger
         // than the object's descriptor allows is refused by the restore at once).
         let refused = std::sync::atomic::AtomicBool::new(false);
         let (prepared, staged) = std::thread::scope(|scope| {
+            let (memory, refused) = (&memory, &refused);
+            // The kept package is made durable (or, where it could not be kept, the memory
+            // image is sealed and written) beside the restore.
             let stager = std::thread::Builder::new()
                 .name("sojourn-stage".into())
-                .spawn_scoped(scope, || {
-                    store.stage_memory(&object, memory.len(), &mut |at, out| {
-                        !refused.load(std::sync::atomic::Ordering::Relaxed)
-                            && memory.copy_into(at, out)
-                    })
+                .spawn_scoped(scope, move || match keyed {
+                    Some((writer, image)) => {
+                        writer.finish(len as u64, image).map_err(|e| e.to_string())
+                    }
+                    None => store
+                        .stage_memory(&object, len, &mut |at, out| {
+                            !refused.load(std::sync::atomic::Ordering::Relaxed)
+                                && memory.copy_into(at, out)
+                        })
+                        .map_err(|e| e.to_string()),
                 });
             let prepared = self
                 .core
