@@ -600,7 +600,30 @@ pub struct KeyedImageWriter {
     since_sync: std::sync::atomic::AtomicUsize,
     /// A write failed: the image cannot be finished.
     failed: AtomicBool,
-    syncer: Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<bool>)>,
+    /// The early-fdatasync thread, started when the first 8 MiB have been written (`None`
+    /// inside if it could not be started).
+    syncer: std::sync::OnceLock<Option<Syncer>>,
+}
+
+/// A thread that fdatasyncs a clone of the file each time it is asked, and says at the end
+/// whether every call succeeded.
+type Syncer = (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<bool>);
+
+fn start_syncer(file: &File) -> Option<Syncer> {
+    let clone = file.try_clone().ok()?;
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("sojourn-image-sync".into())
+        .spawn(move || {
+            let mut ok = true;
+            while rx.recv().is_ok() {
+                while rx.try_recv().is_ok() {}
+                ok &= clone.sync_data().is_ok();
+            }
+            ok
+        })
+        .ok()
+        .map(|h| (tx, h))
 }
 
 impl std::fmt::Debug for KeyedImageWriter {
@@ -618,21 +641,6 @@ pub(crate) fn keyed_writer(
     id: &ObjectKey,
 ) -> Result<KeyedImageWriter, StoreError> {
     let (file, staged) = create_file(dir, store_id, id)?;
-    let syncer = file.try_clone().ok().and_then(|clone| {
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        std::thread::Builder::new()
-            .name("sojourn-image-sync".into())
-            .spawn(move || {
-                let mut ok = true;
-                while rx.recv().is_ok() {
-                    while rx.try_recv().is_ok() {}
-                    ok &= clone.sync_data().is_ok();
-                }
-                ok
-            })
-            .ok()
-            .map(|h| (tx, h))
-    });
     Ok(KeyedImageWriter {
         file,
         staged,
@@ -640,7 +648,7 @@ pub(crate) fn keyed_writer(
         written: std::sync::atomic::AtomicU64::new(0),
         since_sync: std::sync::atomic::AtomicUsize::new(0),
         failed: AtomicBool::new(false),
-        syncer,
+        syncer: std::sync::OnceLock::new(),
     })
 }
 
@@ -657,7 +665,7 @@ impl KeyedImageWriter {
         let since = self.since_sync.fetch_add(bytes.len(), Ordering::SeqCst) + bytes.len();
         if since >= EARLY_SYNC {
             self.since_sync.store(0, Ordering::SeqCst);
-            if let Some((tx, _)) = &self.syncer {
+            if let Some((tx, _)) = self.syncer.get_or_init(|| start_syncer(&self.file)) {
                 let _ = tx.send(());
             }
         }
@@ -693,7 +701,7 @@ impl KeyedImageWriter {
                 reason: "the keyed image's file is not as long as its layout",
             });
         }
-        let early_ok = match self.syncer.take() {
+        let early_ok = match self.syncer.take().flatten() {
             Some((tx, handle)) => {
                 drop(tx);
                 handle.join().unwrap_or(false)
@@ -822,6 +830,18 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
 
+    /// `r` encodes to bytes that decode to it, and no shorter or longer bytes decode.
+    fn assert_exact_encoding(r: &FileRecord) {
+        let bytes = r.encode();
+        assert_eq!(FileRecord::decode(&bytes).as_ref(), Some(r));
+        for cut in 0..bytes.len() {
+            assert_eq!(FileRecord::decode(&bytes[..cut]), None, "cut at {cut}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(FileRecord::decode(&longer), None);
+    }
+
     #[test]
     fn records_round_trip_and_refuse_what_does_not_fit() {
         let r = FileRecord {
@@ -830,14 +850,7 @@ mod tests {
             seals: vec![[1; SEAL_LEN], [2; SEAL_LEN], [3; SEAL_LEN]],
             keyed: None,
         };
-        let bytes = r.encode();
-        assert_eq!(FileRecord::decode(&bytes), Some(r.clone()));
-        for cut in 0..bytes.len() {
-            assert_eq!(FileRecord::decode(&bytes[..cut]), None, "cut at {cut}");
-        }
-        let mut longer = bytes.clone();
-        longer.push(0);
-        assert_eq!(FileRecord::decode(&longer), None);
+        assert_exact_encoding(&r);
         // A segment count that does not match the length.
         let mut short = r.clone();
         short.seals.pop();
@@ -869,15 +882,8 @@ mod tests {
             seals: Vec::new(),
             keyed: Some(keyed.clone()),
         };
-        let bytes = r.encode();
-        assert_eq!(FileRecord::decode(&bytes), Some(r.clone()));
+        assert_exact_encoding(&r);
         assert_eq!(r.file_len(), Some(74 + 3 * 4099 + 100 + 16));
-        for cut in 0..bytes.len() {
-            assert_eq!(FileRecord::decode(&bytes[..cut]), None, "cut at {cut}");
-        }
-        let mut longer = bytes.clone();
-        longer.push(0);
-        assert_eq!(FileRecord::decode(&longer), None);
         // A memory too short for the run, or a run past the plaintext: not a record.
         let mut short = r.clone();
         short.len = 4 * 4096;

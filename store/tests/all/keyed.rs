@@ -58,8 +58,11 @@ fn expected_memory() -> Vec<u8> {
 
 /// The file: SKIP clear bytes, the segments sealed in place, then their tags (STREAM).
 fn sealed_file(key: &[u8; 32], aad: &[u8]) -> Vec<u8> {
+    sealed(key, aad, plaintext())
+}
+
+fn sealed(key: &[u8; 32], aad: &[u8], mut text: Vec<u8>) -> Vec<u8> {
     let k = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).unwrap());
-    let mut text = plaintext();
     let n = text.len().div_ceil(SEGMENT as usize);
     let mut tags = Vec::new();
     for (i, seg) in text.chunks_mut(SEGMENT as usize).enumerate() {
@@ -265,4 +268,45 @@ fn a_keyed_image_is_replaced_by_the_next_whole_image() {
     assert!(!keyed.exists(), "the keyed file went with it");
     drop(s);
     assert_eq!(open(dir.path()).load(&id(1)).unwrap().unwrap().memory, next);
+}
+
+#[test]
+fn a_large_keyed_image_synced_while_it_is_written_reads_back_whole() {
+    // Above the early-sync interval (8 MiB): a thread of the writer's fdatasyncs the file
+    // while later pieces are written.
+    let len = 20 << 20;
+    let text: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    let file = sealed(&[3; 32], b"large", text.clone());
+    let dir = tempdir();
+    populated(dir.path());
+    {
+        let s = open(dir.path());
+        let w = s.stage_keyed_image(&id(2)).unwrap();
+        for (k, piece) in file.chunks(1 << 20).enumerate() {
+            w.write_at((k << 20) as u64, piece).unwrap();
+        }
+        let image = KeyedImage {
+            key: zeroize::Zeroizing::new([3; 32]),
+            aad: b"large".to_vec(),
+            skip: SKIP as u64,
+            plaintext_len: len as u64,
+            segment: SEGMENT,
+            runs: vec![ImageRun {
+                plain: 0,
+                stride: CHUNK_SIZE as u64,
+                memory: 0,
+                count: (len / CHUNK_SIZE) as u32,
+            }],
+        };
+        let staged = w.finish(len as u64, image).unwrap();
+        commit(
+            &s,
+            vec![Op::PutStagedMemory {
+                id: id(2),
+                memory: staged,
+            }],
+        );
+    }
+    let s = open(dir.path());
+    assert!(s.load(&id(2)).unwrap().unwrap().memory == text);
 }
