@@ -60,10 +60,16 @@ const EARLY_SYNC: usize = 8 << 20;
 pub(crate) struct FileRecord {
     pub(crate) name: [u8; 16],
     pub(crate) len: u64,
-    /// Per segment: salt ‖ tag (empty for a keyed image).
-    pub(crate) seals: Vec<[u8; SEAL_LEN]>,
-    /// A file the store did not seal itself, and how to open it.
-    pub(crate) keyed: Option<KeyedImage>,
+    pub(crate) seal: ImageSeal,
+}
+
+/// How a memory-image file is sealed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum ImageSeal {
+    /// By the store: per segment, salt ‖ tag.
+    Store(Vec<[u8; SEAL_LEN]>),
+    /// Elsewhere: a file the store did not seal itself, and how to open it.
+    Keyed(KeyedImage),
 }
 
 /// `count` memory chunks of [`CHUNK_SIZE`] bytes in a keyed image's plaintext: the `k`-th
@@ -285,25 +291,29 @@ impl KeyedImage {
 }
 
 impl FileRecord {
+    /// Whether the file is a keyed image.
+    pub(crate) fn is_keyed(&self) -> bool {
+        matches!(self.seal, ImageSeal::Keyed(_))
+    }
+
     pub(crate) fn encode(&self) -> Vec<u8> {
-        if let Some(keyed) = &self.keyed {
-            let mut out =
-                Vec::with_capacity(4 + 1 + 16 + 8 + 64 + keyed.aad.len() + 28 * keyed.runs.len());
-            out.extend_from_slice(RECORD_MAGIC);
-            out.push(KEYED_RECORD_VERSION);
-            out.extend_from_slice(&self.name);
-            out.extend_from_slice(&self.len.to_be_bytes());
-            keyed.encode_into(&mut out);
-            return out;
-        }
-        let mut out = Vec::with_capacity(4 + 1 + 16 + 8 + 4 + self.seals.len() * SEAL_LEN);
+        let (version, tail) = match &self.seal {
+            ImageSeal::Store(seals) => (RECORD_VERSION, 4 + seals.len() * SEAL_LEN),
+            ImageSeal::Keyed(k) => (KEYED_RECORD_VERSION, 64 + k.aad.len() + 28 * k.runs.len()),
+        };
+        let mut out = Vec::with_capacity(4 + 1 + 16 + 8 + tail);
         out.extend_from_slice(RECORD_MAGIC);
-        out.push(RECORD_VERSION);
+        out.push(version);
         out.extend_from_slice(&self.name);
         out.extend_from_slice(&self.len.to_be_bytes());
-        out.extend_from_slice(&(self.seals.len() as u32).to_be_bytes());
-        for s in &self.seals {
-            out.extend_from_slice(s);
+        match &self.seal {
+            ImageSeal::Store(seals) => {
+                out.extend_from_slice(&(seals.len() as u32).to_be_bytes());
+                for s in seals {
+                    out.extend_from_slice(s);
+                }
+            }
+            ImageSeal::Keyed(keyed) => keyed.encode_into(&mut out),
         }
         out
     }
@@ -323,8 +333,7 @@ impl FileRecord {
             return Some(FileRecord {
                 name: name.try_into().ok()?,
                 len,
-                seals: Vec::new(),
-                keyed: Some(keyed),
+                seal: ImageSeal::Keyed(keyed),
             });
         }
         let (count, rest) = rest.split_at_checked(4)?;
@@ -340,14 +349,13 @@ impl FileRecord {
         Some(FileRecord {
             name: name.try_into().ok()?,
             len,
-            seals,
-            keyed: None,
+            seal: ImageSeal::Store(seals),
         })
     }
 
     /// The exact length of the file.
     fn file_len(&self) -> Option<u64> {
-        if let Some(keyed) = &self.keyed {
+        if let ImageSeal::Keyed(keyed) = &self.seal {
             return keyed.file_len();
         }
         let len = usize::try_from(self.len).ok()?;
@@ -458,78 +466,57 @@ pub(crate) fn write_image(
     // From here on, an error drops `staged`, which deletes the file.
     let (mut file, mut staged) = create_file(dir, store_id, id)?;
     staged.record.len = len as u64;
-    staged.record.seals = Vec::with_capacity(len.div_ceil(MEMORY_SEGMENT));
+    let mut seals = Vec::with_capacity(len.div_ceil(MEMORY_SEGMENT));
     // Each segment is written by `fill` where its ciphertext goes, and sealed there.
     let mut sealed = vec![0u8; memory_value_len(len.min(MEMORY_SEGMENT))];
     // Writeback of a large image starts while later segments are sealed: another handle of
     // the file is fdatasync'ed every `EARLY_SYNC` bytes on a second thread, so the final
     // fdatasync waits only for the tail. A failure there fails the image (the error may be
     // reported to that call only).
-    let early = len >= 2 * EARLY_SYNC;
-    let synced_ok = AtomicBool::new(true);
-    std::thread::scope(|scope| -> Result<(), StoreError> {
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        let syncer = early
-            .then(|| file.try_clone().ok())
-            .flatten()
-            .and_then(|clone| {
-                std::thread::Builder::new()
-                    .name("sojourn-image-sync".into())
-                    .spawn_scoped(scope, {
-                        let synced_ok = &synced_ok;
-                        move || {
-                            while rx.recv().is_ok() {
-                                while rx.try_recv().is_ok() {}
-                                if clone.sync_data().is_err() {
-                                    synced_ok.store(false, Ordering::SeqCst);
-                                }
-                            }
-                        }
-                    })
-                    .ok()
+    let syncer = (len >= 2 * EARLY_SYNC)
+        .then(|| start_syncer(&file))
+        .flatten();
+    let mut offset = 0usize;
+    let mut since_sync = 0usize;
+    for index in 0u32.. {
+        let n = (len - offset).min(MEMORY_SEGMENT);
+        if n == 0 {
+            break;
+        }
+        let value_len = memory_value_len(n);
+        let Some(value) = sealed.get_mut(..value_len) else {
+            return Err(StoreError::KeyUnavailable("segment buffer".into()));
+        };
+        let Some(plain) = value.get_mut(NONCE_LEN..NONCE_LEN + n) else {
+            return Err(StoreError::KeyUnavailable("segment buffer".into()));
+        };
+        if !fill(offset, plain) {
+            return Err(StoreError::StagedMemory {
+                id: *id,
+                reason: "the memory source ended before the image's length",
             });
-        let mut offset = 0usize;
-        let mut since_sync = 0usize;
-        for index in 0u32.. {
-            let n = (len - offset).min(MEMORY_SEGMENT);
-            if n == 0 {
-                break;
-            }
-            let value_len = memory_value_len(n);
-            let Some(value) = sealed.get_mut(..value_len) else {
-                return Err(StoreError::KeyUnavailable("segment buffer".into()));
-            };
-            let Some(plain) = value.get_mut(NONCE_LEN..NONCE_LEN + n) else {
-                return Err(StoreError::KeyUnavailable("segment buffer".into()));
-            };
-            if !fill(offset, plain) {
-                return Err(StoreError::StagedMemory {
-                    id: *id,
-                    reason: "the memory source ended before the image's length",
-                });
-            }
-            sealer.seal_memory_in_place(&raw::chunk_key(id, index), value)?;
-            let mut seal = [0u8; SEAL_LEN];
-            let (salt, tag) = seal.split_at_mut(NONCE_LEN);
-            salt.copy_from_slice(value.get(..NONCE_LEN).unwrap_or_default());
-            tag.copy_from_slice(value.get(value.len() - TAG_LEN..).unwrap_or_default());
-            staged.record.seals.push(seal);
-            file.write_all(value).map_err(|e| io_err(&staged.path, e))?;
-            offset += n;
-            since_sync += value_len;
-            if syncer.is_some() && since_sync >= EARLY_SYNC {
-                since_sync = 0;
+        }
+        sealer.seal_memory_in_place(&raw::chunk_key(id, index), value)?;
+        let mut seal = [0u8; SEAL_LEN];
+        let (salt, tag) = seal.split_at_mut(NONCE_LEN);
+        salt.copy_from_slice(value.get(..NONCE_LEN).unwrap_or_default());
+        tag.copy_from_slice(value.get(value.len() - TAG_LEN..).unwrap_or_default());
+        seals.push(seal);
+        file.write_all(value).map_err(|e| io_err(&staged.path, e))?;
+        offset += n;
+        since_sync += value_len;
+        if since_sync >= EARLY_SYNC {
+            since_sync = 0;
+            if let Some((tx, _)) = &syncer {
                 let _ = tx.send(());
             }
         }
-        drop(tx);
-        if let Some(s) = syncer {
-            let _ = s.join();
-        }
-        Ok(())
-    })?;
+    }
+    // The early fdatasyncs' outcome (a failure fails the image: the error may have been
+    // reported to that call only).
+    let early_ok = stop_syncer(syncer);
     file.sync_data().map_err(|e| io_err(&staged.path, e))?;
-    if !synced_ok.load(Ordering::SeqCst) {
+    if !early_ok {
         return Err(io_err(
             &staged.path,
             std::io::Error::other("an early fdatasync of the image failed"),
@@ -537,6 +524,7 @@ pub(crate) fn write_image(
     }
     drop(file);
     sync_dir(dir).map_err(|e| io_err(dir, e))?;
+    staged.record.seal = ImageSeal::Store(seals);
     // Durable; deleted on drop until a commit takes it.
     Ok(StagedMemory(Arc::new(staged)))
 }
@@ -576,8 +564,7 @@ fn create_file(
         record: FileRecord {
             name,
             len: 0,
-            seals: Vec::new(),
-            keyed: None,
+            seal: ImageSeal::Store(Vec::new()),
         },
         kept: AtomicBool::new(false),
     };
@@ -624,6 +611,17 @@ fn start_syncer(file: &File) -> Option<Syncer> {
         })
         .ok()
         .map(|h| (tx, h))
+}
+
+/// Waits for the syncer's last fdatasync: whether every one succeeded (true without one).
+fn stop_syncer(syncer: Option<Syncer>) -> bool {
+    match syncer {
+        Some((tx, handle)) => {
+            drop(tx);
+            handle.join().unwrap_or(false)
+        }
+        None => true,
+    }
 }
 
 impl std::fmt::Debug for KeyedImageWriter {
@@ -701,13 +699,7 @@ impl KeyedImageWriter {
                 reason: "the keyed image's file is not as long as its layout",
             });
         }
-        let early_ok = match self.syncer.take().flatten() {
-            Some((tx, handle)) => {
-                drop(tx);
-                handle.join().unwrap_or(false)
-            }
-            None => true,
-        };
+        let early_ok = stop_syncer(self.syncer.take().flatten());
         let path = self.staged.path.clone();
         self.file.sync_data().map_err(|e| io_err(&path, e))?;
         if !early_ok {
@@ -719,7 +711,7 @@ impl KeyedImageWriter {
         sync_dir(&self.dir).map_err(|e| io_err(&self.dir, e))?;
         let KeyedImageWriter { mut staged, .. } = self;
         staged.record.len = len;
-        staged.record.keyed = Some(image);
+        staged.record.seal = ImageSeal::Keyed(image);
         Ok(StagedMemory(Arc::new(staged)))
     }
 }
@@ -757,15 +749,18 @@ pub(crate) fn read_image(
         )));
     }
     let len = usize::try_from(record.len).map_err(|_| fail("too large".into()))?;
-    if let Some(keyed) = &record.keyed {
-        let mut bytes = Vec::with_capacity(usize::try_from(expected).unwrap_or(0));
-        file.read_to_end(&mut bytes)
-            .map_err(|e| fail(format!("cannot read it: {e}")))?;
-        return keyed.open(&mut bytes, len).map_err(fail);
-    }
+    let seals = match &record.seal {
+        ImageSeal::Store(seals) => seals,
+        ImageSeal::Keyed(keyed) => {
+            let mut bytes = Vec::with_capacity(usize::try_from(expected).unwrap_or(0));
+            file.read_to_end(&mut bytes)
+                .map_err(|e| fail(format!("cannot read it: {e}")))?;
+            return keyed.open(&mut bytes, len).map_err(fail);
+        }
+    };
     let mut memory = Vec::with_capacity(len);
     let mut value = vec![0u8; memory_value_len(len.min(MEMORY_SEGMENT))];
-    for (index, seal) in (0u32..).zip(&record.seals) {
+    for (index, seal) in (0u32..).zip(seals) {
         let n = (len - memory.len()).min(MEMORY_SEGMENT);
         let value = value
             .get_mut(..memory_value_len(n))
@@ -847,13 +842,14 @@ mod tests {
         let r = FileRecord {
             name: [7; 16],
             len: (MEMORY_SEGMENT * 2 + 4096) as u64,
-            seals: vec![[1; SEAL_LEN], [2; SEAL_LEN], [3; SEAL_LEN]],
-            keyed: None,
+            seal: ImageSeal::Store(vec![[1; SEAL_LEN], [2; SEAL_LEN], [3; SEAL_LEN]]),
         };
         assert_exact_encoding(&r);
         // A segment count that does not match the length.
         let mut short = r.clone();
-        short.seals.pop();
+        if let ImageSeal::Store(seals) = &mut short.seal {
+            seals.pop();
+        }
         assert_eq!(FileRecord::decode(&short.encode()), None);
         assert_eq!(
             r.file_len(),
@@ -879,8 +875,7 @@ mod tests {
         let r = FileRecord {
             name: [9; 16],
             len: 16 * 4096,
-            seals: Vec::new(),
-            keyed: Some(keyed.clone()),
+            seal: ImageSeal::Keyed(keyed.clone()),
         };
         assert_exact_encoding(&r);
         assert_eq!(r.file_len(), Some(74 + 3 * 4099 + 100 + 16));
@@ -889,7 +884,7 @@ mod tests {
         short.len = 4 * 4096;
         assert_eq!(FileRecord::decode(&short.encode()), None);
         let mut past = r.clone();
-        if let Some(k) = past.keyed.as_mut() {
+        if let ImageSeal::Keyed(k) = &mut past.seal {
             k.runs[0].plain = 200;
         }
         assert_eq!(FileRecord::decode(&past.encode()), None);

@@ -1347,7 +1347,7 @@ impl Writer<'_> {
                 }
                 self.put_memory_file(t, id, memory.clone())?;
                 self.staged_taken += 1;
-                if memory.record().keyed.is_some() {
+                if memory.record().is_keyed() {
                     self.keyed_taken += 1;
                 }
             }
