@@ -760,6 +760,95 @@ where
     })
 }
 
+/// Hands every segment to `keep`, in order, on the calling thread, and runs `work` on each
+/// segment once it was kept, on up to `min(available_parallelism, MAX_THREADS) - 1` other
+/// threads; the calling thread joins them once it has kept the last segment. Keeping (a
+/// destination writing the package to one file, whose writes serialise anyway) so runs on one
+/// thread beside the work instead of taking turns with it on every thread. Every thread is
+/// joined; the first failure is the result, and no segment is kept after it.
+fn keep_then_open<F>(
+    segments: Vec<Segment<'_>>,
+    keep: &dyn Fn(&Segment<'_>),
+    work: &F,
+) -> Result<(), PassError>
+where
+    F: Fn(Segment<'_>) -> Result<(), PassError> + Sync,
+{
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let helpers = thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_THREADS)
+        .min(segments.len())
+        .saturating_sub(1);
+    if helpers == 0 {
+        return segments.into_iter().try_for_each(|s| {
+            keep(&s);
+            work(s)
+        });
+    }
+    let (kept, queue) = std::sync::mpsc::channel::<Segment<'_>>();
+    let queue = std::sync::Mutex::new(queue);
+    let failed = AtomicBool::new(false);
+    // Works on kept segments until the keeper is done and none is left.
+    let drain = || -> Result<(), PassError> {
+        loop {
+            let next = match queue.lock() {
+                Ok(q) => q.recv(),
+                Err(_) => return Err(PassError::Worker("a thread panicked".into())),
+            };
+            let Ok(segment) = next else {
+                return Ok(());
+            };
+            if failed.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            if let Err(e) = work(segment) {
+                failed.store(true, Ordering::Relaxed);
+                return Err(e);
+            }
+        }
+    };
+    thread::scope(|scope| {
+        let mut outcome = Ok(());
+        let mut handles = Vec::new();
+        for _ in 0..helpers {
+            match thread::Builder::new()
+                .name("sojourn-package".into())
+                .spawn_scoped(scope, drain)
+            {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    outcome = Err(PassError::Worker(format!("could not start a thread: {e}")));
+                    failed.store(true, Ordering::Relaxed);
+                    break;
+                }
+            }
+        }
+        for segment in segments {
+            if failed.load(Ordering::Relaxed) {
+                break;
+            }
+            keep(&segment);
+            if kept.send(segment).is_err() {
+                break;
+            }
+        }
+        drop(kept);
+        if outcome.is_ok() {
+            outcome = drain();
+        }
+        for h in handles {
+            let r = h
+                .join()
+                .unwrap_or_else(|_| Err(PassError::Worker("a thread panicked".into())));
+            if outcome.is_ok() {
+                outcome = r;
+            }
+        }
+        outcome
+    })
+}
+
 /// A hash-based expander over a 32-byte OS seed: HPKE's sender needs an infallible RNG, and
 /// drawing the seed up front lets an OS failure be an error rather than a panic. Block `i`
 /// is SHA-256(domain || seed || i).
@@ -1314,17 +1403,17 @@ pub fn open_owned(
 }
 
 /// Where [`open_owned_keeping`] hands the package's bytes: `(offset in the package, bytes)`,
-/// called from the threads that open it.
-pub type KeepBytes<'a> = dyn Fn(u64, &[u8]) + Sync + 'a;
+/// called on the thread that opens it.
+pub type KeepBytes<'a> = dyn Fn(u64, &[u8]) + 'a;
 
 /// [`open_owned`] that first hands every byte of the package as it arrived to `keep`, as
-/// `(offset in the package, bytes)`: the header and the tag table once the header and the
-/// key agreement have been checked, then each segment's ciphertext right before it is
-/// decrypted in place (on the thread that decrypts it; segments may come in any order). A
-/// destination writes them to disk there, to keep the package as its durable image
-/// ([`OpenedBundle::opening`] opens it again), while the segments are being opened. Nothing is
-/// handed over for a package that is not for this binding's transfer and key; a package that
-/// does not open may have been handed over in part.
+/// `(offset in the package, bytes)`, all on the calling thread: the header and the tag table
+/// once the header and the key agreement have been checked, then each segment's ciphertext
+/// in order, each before it is decrypted in place (by other threads, while the next segments
+/// are handed over). A destination writes them to disk there, to keep the package as its
+/// durable image ([`OpenedBundle::opening`] opens it again), while the segments are being
+/// opened. Nothing is handed over for a package that is not for this binding's transfer and
+/// key; a package that does not open may have been handed over in part.
 pub fn open_owned_keeping(
     key: &DestinationKey,
     binding: &OfferBinding,
@@ -1374,12 +1463,15 @@ pub fn open_owned_keeping(
     }
     let parts =
         segments(body, tags).ok_or_else(|| PackageError::Malformed("segment layout".into()))?;
-    let opened = for_each_segment(parts, &|s| {
-        if let Some(keep) = keep {
-            keep(HEADER_LEN as u64 + s.index * SEGMENT as u64, s.data);
-        }
-        open_segment(&aead, &aad, s)
-    });
+    let open = |s: Segment<'_>| open_segment(&aead, &aad, s);
+    let opened = match keep {
+        None => for_each_segment(parts, &open),
+        Some(keep) => keep_then_open(
+            parts,
+            &|s| keep(HEADER_LEN as u64 + s.index * SEGMENT as u64, s.data),
+            &open,
+        ),
+    };
     match opened {
         Ok(()) => {}
         Err(PassError::Crypto) => return Err(PackageError::Open),

@@ -718,9 +718,14 @@ mod package {
             Ok(())
         })
         .unwrap();
-        // Every byte is handed over once, as it arrived, before it is decrypted.
+        // Every byte is handed over once, as it arrived, before it is decrypted; all of it on
+        // the opening thread, the segments in order.
         let kept = std::sync::Mutex::new(vec![None::<u8>; wire.len()]);
+        let order = std::sync::Mutex::new(Vec::new());
+        let opener = std::thread::current().id();
         let keep = |at: u64, bytes: &[u8]| {
+            assert_eq!(std::thread::current().id(), opener);
+            order.lock().unwrap().push(at);
             let mut k = kept.lock().unwrap();
             for (i, b) in bytes.iter().enumerate() {
                 let slot = &mut k[at as usize + i];
@@ -736,6 +741,12 @@ mod package {
             .map(Option::unwrap)
             .collect();
         assert!(kept == wire, "the kept bytes are the package as it arrived");
+        let order = order.into_inner().unwrap();
+        let expected: Vec<u64> = [0, (HEADER_LEN + declared_len(&wire)) as u64]
+            .into_iter()
+            .chain((0..segments(&wire)).map(|i| seg(&wire, i).start as u64))
+            .collect();
+        assert_eq!(order, expected, "header, tag table, then the segments in order");
         let o = opened.opening();
         assert_eq!(o.plaintext_len, declared_len(&wire));
         assert_eq!(opened.plaintext().len(), o.plaintext_len);
@@ -780,6 +791,41 @@ mod package {
         let opened2 = open_owned(&other.key, &other.binding, wire2).unwrap();
         assert_ne!(opened2.opening().key.as_slice(), o.key.as_slice());
         assert_ne!(opened2.opening().aad, o.aad);
+    }
+
+    #[test]
+    fn a_package_that_does_not_open_hands_over_only_bytes_as_they_arrived() {
+        let at = attempt(5);
+        let t = ticket(&at);
+        let b = with_snapshot(6 * SEGMENT);
+        let wire = seal_with(&t, &b.head(), b.snapshot.len(), |buf| {
+            buf.extend_from_slice(&b.snapshot);
+            Ok(())
+        })
+        .unwrap();
+        assert!(segments(&wire) >= 6);
+        for bad in [0, 1, segments(&wire) - 1] {
+            let mut tampered = wire.clone();
+            tampered[seg(&wire, bad).start + 7] ^= 0x20;
+            let kept = std::sync::Mutex::new(Vec::new());
+            let keep = |at: u64, bytes: &[u8]| kept.lock().unwrap().push((at, bytes.to_vec()));
+            let r = open_owned_keeping(&at.key, &at.binding, tampered.clone(), Some(&keep));
+            assert!(
+                matches!(r, Err(PackageError::Open)),
+                "segment {bad} tampered"
+            );
+            let kept = kept.into_inner().unwrap();
+            // The header and tag table first, then segments in order up to where it stopped:
+            // each exactly the bytes that arrived (the tampered one included, if kept).
+            assert!(kept.len() >= 2);
+            for (k, (at, bytes)) in kept.iter().enumerate() {
+                let at = *at as usize;
+                assert!(tampered[at..at + bytes.len()] == bytes[..], "piece {k}");
+                if k >= 3 {
+                    assert!(at > kept[k - 1].0 as usize, "in order");
+                }
+            }
+        }
     }
 
     #[test]
