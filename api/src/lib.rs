@@ -134,6 +134,16 @@ impl From<&ApiError> for ErrorBody {
     }
 }
 
+/// Where a migration package's bytes go while they arrive, instead of into a buffer of the
+/// server's ([`HostControl::migration_package_spool`]). Called from the server's async tasks:
+/// `push` must not block.
+pub trait PackageSpool: Send {
+    /// The next bytes of the body, in order.
+    fn push(&mut self, bytes: bytes::Bytes);
+    /// The spool itself, for the host that made it to take back.
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send>;
+}
+
 /// What a host offers the API. Methods may block (a send waits for its group commit, a
 /// deploy instantiates the module): the server calls them on the blocking pool.
 pub trait HostControl: Send + Sync + 'static {
@@ -193,6 +203,36 @@ pub trait HostControl: Send + Sync + 'static {
         sealed: Vec<u8>,
     ) -> Result<MigrationAnswer, ApiError> {
         let _ = (transfer, key, sealed);
+        Err(not_supported())
+    }
+
+    /// Destination side: where the bytes of a package go as they arrive, when the host takes
+    /// them itself (a destination that writes the package to disk while it arrives). Asked
+    /// before the body is read, for an authenticated peer's request that declares `len`
+    /// bytes (within the package limit). `None` (the default): the server reads the body
+    /// into a buffer and calls [`HostControl::migration_package`]; else it pushes every byte
+    /// to the spool, in order, and calls [`HostControl::migration_package_spooled`] once
+    /// exactly `len` bytes have arrived (a body that ends early or runs long is refused and
+    /// the spool dropped).
+    fn migration_package_spool(
+        &self,
+        transfer: &str,
+        key: &str,
+        len: u64,
+    ) -> Option<Box<dyn PackageSpool>> {
+        let _ = (transfer, key, len);
+        None
+    }
+
+    /// [`HostControl::migration_package`] of a package whose every byte went to `spool`, the
+    /// one [`HostControl::migration_package_spool`] gave for this request.
+    fn migration_package_spooled(
+        &self,
+        transfer: &str,
+        key: &str,
+        spool: Box<dyn PackageSpool>,
+    ) -> Result<MigrationAnswer, ApiError> {
+        let _ = (transfer, key, spool);
         Err(not_supported())
     }
 

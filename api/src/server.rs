@@ -35,8 +35,8 @@ use tokio::task::JoinSet;
 use crate::paths;
 use crate::{
     ApiError, DeployRequest, DrainRequest, ErrorBody, ErrorCode, HostControl, MigrateRequest,
-    MigrationOffer, MigrationRefusalRequest, MigrationStatusRequest, ObjectList, SendRequest,
-    SuspendRequest, MIGRATION_EXPORTER_LABEL,
+    MigrationOffer, MigrationRefusalRequest, MigrationStatusRequest, ObjectList, PackageSpool,
+    SendRequest, SuspendRequest, MIGRATION_EXPORTER_LABEL,
 };
 
 /// What a credential may do.
@@ -680,6 +680,14 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<
     read_body_reserving(headers, body, limit, PREALLOCATE_CAP).await
 }
 
+/// The length a request declares (`Content-Length`), if it declares one.
+fn declared_len(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
 /// [`read_body`], reserving up to `reserve_cap` bytes up front from the declared length (the
 /// package route reserves a whole declared package, at most its limit, so that a large body
 /// is never regrown and copied as it arrives).
@@ -689,10 +697,7 @@ async fn read_body_reserving(
     limit: usize,
     reserve_cap: usize,
 ) -> Result<Vec<u8>, ApiError> {
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = declared_len(headers);
     if declared.is_some_and(|n| n > limit as u64) {
         drain(body).await;
         return Err(too_large(limit));
@@ -709,6 +714,51 @@ async fn read_body_reserving(
     // (which also decrypts the connection) copies into memory already mapped.
     sojourn_mem::prefault_in_background(buf.spare_capacity_mut());
     let deadline = tokio::time::Instant::now() + BODY_TIMEOUT;
+    while let Some(data) = next_frame(&mut body, deadline).await? {
+        if buf.len().saturating_add(data.len()) > limit {
+            drain(body).await;
+            return Err(too_large(limit));
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(buf)
+}
+
+/// Hands every piece of a body of exactly `declared` bytes, in order, to `spool` as it
+/// arrives, keeping none of it here. Returns the byte count; refuses a body that is longer or
+/// shorter than it declared.
+async fn read_body_to_spool(
+    mut body: Body,
+    declared: u64,
+    spool: &mut dyn PackageSpool,
+) -> Result<u64, ApiError> {
+    let deadline = tokio::time::Instant::now() + BODY_TIMEOUT;
+    let mut got = 0u64;
+    while let Some(data) = next_frame(&mut body, deadline).await? {
+        got = got.saturating_add(data.len() as u64);
+        if got > declared {
+            drain(body).await;
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("the request body is longer than the {declared} bytes it declared"),
+            ));
+        }
+        spool.push(data);
+    }
+    if got != declared {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("the request body ended after {got} of the {declared} bytes it declared"),
+        ));
+    }
+    Ok(got)
+}
+
+/// The next data frame of `body` (trailers are skipped), `None` at its end.
+async fn next_frame(
+    body: &mut Body,
+    deadline: tokio::time::Instant,
+) -> Result<Option<bytes::Bytes>, ApiError> {
     loop {
         let Ok(next) = tokio::time::timeout_at(deadline, body.frame()).await else {
             return Err(ApiError::new(
@@ -719,7 +769,9 @@ async fn read_body_reserving(
                 ),
             ));
         };
-        let Some(frame) = next else { break };
+        let Some(frame) = next else {
+            return Ok(None);
+        };
         let frame = frame.map_err(|e| {
             ApiError::new(
                 ErrorCode::InvalidRequest,
@@ -727,14 +779,9 @@ async fn read_body_reserving(
             )
         })?;
         if let Ok(data) = frame.into_data() {
-            if buf.len().saturating_add(data.len()) > limit {
-                drain(body).await;
-                return Err(too_large(limit));
-            }
-            buf.extend_from_slice(&data);
+            return Ok(Some(data));
         }
     }
-    Ok(buf)
 }
 
 async fn drain(mut body: Body) {
@@ -1048,25 +1095,47 @@ async fn migration_package(
         ));
     }
     // Only an authenticated peer reaches this; the declared length is checked against the
-    // limit before anything is reserved.
-    let sealed = read_body_reserving(
-        &headers,
-        body,
-        paths::PACKAGE_BODY_LIMIT,
-        paths::PACKAGE_BODY_LIMIT,
-    )
-    .await?;
+    // limit before anything is reserved. A destination may take a declared package's bytes
+    // as they arrive (to write them to disk meanwhile); else the body is read here.
+    let declared = declared_len(&headers).filter(|&n| n <= paths::PACKAGE_BODY_LIMIT as u64);
+    let spool = match declared {
+        Some(len) => {
+            let (control, t, k) = (state.control.clone(), transfer.clone(), key.clone());
+            blocking(move || Ok(control.migration_package_spool(&t, &k, len))).await?
+        }
+        None => None,
+    };
+    let control = state.control.clone();
+    let answer = match (spool, declared) {
+        (Some(mut spool), Some(len)) => {
+            let bytes = read_body_to_spool(body, len, spool.as_mut()).await?;
+            log_package(&caller, &transfer, &key, bytes);
+            blocking(move || control.migration_package_spooled(&transfer, &key, spool)).await?
+        }
+        _ => {
+            let sealed = read_body_reserving(
+                &headers,
+                body,
+                paths::PACKAGE_BODY_LIMIT,
+                paths::PACKAGE_BODY_LIMIT,
+            )
+            .await?;
+            log_package(&caller, &transfer, &key, sealed.len() as u64);
+            blocking(move || control.migration_package(&transfer, &key, sealed)).await?
+        }
+    };
+    Ok(json(StatusCode::OK, &answer))
+}
+
+fn log_package(caller: &Caller<PeerRole>, transfer: &str, key: &str, bytes: u64) {
     tracing::info!(
         credential = %caller.name,
         peer = %caller.peer,
         transfer = %transfer,
         key = %key,
-        bytes = sealed.len(),
+        bytes,
         "migration package received"
     );
-    let control = state.control.clone();
-    let answer = blocking(move || control.migration_package(&transfer, &key, sealed)).await?;
-    Ok(json(StatusCode::OK, &answer))
 }
 
 async fn migration_status(

@@ -167,9 +167,28 @@ pub fn prefault_in_background(region: &mut [MaybeUninit<u8>]) -> bool {
     }
     // The thread gets the range as an address, not a reference: it never accesses the
     // memory, only names it to the kernel.
-    let Some((at, len)) = page_range(region) else {
+    match page_range(region) {
+        Some((at, len)) => prefault_range_in_background(at, len),
+        None => false,
+    }
+}
+
+/// [`prefault_in_background`] for initialised bytes: a zeroed buffer not yet touched (such
+/// as `vec![0u8; n]`, which the allocator maps in without writing), about to be overwritten
+/// by its owner.
+pub fn prefault_bytes_in_background(region: &mut [u8]) -> bool {
+    if region.len() < MIN_PREFAULTED || !cfg!(target_os = "linux") {
+        return false;
+    }
+    let Some((offset, len)) = pages_inside(region.as_ptr() as usize, region.len()) else {
         return false;
     };
+    let at = region.as_mut_ptr().wrapping_add(offset).expose_provenance();
+    prefault_range_in_background(at, len)
+}
+
+/// Maps in `[at, at + len)` (whole pages) on a thread of its own, from the end back.
+fn prefault_range_in_background(at: usize, len: usize) -> bool {
     std::thread::Builder::new()
         .name("sojourn-prefault".into())
         .spawn(move || {

@@ -746,7 +746,10 @@ mod package {
             .into_iter()
             .chain((0..segments(&wire)).map(|i| seg(&wire, i).start as u64))
             .collect();
-        assert_eq!(order, expected, "header, tag table, then the segments in order");
+        assert_eq!(
+            order, expected,
+            "header, tag table, then the segments in order"
+        );
         let o = opened.opening();
         assert_eq!(o.plaintext_len, declared_len(&wire));
         assert_eq!(opened.plaintext().len(), o.plaintext_len);

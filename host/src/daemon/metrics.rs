@@ -33,6 +33,10 @@ pub struct Metrics {
     /// Object modules compiled (deploys, loads and arrivals of a module already compiled
     /// reuse it).
     pub modules_compiled: AtomicU64,
+    /// Migration packages taken as they arrived (written to the store meanwhile).
+    pub packages_spooled: AtomicU64,
+    /// Bytes of those packages written to the store with direct I/O.
+    pub package_bytes_direct: AtomicU64,
     lateness: Vec<AtomicU64>,
     lateness_sum_us: AtomicU64,
 }
@@ -51,6 +55,8 @@ impl Default for Metrics {
             durable_transitions: AtomicU64::new(0),
             commit_failures: AtomicU64::new(0),
             modules_compiled: AtomicU64::new(0),
+            packages_spooled: AtomicU64::new(0),
+            package_bytes_direct: AtomicU64::new(0),
             lateness: (0..=BUCKETS).map(|_| AtomicU64::new(0)).collect(),
             lateness_sum_us: AtomicU64::new(0),
         }
@@ -201,6 +207,18 @@ impl Metrics {
             "sojourn_modules_compiled_total",
             "Object modules compiled (a module already compiled is reused).",
             self.modules_compiled.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "sojourn_migration_packages_spooled_total",
+            "Migration packages written to the store while they arrived.",
+            self.packages_spooled.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "sojourn_migration_package_direct_bytes_total",
+            "Bytes of arriving packages written to the store with direct I/O.",
+            self.package_bytes_direct.load(Relaxed),
         );
         let name = "sojourn_tick_lateness_seconds";
         let _ = writeln!(

@@ -50,8 +50,9 @@ use sojourn_migration::{
 };
 use sojourn_policy::canonical;
 use sojourn_runtime::{Outcome, SnapshotMemory, SnapshotWriter};
-use sojourn_store::{ImageRun, KeyedImage, CHUNK_SIZE};
+use sojourn_store::{ImageRun, KeyedImage, KeyedImageWriter, CHUNK_SIZE};
 
+use super::spool::{Spool, SpooledImage};
 use super::{internal, lock, random32, read, sched, HostCore, ObjectKey, SchedMsg};
 
 /// The claim of the offer binding's runtime identity that carries the host's answer key
@@ -310,7 +311,7 @@ impl PeerLink for LocalLink {
     ) -> Result<MigrationAnswer, String> {
         let sealed = Arc::try_unwrap(sealed).unwrap_or_else(|shared| shared.as_ref().clone());
         self.core()?
-            .on_package(transfer, key, sealed)
+            .on_package(transfer, key, sealed, None)
             .map_err(|e| e.to_string())
     }
     fn status(&self, transfer: &str) -> Result<MigrationAnswer, String> {
@@ -659,13 +660,27 @@ struct Env<'a> {
     channel: Option<[u8; 32]>,
     source: &'a str,
     sealed: Option<Vec<u8>>,
+    /// The package's image file, written while it arrived (HTTP arrivals).
+    spooled: Option<SpooledImage>,
     prepared: Option<super::Prepared>,
+}
+
+/// Where an arrival's package is kept as its memory image: a file written while it arrived
+/// (an HTTP arrival, see [`super::spool`]), or one written here as it is opened.
+enum Kept {
+    Spooled(SpooledImage),
+    Writer(KeyedImageWriter),
 }
 
 /// The keyed image of an opened package: its key and the segments' associated data, and where
 /// each of the snapshot's memory chunks is in the bundle, as runs of evenly spaced chunks.
 /// `None` if a chunk is not in the bundle's bytes (a snapshot read the general way).
-fn keyed_image(bundle: &OpenedBundle, memory: &SnapshotMemory<'_>) -> Option<KeyedImage> {
+/// `pad`: bytes before the package in the file.
+fn keyed_image(
+    bundle: &OpenedBundle,
+    memory: &SnapshotMemory<'_>,
+    pad: usize,
+) -> Option<KeyedImage> {
     const CHUNK: u64 = CHUNK_SIZE as u64;
     let plain = bundle.plaintext();
     let base = plain.as_ptr().addr();
@@ -699,7 +714,7 @@ fn keyed_image(bundle: &OpenedBundle, memory: &SnapshotMemory<'_>) -> Option<Key
     Some(KeyedImage {
         key: opening.key.clone(),
         aad: opening.aad.clone(),
-        skip: HEADER_LEN as u64,
+        skip: (pad + HEADER_LEN) as u64,
         plaintext_len: opening.plaintext_len as u64,
         segment: SEGMENT as u32,
         runs,
@@ -765,13 +780,18 @@ impl DestinationEnv for Env<'_> {
         if KeyId(offer.binding.key_id()) != *key {
             return Err(sojourn_migration::protocol::reason::WRONG_KEY.into());
         }
-        // Opened where it arrived: no copy of the package or of the snapshot in it. Each
-        // segment is written to the store as it arrived just before it is decrypted there: the
-        // package becomes the object's durable memory image (a keyed image, opened with the
-        // package key the store keeps sealed), with no copy and no second encryption of it.
+        // Opened where it arrived: no copy of the package or of the snapshot in it. The
+        // package as it arrived becomes the object's durable memory image (a keyed image,
+        // opened with the package key the store keeps sealed), with no copy and no second
+        // encryption of it: written to the store while it arrived (an HTTP arrival, see
+        // `spool`), or here, each segment just before it is decrypted in place.
         let sealed = self.sealed.take().ok_or("no package")?;
         let store = &self.core.inner.store;
-        let writer = store.stage_keyed_image(&offer.binding.object_id).ok();
+        let spooled = self.spooled.take();
+        let writer = match spooled {
+            Some(_) => None,
+            None => store.stage_keyed_image(&offer.binding.object_id).ok(),
+        };
         let keep = |at: u64, bytes: &[u8]| {
             if let Some(w) = &writer {
                 // A failed write fails the image at `finish`; the commit then writes one.
@@ -802,7 +822,11 @@ impl DestinationEnv for Env<'_> {
             .map_err(|e| format!("package: snapshot: {e}"))?;
         let object = bundle.object_id();
         let len = memory.len();
-        let keyed = writer.and_then(|w| Some((w, keyed_image(&bundle, &memory)?)));
+        let keyed = match (spooled, writer) {
+            (Some(s), _) => keyed_image(&bundle, &memory, s.pad).map(|i| (Kept::Spooled(s), i)),
+            (None, Some(w)) => keyed_image(&bundle, &memory, 0).map(|i| (Kept::Writer(w), i)),
+            (None, None) => None,
+        };
         // Set when the object is refused: the image stops being written (a memory larger
         // than the object's descriptor allows is refused by the restore at once).
         let refused = std::sync::atomic::AtomicBool::new(false);
@@ -813,9 +837,13 @@ impl DestinationEnv for Env<'_> {
             let stager = std::thread::Builder::new()
                 .name("sojourn-stage".into())
                 .spawn_scoped(scope, move || match keyed {
-                    Some((writer, image)) => {
+                    Some((Kept::Writer(writer), image)) => {
                         writer.finish(len as u64, image).map_err(|e| e.to_string())
                     }
+                    Some((Kept::Spooled(s), image)) => s
+                        .writer
+                        .finish(len as u64, image)
+                        .map_err(|e| e.to_string()),
                     None => store
                         .stage_memory(&object, len, &mut |at, out| {
                             !refused.load(std::sync::atomic::Ordering::Relaxed)
@@ -862,6 +890,7 @@ impl HostCore {
         channel: Option<[u8; 32]>,
         source: &str,
         sealed: Option<Vec<u8>>,
+        spooled: Option<SpooledImage>,
     ) -> Result<Vec<ToSource>, ApiError> {
         let mut side = lock(&self.inner.dest);
         let side = &mut *side;
@@ -883,6 +912,7 @@ impl HostCore {
             channel,
             source,
             sealed,
+            spooled,
             prepared: None,
         };
         let effects = side.machine.on_message(msg, &mut env);
@@ -962,6 +992,7 @@ impl HostCore {
             Some(channel),
             &offer.source,
             None,
+            None,
         )?;
         let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
         for m in &out {
@@ -996,11 +1027,61 @@ impl HostCore {
         ))
     }
 
+    /// A spool for the package of `len` bytes of `transfer` sealed to `key`, if this host has
+    /// that offer open (see [`super::spool`]); `None` when there is no such offer or no file
+    /// or thread could be started: the server then reads the package, and the arrival
+    /// writes it as it opens it.
+    pub(crate) fn package_spool(&self, transfer: &str, key: &str, len: u64) -> Option<Spool> {
+        let transfer = TransferId(parse_hex(transfer, "transfer").ok()?);
+        let key = KeyId(parse_hex(key, "key").ok()?);
+        let object = {
+            let side = lock(&self.inner.dest);
+            let offer = side.offers.get(&transfer)?;
+            (KeyId(offer.binding.key_id()) == key).then_some(offer.binding.object_id)?
+        };
+        let len = usize::try_from(len).ok()?;
+        let writer = self.inner.store.stage_keyed_image(&object).ok()?;
+        Spool::start(writer, len)
+    }
+
+    /// [`HostCore::on_package`] of a package a [`Spool`] took.
+    pub(crate) fn on_spooled_package(
+        &self,
+        transfer: &str,
+        key: &str,
+        spool: Spool,
+    ) -> Result<MigrationAnswer, ApiError> {
+        let spooled = spool
+            .finish()
+            .map_err(|e| ApiError::new(ErrorCode::InvalidPackage, e))?;
+        let image = match spooled.image {
+            Ok(image) => {
+                let m = &self.inner.metrics;
+                m.packages_spooled
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                m.package_bytes_direct.fetch_add(
+                    image.writer.written_direct(),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                Some(image)
+            }
+            Err(e) => {
+                eprintln!(
+                    "sojourn host: transfer {transfer}: the package's image file was not \
+                     written ({e}); the arrival writes its memory image itself"
+                );
+                None
+            }
+        };
+        self.on_package(transfer, key, spooled.package, image)
+    }
+
     pub(crate) fn on_package(
         &self,
         transfer: &str,
         key: &str,
         sealed: Vec<u8>,
+        spooled: Option<SpooledImage>,
     ) -> Result<MigrationAnswer, ApiError> {
         let transfer = TransferId(parse_hex(transfer, "transfer")?);
         let key = KeyId(parse_hex(key, "key")?);
@@ -1010,6 +1091,7 @@ impl HostCore {
             None,
             "source",
             Some(sealed),
+            spooled,
         )?;
         self.answer_of(out, transfer)
     }
@@ -1019,7 +1101,14 @@ impl HostCore {
         req: MigrationStatusRequest,
     ) -> Result<MigrationAnswer, ApiError> {
         let transfer = TransferId(parse_hex(&req.transfer, "transfer")?);
-        let out = self.dest_step(ToDest::Status { transfer }, None, None, "source", None)?;
+        let out = self.dest_step(
+            ToDest::Status { transfer },
+            None,
+            None,
+            "source",
+            None,
+            None,
+        )?;
         self.answer_of(out, transfer)
     }
 
@@ -1033,6 +1122,7 @@ impl HostCore {
             None,
             None,
             "source",
+            None,
             None,
         )
         .map(|_| ())

@@ -18,6 +18,7 @@ pub mod head;
 pub mod metrics;
 pub mod migrate;
 pub mod run;
+mod spool;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -1601,7 +1602,30 @@ impl HostControl for HostCore {
         key: &str,
         sealed: Vec<u8>,
     ) -> Result<MigrationAnswer, ApiError> {
-        self.on_package(transfer, key, sealed)
+        self.on_package(transfer, key, sealed, None)
+    }
+
+    fn migration_package_spool(
+        &self,
+        transfer: &str,
+        key: &str,
+        len: u64,
+    ) -> Option<Box<dyn sojourn_api::PackageSpool>> {
+        self.package_spool(transfer, key, len)
+            .map(|s| Box::new(s) as Box<dyn sojourn_api::PackageSpool>)
+    }
+
+    fn migration_package_spooled(
+        &self,
+        transfer: &str,
+        key: &str,
+        spool: Box<dyn sojourn_api::PackageSpool>,
+    ) -> Result<MigrationAnswer, ApiError> {
+        let spool = spool
+            .into_any()
+            .downcast::<spool::Spool>()
+            .map_err(|_| internal("a spool of another kind"))?;
+        self.on_spooled_package(transfer, key, *spool)
     }
 
     fn migration_status(

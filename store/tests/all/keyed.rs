@@ -151,6 +151,68 @@ fn a_keyed_image_reads_back_as_the_memory_its_runs_lay_out() {
     }
 }
 
+/// Whether files in `dir` can be opened for direct I/O.
+fn direct_io_in(dir: &std::path::Path) -> bool {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(dir.join("probe"))
+        .is_ok()
+}
+
+#[test]
+fn aligned_pieces_of_a_keyed_image_go_to_the_device_directly_and_read_back_the_same() {
+    use sojourn_store::DIRECT_ALIGN;
+    let dir = tempdir();
+    populated(dir.path());
+    let s = open(dir.path());
+    let file = sealed_file(&[7; 32], b"binding");
+    // The file's bytes at an aligned address, so that aligned offsets are aligned in memory.
+    let mut raw = vec![0u8; file.len() + DIRECT_ALIGN];
+    let skew = raw.as_ptr().addr().next_multiple_of(DIRECT_ALIGN) - raw.as_ptr().addr();
+    let buf = &mut raw[skew..skew + file.len()];
+    buf.copy_from_slice(&file);
+    let w = s.stage_keyed_image(&id(1)).unwrap();
+    // Aligned blocks of 8 KiB, but for the first (written from a copy: a misaligned address)
+    // and the tail shorter than a block.
+    let aligned = file.len() / DIRECT_ALIGN * DIRECT_ALIGN;
+    let mut copy = vec![0u8; 2 * DIRECT_ALIGN + 1];
+    copy[1..].copy_from_slice(&buf[..2 * DIRECT_ALIGN]);
+    w.write_at(0, &copy[1..]).unwrap();
+    for at in (2 * DIRECT_ALIGN..aligned).step_by(2 * DIRECT_ALIGN) {
+        let end = (at + 2 * DIRECT_ALIGN).min(aligned);
+        w.write_at(at as u64, &buf[at..end]).unwrap();
+    }
+    w.write_at(aligned as u64, &buf[aligned..]).unwrap();
+    assert_eq!(w.written(), file.len() as u64);
+    let direct = (aligned - 2 * DIRECT_ALIGN) as u64;
+    if direct_io_in(dir.path()) {
+        assert_eq!(w.written_direct(), direct);
+    } else {
+        assert_eq!(w.written_direct(), 0);
+    }
+    let staged = w
+        .finish(MEMORY_LEN as u64, layout([7; 32], b"binding"))
+        .unwrap();
+    commit(
+        &s,
+        vec![Op::PutStagedMemory {
+            id: id(1),
+            memory: staged,
+        }],
+    );
+    assert_eq!(std::fs::read(image_file(dir.path(), 1)).unwrap(), file);
+    assert_eq!(s.load(&id(1)).unwrap().unwrap().memory, expected_memory());
+    drop(s);
+    assert_eq!(
+        open(dir.path()).load(&id(1)).unwrap().unwrap().memory,
+        expected_memory()
+    );
+}
+
 #[test]
 fn a_changed_byte_of_a_keyed_image_is_refused_at_open() {
     let dir = tempdir();

@@ -1,0 +1,357 @@
+//! An arriving migration package, taken as it arrives: the API server pushes each piece of the
+//! request body to a [`Spool`] instead of into a buffer of its own, and the spool's thread
+//! copies the pieces into the package buffer (the one the arrival opens in place) and, while
+//! the rest arrives, writes the whole blocks it has to a keyed image file of the store with
+//! direct I/O: no page-cache copy and no writeback on the host's cores, which the transfer
+//! needs, and no write after the last byte but the file's tail. Once the package has opened,
+//! the arrival finishes the file with the package key and where the memory's chunks are
+//! (`migrate::keyed_image`): the package as it arrived is the object's durable memory image.
+//!
+//! The file holds `pad` zero bytes before the package, so that every block has the same
+//! alignment in the file as in memory (direct I/O needs both): `pad` is the package buffer's
+//! address modulo [`DIRECT_ALIGN`]. The keyed image skips them with the package header.
+//!
+//! Nothing here trusts the bytes: they are ciphertext, checked when the package is opened.
+//! A body that ends early or runs long gives no package; a failed write only loses the file,
+//! not the package (the arrival then seals its memory image itself). Dropped before the
+//! package is taken, the spool's thread ends and the file is deleted.
+
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use sojourn_store::{KeyedImageWriter, DIRECT_ALIGN};
+
+/// Direct writes of at most this much (2 MiB) at a time.
+const BLOCK: usize = 2 << 20;
+
+/// A package arriving into its buffer and a keyed image file (see the module docs).
+pub(crate) struct Spool {
+    pieces: Option<Sender<Bytes>>,
+    worker: Option<JoinHandle<Result<Spooled, String>>>,
+}
+
+/// A whole package taken by a [`Spool`].
+pub(crate) struct Spooled {
+    /// The package, as it arrived.
+    pub(crate) package: Vec<u8>,
+    /// Its image file, every byte written, with `pad` bytes before the package; `Err` (why)
+    /// if it could not be written.
+    pub(crate) image: Result<SpooledImage, String>,
+}
+
+/// The file a [`Spool`] wrote: `pad` zero bytes, then the package.
+pub(crate) struct SpooledImage {
+    pub(crate) writer: KeyedImageWriter,
+    pub(crate) pad: usize,
+}
+
+impl Spool {
+    /// Starts taking a package of `len` bytes, written to `writer`'s file as it comes.
+    /// `None` if no thread could be started.
+    pub(crate) fn start(writer: KeyedImageWriter, len: usize) -> Option<Spool> {
+        let (tx, rx) = channel::<Bytes>();
+        let worker = std::thread::Builder::new()
+            .name("sojourn-spool".into())
+            .spawn(move || take(rx, writer, len))
+            .ok()?;
+        Some(Spool {
+            pieces: Some(tx),
+            worker: Some(worker),
+        })
+    }
+
+    /// The package, once every piece has been pushed, and its image file (all of it written).
+    pub(crate) fn finish(mut self) -> Result<Spooled, String> {
+        drop(self.pieces.take());
+        self.worker
+            .take()
+            .ok_or("the spool has no thread")?
+            .join()
+            .map_err(|_| "the spool's thread stopped".to_string())?
+    }
+}
+
+impl sojourn_api::PackageSpool for Spool {
+    fn push(&mut self, bytes: Bytes) {
+        if let Some(tx) = &self.pieces {
+            // A worker that stopped has its reason for `finish`.
+            let _ = tx.send(bytes);
+        }
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
+        self
+    }
+}
+
+/// The pieces of a package of `len` bytes, in order, as they arrive.
+struct Pieces {
+    rx: Receiver<Bytes>,
+    current: Bytes,
+    got: usize,
+}
+
+impl Pieces {
+    /// Fills `out` from the pieces; `false` if they end first.
+    fn fill(&mut self, mut out: &mut [u8]) -> bool {
+        while !out.is_empty() {
+            if self.current.is_empty() {
+                match self.rx.recv() {
+                    Ok(next) => self.current = next,
+                    Err(_) => return false,
+                }
+            }
+            let n = self.current.len().min(out.len());
+            let (now, rest) = std::mem::take(&mut out).split_at_mut(n);
+            now.copy_from_slice(&self.current.split_to(n));
+            self.got += n;
+            out = rest;
+        }
+        true
+    }
+
+    /// The bytes taken, once the pieces end; an error if more follow.
+    fn end(mut self) -> Result<usize, String> {
+        while self.current.is_empty() {
+            match self.rx.recv() {
+                Ok(next) => self.current = next,
+                Err(_) => return Ok(self.got),
+            }
+        }
+        Err("the package is longer than it declared".into())
+    }
+}
+
+/// The lengths the package is cut into: up to the first offset whose file position is
+/// aligned, whole blocks, the aligned rest, and a tail shorter than [`DIRECT_ALIGN`].
+fn piece_lengths(len: usize, pad: usize) -> Vec<usize> {
+    let first = ((DIRECT_ALIGN - pad % DIRECT_ALIGN) % DIRECT_ALIGN).min(len);
+    let mut out = vec![first];
+    let mut left = len - first;
+    while left >= BLOCK {
+        out.push(BLOCK);
+        left -= BLOCK;
+    }
+    let aligned = left / DIRECT_ALIGN * DIRECT_ALIGN;
+    out.extend([aligned, left - aligned]);
+    out.retain(|&n| n > 0);
+    out
+}
+
+/// The spool's thread: copies the pieces into the package buffer and hands each filled block
+/// to a writing thread, which writes it at its place in the file while the next is filled.
+fn take(rx: Receiver<Bytes>, writer: KeyedImageWriter, len: usize) -> Result<Spooled, String> {
+    // Zeroed by the allocator without a write (fresh pages); mapped in ahead of the copy on
+    // another thread.
+    let mut package = vec![0u8; len];
+    sojourn_mem::advise(&mut package);
+    sojourn_mem::prefault_bytes_in_background(&mut package);
+    let pad = package.as_ptr().addr() % DIRECT_ALIGN;
+    let mut pieces = Pieces {
+        rx,
+        current: Bytes::new(),
+        got: 0,
+    };
+    let (complete, written) = std::thread::scope(|scope| {
+        let (tx, blocks) = channel::<(u64, &[u8])>();
+        let writing = std::thread::Builder::new()
+            .name("sojourn-spool-write".into())
+            .spawn_scoped(scope, || write_blocks(&writer, pad, blocks));
+        let mut rest: &mut [u8] = &mut package;
+        let mut at = pad as u64;
+        let mut complete = true;
+        for n in piece_lengths(len, pad) {
+            let Some((piece, after)) = std::mem::take(&mut rest).split_at_mut_checked(n) else {
+                complete = false;
+                break;
+            };
+            rest = after;
+            if !pieces.fill(piece) {
+                complete = false;
+                break;
+            }
+            let piece: &[u8] = piece;
+            // A writer that stopped is reported by its join.
+            let _ = tx.send((at, piece));
+            at += n as u64;
+        }
+        drop(tx);
+        let written = match writing {
+            Ok(h) => h
+                .join()
+                .unwrap_or_else(|_| Err("the writing thread stopped".into())),
+            Err(e) => Err(format!("cannot start the writing thread: {e}")),
+        };
+        (complete, written)
+    });
+    let got = pieces.end()?;
+    if !complete || got != len {
+        return Err(format!("the package ended after {got} of its {len} bytes"));
+    }
+    Ok(Spooled {
+        package,
+        image: written.map(|()| SpooledImage { writer, pad }),
+    })
+}
+
+/// Writes the `pad` zero bytes, then each block at its offset, until the blocks end; stops
+/// writing at the first failure (the rest are still received, so the package is whole).
+fn write_blocks(
+    writer: &KeyedImageWriter,
+    pad: usize,
+    blocks: Receiver<(u64, &[u8])>,
+) -> Result<(), String> {
+    let mut outcome = match pad {
+        0 => Ok(()),
+        _ => writer
+            .write_at(0, &[0u8; DIRECT_ALIGN][..pad])
+            .map_err(|e| e.to_string()),
+    };
+    for (at, block) in blocks {
+        if outcome.is_ok() {
+            outcome = writer.write_at(at, block).map_err(|e| e.to_string());
+        }
+    }
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use sojourn_api::PackageSpool as _;
+    use sojourn_store::{SealingKey, Store};
+
+    struct Dir(std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn store() -> (Dir, Store) {
+        let mut r = [0u8; 8];
+        getrandom::fill(&mut r).unwrap();
+        let d = std::env::temp_dir().join(format!("sojourn-spool-{}", hex::encode(r)));
+        std::fs::create_dir_all(&d).unwrap();
+        let s = Store::open(&d, SealingKey::from_bytes([5; 32])).unwrap();
+        (Dir(d), s)
+    }
+
+    fn direct_io_in(dir: &std::path::Path) -> bool {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(dir.join("probe"))
+            .is_ok()
+    }
+
+    fn package(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 + i / 4099) as u8).collect()
+    }
+
+    /// Pushes `bytes` in pieces of irregular sizes.
+    fn push_all(spool: &mut Spool, bytes: &[u8]) {
+        let mut at = 0;
+        let mut k = 1usize;
+        while at < bytes.len() {
+            let n = (k * 7919 % 70_001 + 1).min(bytes.len() - at);
+            spool.push(Bytes::copy_from_slice(&bytes[at..at + n]));
+            at += n;
+            k += 1;
+        }
+    }
+
+    #[test]
+    fn a_spool_takes_the_whole_package_and_writes_every_byte_of_its_file() {
+        let (_dir, s) = store();
+        for len in [300, 3 * BLOCK + 12_345] {
+            let bytes = package(len);
+            let mut spool = Spool::start(s.stage_keyed_image(&[1; 16]).unwrap(), len).unwrap();
+            push_all(&mut spool, &bytes);
+            let spooled = spool.finish().unwrap();
+            assert!(spooled.package == bytes, "{len}");
+            let image = spooled.image.unwrap();
+            assert!(image.pad < DIRECT_ALIGN);
+            assert_eq!(image.writer.written(), (image.pad + len) as u64);
+            // All but the partial blocks at either end went to the device directly.
+            let head = ((DIRECT_ALIGN - image.pad) % DIRECT_ALIGN).min(len);
+            let tail = (len - head) % DIRECT_ALIGN;
+            let direct = if direct_io_in(s.path().parent().unwrap()) {
+                len - head - tail
+            } else {
+                0
+            };
+            assert_eq!(image.writer.written_direct(), direct as u64, "{len}");
+        }
+    }
+
+    #[test]
+    fn a_package_that_ends_early_or_runs_long_is_not_taken() {
+        let (_dir, s) = store();
+        let len = BLOCK + 5000;
+        let bytes = package(len + 10);
+        for given in [0, 100, len - 1, len + 1, len + 10] {
+            let mut spool = Spool::start(s.stage_keyed_image(&[2; 16]).unwrap(), len).unwrap();
+            push_all(&mut spool, &bytes[..given]);
+            let err = spool.finish().err().unwrap();
+            assert!(
+                err.contains("ended after") || err.contains("longer than"),
+                "{given}: {err}"
+            );
+        }
+        // A spool dropped before it finished leaves no file behind.
+        let mut spool = Spool::start(s.stage_keyed_image(&[3; 16]).unwrap(), len).unwrap();
+        push_all(&mut spool, &bytes[..len / 2]);
+        drop(spool);
+        let files = || {
+            std::fs::read_dir(
+                s.path()
+                    .parent()
+                    .unwrap()
+                    .join(sojourn_store::raw::MEMORY_DIR),
+            )
+            .map(|d| d.count())
+            .unwrap_or(0)
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while files() > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(files(), 0);
+    }
+
+    #[test]
+    fn pieces_cover_the_package_and_all_but_the_ends_are_aligned_in_the_file() {
+        for len in [
+            0,
+            1,
+            100,
+            4095,
+            4096,
+            4097,
+            BLOCK,
+            BLOCK + 5,
+            3 * BLOCK + 12_345,
+        ] {
+            for pad in [0, 16, 4000, 4095] {
+                let lengths = piece_lengths(len, pad);
+                assert_eq!(lengths.iter().sum::<usize>(), len, "{len} {pad}");
+                let mut at = pad;
+                for (i, &n) in lengths.iter().enumerate() {
+                    assert!(n > 0 && n <= BLOCK);
+                    let inner = i > 0 && i + 1 < lengths.len();
+                    if inner {
+                        assert_eq!(at % DIRECT_ALIGN, 0, "{len} {pad} piece {i}");
+                        assert_eq!(n % DIRECT_ALIGN, 0, "{len} {pad} piece {i}");
+                    }
+                    at += n;
+                }
+            }
+        }
+    }
+}
