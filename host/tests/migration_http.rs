@@ -174,18 +174,6 @@ impl Daemon {
     }
 }
 
-/// Whether files in `dir` can be opened for direct I/O.
-fn direct_io_in(dir: &Path) -> bool {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(dir.join("probe"))
-        .is_ok()
-}
-
 /// Waits until `done` holds for the object on `core`.
 fn wait(core: &HostCore, id: &str, what: &str, done: impl Fn(&sojourn_api::ObjectDetail) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -246,7 +234,7 @@ fn a_package_taken_as_it_arrives_is_the_objects_memory_image_and_survives_a_rest
     let m = b.core.metrics();
     assert_eq!(m.packages_spooled.load(Ordering::Relaxed), 1);
     let direct = m.package_bytes_direct.load(Ordering::Relaxed);
-    if direct_io_in(&dir_b) {
+    if sojourn_store::direct_io_supported(&dir_b) {
         // All but a partial block at either end.
         let floor = report.package_bytes - 2 * 4096;
         assert!(

@@ -748,16 +748,24 @@ where
                 outcome = run(group, work);
             }
         }
-        for h in handles {
-            let r = h
-                .join()
-                .unwrap_or_else(|_| Err(PassError::Worker("a thread panicked".into())));
-            if outcome.is_ok() {
-                outcome = r;
-            }
-        }
-        outcome
+        join_workers(handles, outcome)
     })
+}
+
+/// Joins every worker; the first failure, this thread's (`outcome`) first, is the result.
+fn join_workers(
+    handles: Vec<thread::ScopedJoinHandle<'_, Result<(), PassError>>>,
+    mut outcome: Result<(), PassError>,
+) -> Result<(), PassError> {
+    for h in handles {
+        let r = h
+            .join()
+            .unwrap_or_else(|_| Err(PassError::Worker("a thread panicked".into())));
+        if outcome.is_ok() {
+            outcome = r;
+        }
+    }
+    outcome
 }
 
 /// Hands every segment to `keep`, in order, on the calling thread, and runs `work` on each
@@ -837,15 +845,7 @@ where
         if outcome.is_ok() {
             outcome = drain();
         }
-        for h in handles {
-            let r = h
-                .join()
-                .unwrap_or_else(|_| Err(PassError::Worker("a thread panicked".into())));
-            if outcome.is_ok() {
-                outcome = r;
-            }
-        }
-        outcome
+        join_workers(handles, outcome)
     })
 }
 

@@ -75,7 +75,9 @@ mod store;
 
 pub use error::{RecordRef, StoreError, Table};
 pub use key::{SealingKey, SealingKeySource, SnpDerivedKey, SnpRootKey, SoftwareKeyFile};
-pub use memfile::{ImageRun, KeyedImage, KeyedImageWriter, StagedMemory, DIRECT_ALIGN};
+pub use memfile::{
+    direct_io_supported, ImageRun, KeyedImage, KeyedImageWriter, StagedMemory, DIRECT_ALIGN,
+};
 pub use store::Store;
 
 /// A 16-byte object id.

@@ -675,6 +675,22 @@ fn direct_aligned(offset: u64, bytes: &[u8]) -> bool {
         && !bytes.is_empty()
 }
 
+/// Whether files in `dir` can be opened for direct I/O, as [`KeyedImageWriter::write_at`]
+/// opens its file for aligned writes (it creates and removes a probe file). Where not, every
+/// write goes through the page cache.
+pub fn direct_io_supported(dir: &Path) -> bool {
+    let probe = dir.join(".direct-io-probe");
+    let made = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&probe)
+        .is_ok();
+    let direct = made && open_direct(&probe).is_some();
+    let _ = std::fs::remove_file(&probe);
+    direct
+}
+
 #[cfg(target_os = "linux")]
 fn open_direct(path: &Path) -> Option<File> {
     use std::os::unix::fs::OpenOptionsExt as _;

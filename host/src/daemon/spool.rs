@@ -239,17 +239,6 @@ mod tests {
         (Dir(d), s)
     }
 
-    fn direct_io_in(dir: &std::path::Path) -> bool {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(dir.join("probe"))
-            .is_ok()
-    }
-
     fn package(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 7 + i / 4099) as u8).collect()
     }
@@ -281,7 +270,7 @@ mod tests {
             // All but the partial blocks at either end went to the device directly.
             let head = ((DIRECT_ALIGN - image.pad) % DIRECT_ALIGN).min(len);
             let tail = (len - head) % DIRECT_ALIGN;
-            let direct = if direct_io_in(s.path().parent().unwrap()) {
+            let direct = if sojourn_store::direct_io_supported(s.path().parent().unwrap()) {
                 len - head - tail
             } else {
                 0

@@ -151,18 +151,6 @@ fn a_keyed_image_reads_back_as_the_memory_its_runs_lay_out() {
     }
 }
 
-/// Whether files in `dir` can be opened for direct I/O.
-fn direct_io_in(dir: &std::path::Path) -> bool {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(dir.join("probe"))
-        .is_ok()
-}
-
 #[test]
 fn aligned_pieces_of_a_keyed_image_go_to_the_device_directly_and_read_back_the_same() {
     use sojourn_store::DIRECT_ALIGN;
@@ -189,7 +177,7 @@ fn aligned_pieces_of_a_keyed_image_go_to_the_device_directly_and_read_back_the_s
     w.write_at(aligned as u64, &buf[aligned..]).unwrap();
     assert_eq!(w.written(), file.len() as u64);
     let direct = (aligned - 2 * DIRECT_ALIGN) as u64;
-    if direct_io_in(dir.path()) {
+    if sojourn_store::direct_io_supported(dir.path()) {
         assert_eq!(w.written_direct(), direct);
     } else {
         assert_eq!(w.written_direct(), 0);
