@@ -816,40 +816,50 @@ impl DestinationEnv for Env<'_> {
         // The kept package is made durable as the object's memory image (not yet committed)
         // on a second thread while this one restores the object; where it could not be kept,
         // that thread seals and writes the memory from the snapshot's bytes instead. The
-        // arrival's commit then only records the file; if that thread cannot start or fails,
-        // the commit writes the image itself.
-        let memory = SnapshotMemory::parse(bundle.snapshot())
-            .map_err(|e| format!("package: snapshot: {e}"))?;
+        // arrival's commit then only records the file; if that thread cannot start or fails
+        // (a snapshot it cannot read, which the restore refuses too), the commit writes the
+        // image itself.
         let object = bundle.object_id();
-        let len = memory.len();
-        let keyed = match (spooled, writer) {
-            (Some(s), _) => keyed_image(&bundle, &memory, s.pad).map(|i| (Kept::Spooled(s), i)),
-            (None, Some(w)) => keyed_image(&bundle, &memory, 0).map(|i| (Kept::Writer(w), i)),
+        let kept = match (spooled, writer) {
+            (Some(s), _) => Some(Kept::Spooled(s)),
+            (None, Some(w)) => Some(Kept::Writer(w)),
             (None, None) => None,
         };
         // Set when the object is refused: the image stops being written (a memory larger
         // than the object's descriptor allows is refused by the restore at once).
         let refused = std::sync::atomic::AtomicBool::new(false);
         let (prepared, staged) = std::thread::scope(|scope| {
-            let (memory, refused) = (&memory, &refused);
-            // The kept package is made durable (or, where it could not be kept, the memory
-            // image is sealed and written) beside the restore.
+            let (bundle, refused) = (&bundle, &refused);
+            // The snapshot's memory is read there too (where its chunks are in the package),
+            // beside the restore, which reads the snapshot for itself.
             let stager = std::thread::Builder::new()
                 .name("sojourn-stage".into())
-                .spawn_scoped(scope, move || match keyed {
-                    Some((Kept::Writer(writer), image)) => {
-                        writer.finish(len as u64, image).map_err(|e| e.to_string())
+                .spawn_scoped(scope, move || {
+                    let memory =
+                        SnapshotMemory::parse(bundle.snapshot()).map_err(|e| e.to_string())?;
+                    let len = memory.len();
+                    let keyed = kept.and_then(|k| {
+                        let pad = match &k {
+                            Kept::Spooled(s) => s.pad,
+                            Kept::Writer(_) => 0,
+                        };
+                        Some((k, keyed_image(bundle, &memory, pad)?))
+                    });
+                    match keyed {
+                        Some((Kept::Writer(writer), image)) => {
+                            writer.finish(len as u64, image).map_err(|e| e.to_string())
+                        }
+                        Some((Kept::Spooled(s), image)) => s
+                            .writer
+                            .finish(len as u64, image)
+                            .map_err(|e| e.to_string()),
+                        None => store
+                            .stage_memory(&object, len, &mut |at, out| {
+                                !refused.load(std::sync::atomic::Ordering::Relaxed)
+                                    && memory.copy_into(at, out)
+                            })
+                            .map_err(|e| e.to_string()),
                     }
-                    Some((Kept::Spooled(s), image)) => s
-                        .writer
-                        .finish(len as u64, image)
-                        .map_err(|e| e.to_string()),
-                    None => store
-                        .stage_memory(&object, len, &mut |at, out| {
-                            !refused.load(std::sync::atomic::Ordering::Relaxed)
-                                && memory.copy_into(at, out)
-                        })
-                        .map_err(|e| e.to_string()),
                 });
             let prepared = self
                 .core
