@@ -483,6 +483,7 @@ fn main() {
     }
 
     let mut rows = Vec::new();
+    let mut per_run = Vec::new();
     for &mib in &sizes {
         let mut samples = Vec::new();
         let mut floors = Vec::new();
@@ -549,6 +550,21 @@ fn main() {
         let total = col(|s| s.total);
         let durable = median(floors.iter().map(|f| f.2).collect());
         let fresh = median(floors.iter().map(|f| f.3).collect());
+        // The floor's TLS send varies between runs several times more than the migration
+        // does, so the ratio is also given per run, against the floor measured right after.
+        let ratios: Vec<f64> = samples
+            .iter()
+            .zip(&floors)
+            .map(|(s, f)| s.total / (f.0 + f.1))
+            .collect();
+        per_run.push(format!(
+            "{mib} MiB: total / floor per run: median {:.2}×, {:.2}–{:.2}×, {} of {} at or under 2×",
+            median(ratios.clone()),
+            ratios.iter().copied().fold(f64::INFINITY, f64::min),
+            ratios.iter().copied().fold(0.0, f64::max),
+            ratios.iter().filter(|r| **r <= 2.0).count(),
+            ratios.len(),
+        ));
         let cpu = median(cpus.iter().map(|c| c.0).collect());
         let fcpu = median(cpus.iter().map(|c| c.1).collect());
         rows.push(format!(
@@ -579,7 +595,12 @@ fn main() {
         println!("{r}");
     }
     println!();
+    for r in per_run {
+        println!("{r}");
+    }
+    println!();
     println!("total: wall time of `HostControl::migrate` at the source; downtime: the object quiesced until the source's decision; steps (ms) as the source measured them; seal includes the `Sent` commit and the snapshot, and overlaps the start of the transfer (parts are sent as they are sealed); transfer includes the destination's open, restore, lineage verify and durable commit;");
+    println!("total/floor: the median total over the median floor; the lines under the table give it per run, each migration against the floor measured right after it.");
     println!("floor: one AES-256-GCM seal (ring) of the package's byte count + one TLS 1.3 loopback connection (handshake included) carrying it to a receiver that reads it all and answers one byte.");
     println!("not in the floor, for context: durable write = the same bytes written to a new file beside the destination's store and fsync'ed (its durable commit must do at least that); fresh-buffer copy = the same bytes copied into a newly allocated buffer (page faults: the pipeline touches new memory for the package at each end and for the restored instance's memory).");
     println!("CPU ms: CPU time of the whole process (all threads, CLOCK_PROCESS_CPUTIME_ID) during the migration and during the floor; with {} cores, wall time is at least CPU / cores.", std::thread::available_parallelism().map_or(0, |n| n.get()));
