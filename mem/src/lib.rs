@@ -1,4 +1,6 @@
-//! Large buffers on transparent huge pages, and prefaulted on another thread.
+//! Large buffers on transparent huge pages, and prefaulted on another thread; pages moved into
+//! a linear memory instead of copied ([`AnonPages`]); and which pages of a memory were written
+//! since the last look, from the kernel instead of a copy to compare with ([`WriteTracker`]).
 //!
 //! The first touch of fresh anonymous memory costs a page fault per page. For a 64 MiB buffer
 //! in 4 KiB pages that is 16,384 faults, each allocating, zeroing and mapping one page: on the
@@ -37,6 +39,15 @@
 //! private memory and do not report free pages, so `Auto` advises there.
 
 #![deny(unsafe_code)]
+
+mod anon;
+mod tracking;
+
+pub use anon::AnonPages;
+pub use tracking::{write_tracking_available, WriteTracker};
+
+/// Base pages: 4 KiB on x86-64 and on aarch64 as configured by the clouds' images.
+pub const PAGE: usize = 4096;
 
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -244,9 +255,6 @@ fn page_range(region: &mut [MaybeUninit<u8>]) -> Option<(usize, usize)> {
 
 /// [`prefault_in_background`] maps this much at a time (a multiple of [`PAGE`]).
 const PREFAULT_CHUNK: usize = 2 << 20;
-
-/// Base pages: 4 KiB on x86-64 and on aarch64 as configured by the clouds' images.
-const PAGE: usize = 4096;
 
 /// The whole base pages inside `[start, start + len)`: (offset from `start`, length).
 fn pages_inside(start: usize, len: usize) -> Option<(usize, usize)> {
