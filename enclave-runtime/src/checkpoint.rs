@@ -21,7 +21,7 @@ use ciborium::Value as Cbor;
 use sojourn_policy::{canonical, Descriptor};
 
 use crate::engine::{ObjectEngine, ObjectModule};
-use crate::object::{MemoryShadow, ResidentObject};
+use crate::object::{MemoryShadow, Persisted, ResidentObject};
 use crate::snapshot::{field_err, restore_parts, MapView, SnapshotError, CHUNK};
 use crate::RuntimeError;
 
@@ -68,15 +68,37 @@ impl ResidentObject {
         let mut memory = None;
         if let Some(mem) = self.store.data().memory {
             let data = mem.data(&self.store);
-            match self.persisted.as_mut() {
+            let tracked = match self.persisted.as_mut() {
                 // Nothing ran since the last checkpoint: memory is what it holds.
-                Some(_) if !self.ran_since_checkpoint => {}
-                Some(shadow) => shadow.sync_into(data, &mut dirty),
-                None => {
-                    let whole = Arc::new(memory_in(buffer, data));
-                    self.persisted = Some(MemoryShadow::shared(Arc::clone(&whole)));
-                    memory = Some(whole);
+                Some(_) if !self.ran_since_checkpoint => true,
+                Some(Persisted::Copy(shadow)) => {
+                    shadow.sync_into(data, &mut dirty);
+                    true
                 }
+                Some(Persisted::Tracked { tracker, len }) => {
+                    match tracker.take_written(&mem, &self.store) {
+                        Ok(written) => {
+                            written_chunks(data, *len, &written, &mut dirty);
+                            *len = data.len();
+                            true
+                        }
+                        // Unknown what changed: a whole checkpoint.
+                        Err(_) => false,
+                    }
+                }
+                None => false,
+            };
+            if !tracked {
+                let whole = Arc::new(memory_in(buffer, data));
+                self.persisted = Some(match self.track(&mem) {
+                    Ok(tracker) => Persisted::Tracked {
+                        tracker,
+                        len: data.len(),
+                    },
+                    Err(_) => Persisted::Copy(MemoryShadow::shared(Arc::clone(&whole))),
+                });
+                dirty.clear();
+                memory = Some(whole);
             }
         }
         self.ran_since_checkpoint = false;
@@ -104,9 +126,19 @@ impl ResidentObject {
         // Zeroed if dropped unused (on an error, or for an object without memory).
         let buffer = zeroize::Zeroizing::new(buffer);
         let exec = self.exec_bytes()?;
-        if self.store.data().memory.is_some() {
-            self.persisted = None;
-            self.deferred_capture = Some(buffer);
+        if let Some(mem) = self.store.data().memory {
+            // Tracked from here, where the kernel can: no copy. Else the copy, deferred.
+            match self.track(&mem) {
+                Ok(tracker) => {
+                    let len = mem.data(&self.store).len();
+                    self.persisted = Some(Persisted::Tracked { tracker, len });
+                    self.deferred_capture = None;
+                }
+                Err(_) => {
+                    self.persisted = None;
+                    self.deferred_capture = Some(buffer);
+                }
+            }
         }
         self.ran_since_checkpoint = false;
         Ok(Checkpoint {
@@ -127,13 +159,21 @@ impl ResidentObject {
         };
         if let Some(mem) = self.store.data().memory {
             let buffer = memory_in(std::mem::take(&mut *owed), mem.data(&self.store));
-            self.persisted = Some(MemoryShadow::shared(Arc::new(buffer)));
+            self.persisted = Some(Persisted::Copy(MemoryShadow::shared(Arc::new(buffer))));
         }
     }
 
     /// Whether [`ResidentObject::checkpoint_stored_memory`]'s copy of memory is still owed.
     pub fn checkpoint_unsettled(&self) -> bool {
         self.deferred_capture.is_some()
+    }
+
+    /// Starts tracking writes to `mem`, if the engine allows it and the kernel can.
+    fn track(&self, mem: &wasmtime::Memory) -> std::io::Result<sojourn_mem::WriteTracker> {
+        if !self.write_tracking {
+            return Err(std::io::Error::other("write tracking is off"));
+        }
+        sojourn_mem::WriteTracker::track(mem, &self.store)
     }
 
     /// The execution-state bytes (module docs).
@@ -209,13 +249,21 @@ impl ResidentObject {
             }
         }
         merged.extend(over);
-        let mut obj = restore_parts(engine, module, descriptor, &m, merged.into_iter())?;
+        let mut obj = restore_parts(engine, module, descriptor, &m, merged.into_iter(), None)?;
         // Memory is what was stored: the copy the next checkpoint compares with is taken
         // before the object first runs or checkpoints (`settle_checkpoint`), not here, so
         // an object that does not run again holds no second copy of its memory.
-        if obj.store.data().memory.is_some() {
-            obj.persisted = None;
-            obj.deferred_capture = Some(zeroize::Zeroizing::new(Vec::new()));
+        if let Some(mem) = obj.store.data().memory {
+            match obj.track(&mem) {
+                Ok(tracker) => {
+                    let len = mem.data(&obj.store).len();
+                    obj.persisted = Some(Persisted::Tracked { tracker, len });
+                }
+                Err(_) => {
+                    obj.persisted = None;
+                    obj.deferred_capture = Some(zeroize::Zeroizing::new(Vec::new()));
+                }
+            }
         }
         obj.ran_since_checkpoint = false;
         Ok(obj)
@@ -232,6 +280,29 @@ fn memory_in(mut buffer: Vec<u8>, memory: &[u8]) -> Vec<u8> {
         .spare_capacity_mut()
         .fill(std::mem::MaybeUninit::new(0));
     buffer
+}
+
+/// The chunks of `data` in the `written` byte ranges, into `dirty`: every one below `len`
+/// (the memory's length at the last checkpoint: a written chunk may have changed, even to
+/// zeros), and above it only those not all zero (grown memory was zero).
+fn written_chunks(
+    data: &[u8],
+    len: usize,
+    written: &[std::ops::Range<usize>],
+    dirty: &mut Vec<(u32, Vec<u8>)>,
+) {
+    const _: () = assert!(CHUNK == sojourn_mem::PAGE);
+    for range in written {
+        let mut at = range.start - range.start % CHUNK;
+        while at < range.end.min(data.len()) {
+            if let Some(chunk) = data.get(at..at + CHUNK) {
+                if at < len || chunk.iter().any(|b| *b != 0) {
+                    dirty.push(((at / CHUNK) as u32, chunk.to_vec()));
+                }
+            }
+            at += CHUNK;
+        }
+    }
 }
 
 /// The chunk size checkpoints use (re-exported for stores).

@@ -15,6 +15,14 @@ pub const EPOCH_MS: u64 = 5;
 #[derive(Clone)]
 pub struct ObjectEngine {
     engine: Engine,
+    /// Whether checkpoints find written memory with the kernel's write tracking where it
+    /// has it (`sojourn_mem::WriteTracker`), instead of a copy of memory to compare with.
+    pub(crate) write_tracking: bool,
+    /// Whether memories are allocated on demand (wasmtime's default allocator, which unmaps
+    /// a memory when it is dropped): only then may a restore move pages into a memory
+    /// (`ResidentObject::restore_moving`). Known for [`ObjectEngine::new`]; a caller's config
+    /// may choose another allocator.
+    pub(crate) memories_on_demand: bool,
 }
 
 impl std::fmt::Debug for ObjectEngine {
@@ -39,15 +47,28 @@ pub fn deterministic_config() -> Config {
 }
 
 impl ObjectEngine {
+    /// The same engine, its objects' checkpoints comparing memory with a copy even where the
+    /// kernel could track writes (for tests of that path, and hosts that want it).
+    pub fn without_write_tracking(mut self) -> ObjectEngine {
+        self.write_tracking = false;
+        self
+    }
+
     /// A new engine with [`deterministic_config`].
     pub fn new() -> Result<ObjectEngine, RuntimeError> {
-        Self::with_config(deterministic_config())
+        let mut engine = Self::with_config(deterministic_config())?;
+        engine.memories_on_demand = true;
+        Ok(engine)
     }
 
     /// A new engine from a config (which must keep fuel and epoch interruption on).
     pub fn with_config(config: Config) -> Result<ObjectEngine, RuntimeError> {
         let engine = Engine::new(&config).map_err(|e| RuntimeError::Engine(e.to_string()))?;
-        Ok(ObjectEngine { engine })
+        Ok(ObjectEngine {
+            engine,
+            write_tracking: true,
+            memories_on_demand: false,
+        })
     }
 
     /// The underlying wasmtime engine.

@@ -150,6 +150,19 @@ impl MemoryShadow {
     }
 }
 
+/// How a checkpoint finds what changed in memory since the previous one.
+#[derive(Debug)]
+pub(crate) enum Persisted {
+    /// A copy of memory as last checkpointed, compared chunk by chunk.
+    Copy(MemoryShadow),
+    /// The kernel's record of the pages written since ([`sojourn_mem::WriteTracker`]): no
+    /// copy, no comparison. `len` is the memory's length at the last checkpoint.
+    Tracked {
+        tracker: sojourn_mem::WriteTracker,
+        len: usize,
+    },
+}
+
 /// The raw result of calling into the guest.
 struct EntryRun {
     ret: Result<i64, String>,
@@ -175,14 +188,16 @@ pub struct ResidentObject {
     pub(crate) schedule: Schedule,
     pub(crate) status: Status,
     shadow: Option<MemoryShadow>,
-    /// Memory as of the last checkpoint (dirty tracking for incremental persistence); `None`
-    /// until the first checkpoint.
-    pub(crate) persisted: Option<MemoryShadow>,
+    /// What the next checkpoint finds the changed chunks with (incremental persistence):
+    /// `None` until the first checkpoint.
+    pub(crate) persisted: Option<Persisted>,
     /// Whether guest code has run since `persisted` was last brought up to date. Only guest
     /// code (an entry, through [`ResidentObject::call`]) writes or grows memory once the
     /// object exists, so while this is false memory equals `persisted` and a checkpoint need
     /// not compare them (64 MiB: ~5 ms each time).
     pub(crate) ran_since_checkpoint: bool,
+    /// Whether checkpoints may track writes instead of keeping a copy (the engine's setting).
+    pub(crate) write_tracking: bool,
     /// The buffer that [`ResidentObject::checkpoint_stored_memory`] (or
     /// [`ResidentObject::restore_checkpoint`], with an empty one) deferred the copy of memory
     /// into: while it is here, `persisted` is owed and memory is exactly what was stored.
@@ -331,6 +346,7 @@ impl ResidentObject {
             shadow,
             persisted: None,
             ran_since_checkpoint: true,
+            write_tracking: engine.write_tracking,
             deferred_capture: None,
             globals_image: Vec::new(),
             trust: None,
@@ -406,6 +422,12 @@ impl ResidentObject {
     pub fn inbox_len(&self) -> usize {
         self.inbox.len()
     }
+    /// Whether the next checkpoint finds written memory with the kernel's write tracking
+    /// (no copy of memory is kept), rather than by comparing with a copy.
+    pub fn memory_writes_tracked(&self) -> bool {
+        matches!(self.persisted, Some(Persisted::Tracked { .. }))
+    }
+
     /// Whether the object's module has a linear memory.
     pub fn has_memory(&self) -> bool {
         self.store.data().memory.is_some()

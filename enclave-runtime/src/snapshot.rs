@@ -439,25 +439,215 @@ impl ResidentObject {
         compile: &dyn Fn(&[u8]) -> Result<ObjectModule, RuntimeError>,
     ) -> Result<ResidentObject, RuntimeError> {
         let (_, _, body) = split(snapshot)?;
-        Self::restore_body_with(engine, body, compile)
+        Self::restore_body_with(engine, body, compile, None)
+    }
+
+    /// [`ResidentObject::restore_authenticated_with`] of the snapshot at `at` in `pages` (a
+    /// migration package received into anonymous pages of the host's own and opened there),
+    /// with the memory's pages moved out of `pages` into the new instance instead of copied
+    /// into fresh pages.
+    ///
+    /// Every run of at least [`MOVED_RUN_MIN`] consecutive chunks is moved, inside `pages`,
+    /// to a page boundary near where it lies (by less than a page plus the run's chunk
+    /// headers), and its pages are then moved to its place in the instance's memory
+    /// ([`sojourn_mem::AnonPages::move_into`]): no page of it is copied or faulted in again.
+    /// Shorter runs are copied, as a restore copies every chunk.
+    ///
+    /// This is only worth it where checkpoints track writes instead of keeping a copy of
+    /// memory (else the copy would need fresh pages later): where the engine or the kernel
+    /// does not, and where nothing can be moved (no run long enough, an engine whose
+    /// allocator is not known to allocate on demand, a snapshot in another shape than this
+    /// build writes), the memory is copied as in `restore_authenticated_with`.
+    ///
+    /// **`pages` from `at.start` on are overwritten**, so everything the caller needs from
+    /// there must be read first; what lies before `at` is untouched. Returns the object and
+    /// how many bytes of its memory were moved rather than copied.
+    pub fn restore_moving(
+        engine: &ObjectEngine,
+        pages: &mut sojourn_mem::AnonPages,
+        at: std::ops::Range<usize>,
+        compile: &dyn Fn(&[u8]) -> Result<ObjectModule, RuntimeError>,
+    ) -> Result<(ResidentObject, usize), RuntimeError> {
+        let base = pages.as_ptr() as usize;
+        let mut unlaid = None;
+        let mut obj = {
+            let snapshot = pages
+                .get(at.clone())
+                .ok_or(SnapshotError::NotASnapshot(0))?;
+            let (_, _, body) = split(snapshot)?;
+            Self::restore_body_with(engine, body, compile, Some(&mut unlaid))?
+        };
+        if let Some(unlaid) = unlaid {
+            // The chunks' addresses, as offsets in `pages`.
+            let chunks: Vec<(usize, usize)> = unlaid
+                .chunks
+                .iter()
+                .map(|&(offset, addr)| (offset, addr.wrapping_sub(base)))
+                .collect();
+            let moved = obj.lay_moving(engine, pages, at.start, unlaid.written, &chunks)?;
+            obj.reset_shadow();
+            return Ok((obj, moved));
+        }
+        Ok((obj, 0))
+    }
+
+    /// Lays the memory [`ResidentObject::restore_moving`] left unlaid: `chunks` are (offset
+    /// in memory, offset in `pages`), ascending in both, each [`CHUNK`] bytes (as the restore
+    /// placed them: checked, inside the memory, from the snapshot's bytes at or after
+    /// `floor`). Returns how many bytes of memory were moved rather than copied.
+    fn lay_moving(
+        &mut self,
+        engine: &ObjectEngine,
+        pages: &mut sojourn_mem::AnonPages,
+        floor: usize,
+        written: usize,
+        chunks: &[(usize, usize)],
+    ) -> Result<usize, RuntimeError> {
+        let mem = self
+            .store
+            .data()
+            .memory
+            .ok_or_else(|| field_err("memory_pages", "object has no memory"))?;
+        let page = sojourn_mem::PAGE;
+        let inside = chunks.iter().all(|&(_, at)| {
+            at >= floor && at.checked_add(CHUNK).is_some_and(|end| end <= pages.len())
+        });
+        // The runs to map: (first chunk, chunk count, offset in `pages` they move to).
+        // Their new places ascend and do not overlap, and none lies before `floor`.
+        let mut mapped: Vec<(usize, usize, usize)> = Vec::new();
+        let worth = engine.write_tracking && sojourn_mem::write_tracking_available();
+        if engine.memories_on_demand && worth && CHUNK == page && inside {
+            let mut next_free = floor.next_multiple_of(page);
+            let mut first = 0;
+            while first < chunks.len() {
+                let count = chunks
+                    .get(first..)
+                    .unwrap_or_default()
+                    .iter()
+                    .zip(0..)
+                    .take_while(|((offset, _), k)| {
+                        chunks
+                            .get(first)
+                            .is_some_and(|(o, _)| *offset == o + k * CHUNK)
+                    })
+                    .count()
+                    .max(1);
+                if let Some(&(_, at)) = chunks.get(first) {
+                    let to = (at - at % page).max(next_free);
+                    let len = count * CHUNK;
+                    if count >= MOVED_RUN_MIN && to + len <= pages.len() {
+                        mapped.push((first, count, to));
+                        next_free = to + len;
+                    }
+                }
+                first += count;
+            }
+        }
+        // First the chunks that are not mapped, from where they lie (nothing has moved yet),
+        // with what instantiation wrote cleared as a restore clears it.
+        let mut is_mapped = vec![false; chunks.len()];
+        for &(first, count, _) in &mapped {
+            if let Some(flags) = is_mapped.get_mut(first..first + count) {
+                flags.fill(true);
+            }
+        }
+        let copied: Vec<(usize, &[u8])> = chunks
+            .iter()
+            .zip(&is_mapped)
+            .filter(|(_, m)| !**m)
+            .map(|(&(offset, at), _)| (offset, pages.get(at..at + CHUNK).unwrap_or_default()))
+            .collect();
+        {
+            let data = mem.data_mut(&mut self.store);
+            let written = written.min(data.len());
+            if mapped.is_empty() {
+                lay_chunks(data, written, &copied)?;
+                return Ok(0);
+            }
+            lay_chunks(data, 0, &copied)?;
+            // What instantiation wrote is cleared where no chunk lands: not where a copied
+            // chunk was laid, nor where a run will be mapped (clearing those pages would only
+            // fault them in to be unmapped).
+            let mut covered: Vec<(usize, usize)> = copied
+                .iter()
+                .map(|(offset, _)| (*offset, offset + CHUNK))
+                .chain(mapped.iter().filter_map(|&(first, count, _)| {
+                    chunks
+                        .get(first)
+                        .map(|(offset, _)| (*offset, offset + count * CHUNK))
+                }))
+                .collect();
+            covered.sort_unstable();
+            let mut from = 0;
+            for (start, end) in covered.into_iter().chain([(written, written)]) {
+                if let Some(gap) = data.get_mut(from.min(written)..start.min(written)) {
+                    gap.fill(0);
+                }
+                from = from.max(end);
+            }
+        }
+        // Then the runs move. Places and sources both ascend without overlapping, so a
+        // chunk moving towards the front never overwrites a later chunk's bytes, nor one
+        // moving back an earlier chunk's: those towards the front go first to last, those
+        // towards the back last to first.
+        let moves: Vec<(usize, usize)> = mapped
+            .iter()
+            .flat_map(|&(first, count, to)| {
+                chunks
+                    .get(first..first + count)
+                    .unwrap_or_default()
+                    .iter()
+                    .zip(0..)
+                    .map(move |(&(_, at), k)| (at, to + k * CHUNK))
+            })
+            .collect();
+        let buf: &mut [u8] = pages;
+        for &(from, to) in moves.iter().filter(|(from, to)| to < from) {
+            buf.copy_within(from..from + CHUNK, to);
+        }
+        for &(from, to) in moves.iter().rev().filter(|(from, to)| to > from) {
+            buf.copy_within(from..from + CHUNK, to);
+        }
+        // Each run's pages moved to its place in memory; a run that cannot be is copied
+        // from its new place.
+        let mut moved = 0;
+        for &(first, count, to) in &mapped {
+            let Some(&(offset, _)) = chunks.get(first) else {
+                continue;
+            };
+            let len = count * CHUNK;
+            match pages.move_into(to, &mem, &mut self.store, offset..offset + len) {
+                Ok(()) => moved += len,
+                Err(_) => {
+                    let data = mem.data_mut(&mut self.store);
+                    if let (Some(dst), Some(src)) =
+                        (data.get_mut(offset..offset + len), pages.get(to..to + len))
+                    {
+                        dst.copy_from_slice(src);
+                    }
+                }
+            }
+        }
+        Ok(moved)
     }
 
     /// Restores from a snapshot body whose checksum is (being) checked by the caller.
     fn restore_body(engine: &ObjectEngine, body: &[u8]) -> Result<ResidentObject, RuntimeError> {
-        Self::restore_body_with(engine, body, &|wasm| engine.compile(wasm))
+        Self::restore_body_with(engine, body, &|wasm| engine.compile(wasm), None)
     }
 
     fn restore_body_with(
         engine: &ObjectEngine,
         body: &[u8],
         compile: &dyn Fn(&[u8]) -> Result<ObjectModule, RuntimeError>,
+        unlaid: Option<&mut Option<Unlaid>>,
     ) -> Result<ResidentObject, RuntimeError> {
         if let Some((entries, chunks)) = read_body_fast(body) {
             let m = MapView(&entries);
             let descriptor = Descriptor::decode(m.bytes("descriptor")?)
                 .map_err(|e| field_err("descriptor", e.to_string()))?;
             let module = compile(m.bytes("module")?)?;
-            return restore_parts(engine, &module, descriptor, &m, chunks.into_iter());
+            return restore_parts(engine, &module, descriptor, &m, chunks.into_iter(), unlaid);
         }
         let root = canonical::decode(body).map_err(|e| SnapshotError::Body(e.to_string()))?;
         let Cbor::Map(entries) = &root else {
@@ -486,7 +676,9 @@ impl ResidentObject {
                 _ => return Err(field_err("memory_chunks", "expected [index, bytes]").into()),
             }
         }
-        restore_parts(engine, &module, descriptor, &m, pairs.into_iter())
+        // Decoded chunks are not in the snapshot's bytes: they are laid here, and nothing is
+        // left unlaid for the caller.
+        restore_parts(engine, &module, descriptor, &m, pairs.into_iter(), None)
     }
 }
 
@@ -502,6 +694,11 @@ static ZERO_CHUNK: [u8; CHUNK] = [0; CHUNK];
 /// they are copied in (`sojourn_mem::populate`), at most this much (2 MiB) at a time.
 const POPULATE_MIN: usize = 64 << 10;
 const POPULATE_RUN: usize = 2 << 20;
+
+/// Runs of consecutive chunks at least this long (16 chunks, 64 KiB) are moved into memory
+/// by [`ResidentObject::restore_moving`]; shorter ones are copied (a mapping per short run
+/// would cost more than the copy, and the kernel limits a process's mappings).
+pub const MOVED_RUN_MIN: usize = 16;
 
 /// Memories at least this large (8 MiB) are laid out by two threads.
 const PARALLEL_LAYOUT_MIN: usize = 8 << 20;
@@ -776,6 +973,15 @@ pub(crate) fn read_body_fast(body: &[u8]) -> Option<(Vec<(Cbor, Cbor)>, Vec<(u64
     Some((entries, chunks?))
 }
 
+/// Memory a restore checked and placed but left for its caller to lay
+/// ([`restore_parts`] with `unlaid`).
+pub(crate) struct Unlaid {
+    /// What instantiation may have written (bytes from the start).
+    written: usize,
+    /// (offset in memory, address of the chunk's bytes), ascending.
+    chunks: Vec<(usize, usize)>,
+}
+
 /// Read access to a decoded CBOR map with text keys.
 pub(crate) struct MapView<'a>(pub(crate) &'a [(Cbor, Cbor)]);
 
@@ -804,12 +1010,18 @@ impl MapView<'_> {
 /// Instantiates `module` under `descriptor` and lays back the execution state of `m` (the
 /// entries [`ResidentObject::exec_entries`] writes) and the memory chunks (ascending index,
 /// each exactly [`CHUNK`] bytes; absent chunks are zero).
+///
+/// With `unlaid`, the chunks are checked and placed but not laid: where they are is left
+/// there for the caller, which must lay them before anything else uses the object (and then
+/// take the rollback shadow, [`ResidentObject::reset_shadow`]): see
+/// [`ResidentObject::restore_moving`].
 pub(crate) fn restore_parts<'c>(
     engine: &ObjectEngine,
     module: &crate::ObjectModule,
     descriptor: Descriptor,
     m: &MapView<'_>,
     chunks: impl Iterator<Item = (u64, &'c [u8])>,
+    unlaid: Option<&mut Option<Unlaid>>,
 ) -> Result<ResidentObject, RuntimeError> {
     let id = ObjectId(
         m.bytes("object_id")?
@@ -849,7 +1061,19 @@ pub(crate) fn restore_parts<'c>(
     let written = written.min(data.len());
     // Checked first, then laid out (in parallel halves when large).
     let placed = place_chunks(data.len(), chunks)?;
-    lay_chunks(data, written, &placed)?;
+    let deferred = unlaid.is_some();
+    match unlaid {
+        None => lay_chunks(data, written, &placed)?,
+        Some(out) => {
+            *out = Some(Unlaid {
+                written,
+                chunks: placed
+                    .iter()
+                    .map(|(at, bytes)| (*at, bytes.as_ptr() as usize))
+                    .collect(),
+            })
+        }
+    }
     let Cbor::Array(globals) = m.get("globals")? else {
         return Err(field_err("globals", "expected an array").into());
     };
@@ -956,7 +1180,9 @@ pub(crate) fn restore_parts<'c>(
         Cbor::Text(r) => Some(r.clone()),
         _ => return Err(field_err("last_rejection", "expected text or null").into()),
     };
-    obj.reset_shadow();
+    if !deferred {
+        obj.reset_shadow();
+    }
     Ok(obj)
 }
 

@@ -426,6 +426,223 @@ mod tests {
         assert_eq!((view.len(), view.chunks.len()), (3 * 65536, 0));
     }
 
+    /// 40 pages, every byte of pages 0–19 and 21–38 written with no chunk left zero (page 20,
+    /// where instantiation writes a data segment the tick clears, and page 39 are zero) at
+    /// the first tick; each later tick writes its time at an
+    /// offset that moves, and asks to be woken at the next millisecond.
+    const FULL: &str = r#"(module (memory (export "memory") 40 64)
+        (data (i32.const 1310800) "written at instantiation")
+        (func $fill (param $from i32) (param $to i32)
+          (local $p i32)
+          (local.set $p (local.get $from))
+          (loop $l
+            (i64.store (local.get $p)
+              (i64.or (i64.mul (i64.extend_i32_u (local.get $p)) (i64.const 0x9E3779B97F4A7C15))
+                      (i64.const 1)))
+            (local.set $p (i32.add (local.get $p) (i32.const 8)))
+            (br_if $l (i32.lt_u (local.get $p) (local.get $to)))))
+        (func (export "sojourn_tick") (param i64) (result i64)
+          (if (i32.eqz (i32.load8_u (i32.const 0)))
+            (then
+              (call $fill (i32.const 0) (i32.const 1310720))
+              (call $fill (i32.const 1376256) (i32.const 2555904))
+              (i64.store (i32.const 1310800) (i64.const 0))
+              (i64.store (i32.const 1310808) (i64.const 0))
+              (i64.store (i32.const 1310816) (i64.const 0)))
+            (else
+              (i64.store
+                (i32.wrap_i64 (i64.rem_u (i64.mul (local.get 0) (i64.const 40961))
+                                         (i64.const 2555896)))
+                (local.get 0))))
+          (i64.add (local.get 0) (i64.const 1))))"#;
+
+    /// Restores `snap` placed `lead` bytes into a buffer of anonymous pages, moving what it
+    /// can; checks that the bytes before it are untouched. Returns the bytes moved too.
+    fn restore_moving_at(
+        engine: &ObjectEngine,
+        snap: &[u8],
+        lead: usize,
+    ) -> (ResidentObject, usize) {
+        let mut pages = sojourn_mem::AnonPages::new(lead + snap.len()).unwrap();
+        pages[..lead].fill(0x5A);
+        pages[lead..].copy_from_slice(snap);
+        let restored =
+            ResidentObject::restore_moving(engine, &mut pages, lead..lead + snap.len(), &|w| {
+                engine.compile(w)
+            })
+            .unwrap();
+        assert!(
+            pages[..lead].iter().all(|b| *b == 0x5A),
+            "bytes before the snapshot"
+        );
+        // The pages may go: the moved ones are the memory's now.
+        drop(pages);
+        restored
+    }
+
+    #[test]
+    fn a_memory_whose_pages_were_moved_checkpoints_as_a_copied_one_does() {
+        let mut obj = object(FULL, 64);
+        let want = memory_of(&obj);
+        assert!(want[..20 * 65536]
+            .chunks(CHUNK)
+            .all(|c| c.iter().any(|b| *b != 0)));
+        assert!(want[20 * 65536..21 * 65536].iter().all(|b| *b == 0));
+        let snap = obj.snapshot().unwrap();
+        let engine = ObjectEngine::new().unwrap();
+        for lead in [0usize, 1, 4095, 4103, 100_000] {
+            let (mut shared, moved) = restore_moving_at(&engine, &snap, lead);
+            // Both runs (20 and 18 pages) moved where the kernel tracks writes.
+            let want_moved = if sojourn_mem::write_tracking_available() {
+                38 * 65536
+            } else {
+                0
+            };
+            assert_eq!(moved, want_moved, "lead {lead}");
+            assert!(memory_of(&shared) == want, "lead {lead}");
+            let mut copied = ResidentObject::restore_authenticated(&engine, &snap).unwrap();
+            // The arrival's first checkpoint (the caller stored the memory), then entries
+            // that write a chunk each: the same checkpoints as an object whose memory was
+            // copied, and the same memory.
+            assert_eq!(
+                shared.checkpoint_stored_memory(Vec::new()).unwrap(),
+                copied.checkpoint_stored_memory(Vec::new()).unwrap()
+            );
+            assert_eq!(
+                shared.memory_writes_tracked(),
+                sojourn_mem::write_tracking_available()
+            );
+            for now in 2..7 {
+                assert!(!shared.wake(now, [0; 32]).is_empty());
+                assert!(!copied.wake(now, [0; 32]).is_empty());
+                let (a, b) = (shared.checkpoint().unwrap(), copied.checkpoint().unwrap());
+                assert_eq!(a.dirty.len(), 1, "lead {lead}, tick {now}");
+                assert_eq!(a, b);
+                assert!(memory_of(&shared) == memory_of(&copied));
+            }
+            // Nothing ran: nothing differs from the image.
+            assert!(shared.checkpoint().unwrap().dirty.is_empty());
+            assert_eq!(
+                shared.full_state_digest().unwrap(),
+                copied.full_state_digest().unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn a_memory_that_cannot_be_mapped_is_copied() {
+        // Sparse: its flat image would begin before the snapshot.
+        let mut obj = object(GROWN, 200);
+        let snap = obj.snapshot().unwrap();
+        let engine = ObjectEngine::new().unwrap();
+        for lead in [0usize, 4097] {
+            let (back, moved) = restore_moving_at(&engine, &snap, lead);
+            assert_eq!(moved, 0);
+            assert!(memory_of(&back) == memory_of(&obj));
+        }
+        // An engine that keeps a copy to compare with: nothing is moved (the copy would
+        // need fresh pages anyway).
+        let mut dense = object(FULL, 64);
+        let snap = dense.snapshot().unwrap();
+        let copying = ObjectEngine::new().unwrap().without_write_tracking();
+        let (back, moved) = restore_moving_at(&copying, &snap, 10);
+        assert_eq!(moved, 0);
+        assert!(memory_of(&back) == memory_of(&dense));
+        // An engine whose allocator the runtime does not know.
+        let mut dense = object(FULL, 64);
+        let snap = dense.snapshot().unwrap();
+        let other = ObjectEngine::with_config(crate::engine::deterministic_config()).unwrap();
+        let (back, moved) = restore_moving_at(&other, &snap, 10);
+        assert_eq!(moved, 0);
+        assert!(memory_of(&back) == memory_of(&dense));
+        // Small objects, a data segment cleared, part of a page written, nothing written.
+        for wat in [SMALL, CLEARED, PARTIAL, UNTOUCHED] {
+            let mut obj = object(wat, 4);
+            let snap = obj.snapshot().unwrap();
+            for lead in [0usize, 5000] {
+                let (back, _) = restore_moving_at(&engine, &snap, lead);
+                assert!(memory_of(&back) == memory_of(&obj), "{wat}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_moving_restore_refuses_what_a_restore_refuses() {
+        let mut obj = object(FULL, 64);
+        let snap = obj.snapshot().unwrap();
+        let engine = ObjectEngine::new().unwrap();
+        let mut pages = sojourn_mem::AnonPages::new(snap.len()).unwrap();
+        pages.copy_from_slice(&snap);
+        // Beyond the pages, and a snapshot cut short.
+        let compile = |w: &[u8]| engine.compile(w);
+        assert!(
+            ResidentObject::restore_moving(&engine, &mut pages, 0..snap.len() + 1, &compile)
+                .is_err()
+        );
+        assert!(
+            ResidentObject::restore_moving(&engine, &mut pages, 0..snap.len() / 2, &compile)
+                .is_err()
+        );
+    }
+
+    /// Grows by a page at every tick and writes the new page and one old byte.
+    const GROWING: &str = r#"(module (memory (export "memory") 1 16)
+        (func (export "sojourn_tick") (param i64) (result i64)
+          (local $top i32)
+          (local.set $top (i32.mul (memory.grow (i32.const 1)) (i32.const 65536)))
+          (i64.store (i32.add (local.get $top) (i32.const 40000)) (local.get 0))
+          (i64.store (i32.const 8) (local.get 0))
+          (i64.add (local.get 0) (i64.const 1))))"#;
+
+    /// Checkpoints across memory growth, tracking writes or comparing with a copy: the first
+    /// whole memory and every later chunk rebuild the object exactly.
+    #[test]
+    fn checkpoints_across_growth_rebuild_the_object_either_way() {
+        for track in [true, false] {
+            let engine = if track {
+                ObjectEngine::new().unwrap()
+            } else {
+                ObjectEngine::new().unwrap().without_write_tracking()
+            };
+            let wasm = wat::parse_str(GROWING).unwrap();
+            let toml = "[object]\nname='g'\nversion=1\nmodule='g.wasm'\n[limits]\nfuel_per_entry=10000000\nmemory_pages_max=16\n[schema.fields]\n";
+            let d = sojourn_policy::parse_descriptor("g", toml, &wasm).unwrap();
+            let m = engine.compile(&wasm).unwrap();
+            let (mut obj, _) =
+                ResidentObject::create(&engine, &m, d, ObjectId([5; 16]), 0, [0; 32]).unwrap();
+            let first = obj.checkpoint().unwrap();
+            let mut whole = first.memory.as_deref().unwrap().clone();
+            let mut chunks = std::collections::BTreeMap::new();
+            assert_eq!(
+                obj.memory_writes_tracked(),
+                track && sojourn_mem::write_tracking_available()
+            );
+            for now in 1..6 {
+                assert!(!obj.wake(now, [0; 32]).is_empty(), "tick {now}");
+                let cp = obj.checkpoint().unwrap();
+                if let Some(w) = cp.memory {
+                    whole = w.to_vec();
+                    chunks.clear();
+                }
+                chunks.extend(cp.dirty);
+                let back = ResidentObject::restore_checkpoint(
+                    &engine,
+                    &m,
+                    &obj.descriptor().encode(),
+                    &cp.exec,
+                    &whole,
+                    &chunks,
+                )
+                .unwrap();
+                assert!(
+                    memory_of(&back) == memory_of(&obj),
+                    "track {track}, tick {now}"
+                );
+            }
+            assert_eq!(memory_of(&obj).len(), 6 * 65536);
+        }
+    }
+
     /// The use it is for: the image written out in segments on one thread while another
     /// restores the instance from the same bytes.
     #[test]

@@ -770,9 +770,15 @@ mod snapshots {
             events in prop::collection::vec(ev(), 1..24),
             every in 1usize..5,
             memory_rollback in any::<bool>(),
+            track_writes in any::<bool>(),
         ) {
             let rb = if memory_rollback { "memory" } else { "fields" };
-            let e1 = ObjectEngine::new().unwrap();
+            // Checkpoints that track writes (where the kernel can) or compare with a copy.
+            let engine = || {
+                let e = ObjectEngine::new().unwrap();
+                if track_writes { e } else { e.without_write_tracking() }
+            };
+            let e1 = engine();
             let (mut a, _) = probe(&e1, rb);
             let mut chunks = std::collections::BTreeMap::new();
             let mut memory = Vec::new();
@@ -815,7 +821,7 @@ mod snapshots {
             prop_assert_eq!(memory.len(), 65536);
             prop_assert!(dirty_total <= 16 * events.len());
             let wasm = wat::parse_str(GUEST).unwrap();
-            let e2 = ObjectEngine::new().unwrap();
+            let e2 = engine();
             let m = e2.compile(&wasm).unwrap();
             let mut b = ResidentObject::restore_checkpoint(
                 &e2, &m, &a.descriptor().encode(), &exec, &memory, &chunks,
@@ -832,6 +838,10 @@ mod snapshots {
             let (ca, cb) = (a.checkpoint().unwrap(), b.checkpoint().unwrap());
             prop_assert!(cb.memory.is_none());
             prop_assert_eq!(ca, cb);
+            prop_assert_eq!(
+                a.memory_writes_tracked(),
+                track_writes && sojourn_mem::write_tracking_available()
+            );
         }
     }
 
@@ -864,7 +874,17 @@ mod snapshots {
     /// itself, the result is the same.
     #[test]
     fn a_checkpoint_of_stored_memory_takes_its_copy_before_the_next_entry() {
-        let engine = ObjectEngine::new().unwrap();
+        for engine in [
+            ObjectEngine::new().unwrap(),
+            ObjectEngine::new().unwrap().without_write_tracking(),
+        ] {
+            stored_memory_checkpoints(&engine);
+        }
+    }
+
+    /// With write tracking (where the kernel has it) no copy is owed at all.
+    fn stored_memory_checkpoints(engine: &ObjectEngine) {
+        let engine = engine.clone();
         let wasm = wat::parse_str(GUEST).unwrap();
         let m = engine.compile(&wasm).unwrap();
         for settle in ["by the entry", "early", "by a checkpoint"] {
@@ -881,7 +901,8 @@ mod snapshots {
                 .unwrap();
             assert!(cp.memory.is_none() && cp.dirty.is_empty(), "{settle}");
             assert_eq!(cp.exec, whole.exec, "{settle}");
-            assert!(arrived.checkpoint_unsettled());
+            let tracked = arrived.memory_writes_tracked();
+            assert_eq!(arrived.checkpoint_unsettled(), !tracked);
             match settle {
                 "early" => arrived.settle_checkpoint(),
                 "by a checkpoint" => {
@@ -890,7 +911,10 @@ mod snapshots {
                 }
                 _ => {}
             }
-            assert_eq!(arrived.checkpoint_unsettled(), settle == "by the entry");
+            assert_eq!(
+                arrived.checkpoint_unsettled(),
+                settle == "by the entry" && !tracked
+            );
             assert_eq!(
                 arrived.wake(1_000_000, [0; 32]).len(),
                 1,
