@@ -23,7 +23,9 @@ use common::{software_core_with, tempdir};
 const PAGE: usize = 64 * 1024;
 
 /// Fills memory from byte 64 with xorshift64 output in `sojourn_init`; every message checks
-/// the whole of it again and sets `intact` (1 if every byte is as written) and `checks`.
+/// the whole of it again, and that bytes 32..40 hold `checks`, then sets `intact` (1 if every
+/// byte is as written), counts itself in `checks` and writes that to bytes 32..40 (a write to
+/// memory after the arrival, which the destination's next checkpoint and restart must keep).
 fn wat(pages: usize) -> String {
     let bytes = pages * PAGE;
     let fill = |check: bool| {
@@ -61,10 +63,14 @@ fn wat(pages: usize) -> String {
   (func (export "sojourn_on_message") (param i32) (result i32)
     (local $p i32) (local $x i64) (local $ok i64)
     (local.set $ok (i64.const 1))
+    ;; The count of checks so far, which the previous message wrote at byte 32.
+    (if (i64.ne (i64.load (i32.const 32)) (call $get (i32.const 6) (i32.const 6)))
+      (then (local.set $ok (i64.const 0))))
     {}
     (call $set (i32.const 0) (i32.const 6) (local.get $ok))
     (call $set (i32.const 6) (i32.const 6)
       (i64.add (call $get (i32.const 6) (i32.const 6)) (i64.const 1)))
+    (i64.store (i32.const 32) (call $get (i32.const 6) (i32.const 6)))
     (i32.const 0)))"#,
         fill(false),
         fill(true)
@@ -233,6 +239,12 @@ fn a_package_taken_as_it_arrives_is_the_objects_memory_image_and_survives_a_rest
     assert_eq!(stats.keyed_images, 1, "{stats:?}");
     let m = b.core.metrics();
     assert_eq!(m.packages_spooled.load(Ordering::Relaxed), 1);
+    // Received into pages of the host's own, the memory's pages moved out of them (where
+    // the kernel tracks writes: Linux 6.7 and later).
+    assert_eq!(
+        m.arrivals_moved.load(Ordering::Relaxed),
+        u64::from(sojourn_mem::write_tracking_available())
+    );
     let direct = m.package_bytes_direct.load(Ordering::Relaxed);
     if sojourn_store::direct_io_supported(&dir_b) {
         // All but a partial block at either end.
@@ -246,6 +258,7 @@ fn a_package_taken_as_it_arrives_is_the_objects_memory_image_and_survives_a_rest
     }
     assert_eq!(stats.staged_images, 1, "{stats:?}");
     assert_eq!(check(&b.core, &id, "checked at the destination"), 1);
+    assert_eq!(check(&b.core, &id, "checked again at the destination"), 1);
 
     // The destination restarts from its store: the image file is read (every segment
     // authenticated) and the memory is whole.

@@ -937,6 +937,67 @@ impl std::ops::DerefMut for Secret {
     }
 }
 
+/// A received package's bytes: on the heap, or in anonymous pages of the host's own (a
+/// destination that received it so, so that the object's memory pages can be moved out of
+/// it: see `ResidentObject::restore_moving` in sojourn-runtime).
+#[derive(Debug)]
+pub enum PackageBytes {
+    /// A buffer on the heap.
+    Heap(Vec<u8>),
+    /// Anonymous pages of the host's own ([`sojourn_mem::AnonPages`]), exactly the package long.
+    Pages(sojourn_mem::AnonPages),
+}
+
+impl std::ops::Deref for PackageBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            PackageBytes::Heap(bytes) => bytes,
+            PackageBytes::Pages(pages) => pages,
+        }
+    }
+}
+
+impl From<Vec<u8>> for PackageBytes {
+    fn from(bytes: Vec<u8>) -> PackageBytes {
+        PackageBytes::Heap(bytes)
+    }
+}
+
+/// What an [`OpenedBundle`] holds: the package's buffer, zeroed when dropped (its pages
+/// are `None` once [`OpenedBundle::take_pages`] has taken them).
+enum Received {
+    Heap(Secret),
+    Pages(Option<sojourn_mem::AnonPages>),
+}
+
+impl Received {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Received::Heap(b) => b,
+            Received::Pages(Some(p)) => p,
+            Received::Pages(None) => &[],
+        }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        match self {
+            Received::Heap(b) => b,
+            Received::Pages(Some(p)) => p,
+            Received::Pages(None) => &mut [],
+        }
+    }
+}
+
+impl Drop for Received {
+    fn drop(&mut self) {
+        // The heap buffer zeroes itself; pages still held are zeroed here.
+        if let Received::Pages(Some(p)) = self {
+            p.zeroize();
+        }
+    }
+}
+
 /// Seals a bundle to the ticket's destination, building the package in one buffer.
 ///
 /// `head` is everything but the snapshot and must be for the object the ticket's binding
@@ -1277,7 +1338,7 @@ pub fn seal(ticket: &MigrationTicket, bundle: &ObjectBundle) -> Result<SealedObj
 /// An opened package: the decrypted bundle, read in place in the received buffer. It lends the
 /// snapshot, lineage and messages out of that buffer and zeroes the whole buffer when dropped.
 pub struct OpenedBundle {
-    buf: Secret,
+    buf: Received,
     opening: PackageOpening,
     object_id: [u8; 16],
     source: String,
@@ -1322,7 +1383,7 @@ impl fmt::Debug for PackageOpening {
 
 impl OpenedBundle {
     fn slice(&self, r: &Range<usize>) -> &[u8] {
-        self.buf.get(r.clone()).unwrap_or_default()
+        self.buf.bytes().get(r.clone()).unwrap_or_default()
     }
 
     /// How to open the package's bytes as they arrived again (see [`PackageOpening`]).
@@ -1333,6 +1394,7 @@ impl OpenedBundle {
     /// The whole bundle (the decrypted plaintext), which the other accessors lend parts of.
     pub fn plaintext(&self) -> &[u8] {
         self.buf
+            .bytes()
             .get(HEADER_LEN..HEADER_LEN + self.opening.plaintext_len)
             .unwrap_or_default()
     }
@@ -1365,8 +1427,31 @@ impl OpenedBundle {
     /// The buffer itself (the whole decrypted package), to be reused by the caller: it is no
     /// longer zeroed on drop, which the caller takes on (overwriting it, as a restored object's
     /// first checkpoint does).
+    /// A package opened in pages of its own gives an empty buffer (see
+    /// [`OpenedBundle::take_pages`]).
     pub fn into_buffer(mut self) -> Vec<u8> {
-        std::mem::take(&mut *self.buf)
+        match &mut self.buf {
+            Received::Heap(b) => std::mem::take(&mut **b),
+            Received::Pages(_) => Vec::new(),
+        }
+    }
+
+    /// Whether the package was opened in anonymous pages of the host's own (see
+    /// [`OpenedBundle::take_pages`]).
+    pub fn in_pages(&self) -> bool {
+        matches!(self.buf, Received::Pages(Some(_)))
+    }
+
+    /// The pages the package was opened in, and where the snapshot lies in them, for a
+    /// restore that moves the object's memory pages out of them (which overwrites them from
+    /// the snapshot on: read the lineage and messages first); `None` for a package opened on
+    /// the heap. Taken, they are no longer zeroed when dropped (the caller takes that on),
+    /// and this bundle lends nothing more (every part is empty).
+    pub fn take_pages(&mut self) -> Option<(sojourn_mem::AnonPages, Range<usize>)> {
+        match &mut self.buf {
+            Received::Pages(pages) => pages.take().map(|p| (p, self.snapshot.clone())),
+            Received::Heap(_) => None,
+        }
     }
 
     /// An owned [`ObjectBundle`]: the lineage and messages are copied, the snapshot is moved
@@ -1375,9 +1460,15 @@ impl OpenedBundle {
     pub fn into_bundle(mut self) -> ObjectBundle {
         let lineage = self.lineage().to_vec();
         let pending_messages = self.pending_messages().map(<[u8]>::to_vec).collect();
-        let mut snapshot = std::mem::take(&mut *self.buf);
-        snapshot.truncate(self.snapshot.end);
-        snapshot.drain(..self.snapshot.start.min(self.snapshot.end));
+        let snapshot = match &mut self.buf {
+            Received::Heap(b) => {
+                let mut snapshot = std::mem::take(&mut **b);
+                snapshot.truncate(self.snapshot.end);
+                snapshot.drain(..self.snapshot.start.min(self.snapshot.end));
+                snapshot
+            }
+            Received::Pages(_) => self.snapshot().to_vec(),
+        };
         ObjectBundle {
             object_id: self.object_id,
             snapshot,
@@ -1417,11 +1508,14 @@ pub type KeepBytes<'a> = dyn Fn(u64, &[u8]) + 'a;
 pub fn open_owned_keeping(
     key: &DestinationKey,
     binding: &OfferBinding,
-    package: Vec<u8>,
+    package: impl Into<PackageBytes>,
     keep: Option<&KeepBytes<'_>>,
 ) -> Result<OpenedBundle, PackageError> {
-    let mut buf = Secret(package);
-    let header = Header::parse(&buf)?;
+    let mut buf = match package.into() {
+        PackageBytes::Heap(bytes) => Received::Heap(Secret(bytes)),
+        PackageBytes::Pages(pages) => Received::Pages(Some(pages)),
+    };
+    let header = Header::parse(buf.bytes())?;
     if header.transfer != binding.transfer {
         return Err(PackageError::WrongTransfer);
     }
@@ -1450,12 +1544,13 @@ pub fn open_owned_keeping(
     .map_err(|()| PackageError::Open)?;
     // The header as received (`parse` accepted exactly these bytes).
     let received: [u8; HEADER_LEN] = buf
+        .bytes()
         .first_chunk()
         .copied()
         .ok_or_else(|| PackageError::Malformed("truncated header".into()))?;
     let aad = segment_aad(binding, &received);
 
-    let (head, rest) = buf.split_at_mut(HEADER_LEN);
+    let (head, rest) = buf.bytes_mut().split_at_mut(HEADER_LEN);
     let (body, tags) = rest.split_at_mut(header.plaintext_len);
     if let Some(keep) = keep {
         keep(0, head);
@@ -1479,6 +1574,7 @@ pub fn open_owned_keeping(
     }
 
     let plaintext = buf
+        .bytes()
         .get(HEADER_LEN..HEADER_LEN + header.plaintext_len)
         .ok_or_else(|| PackageError::Malformed("segment layout".into()))?;
     let b = parse_bundle(plaintext)?;
@@ -1489,7 +1585,7 @@ pub fn open_owned_keeping(
         let start = part
             .as_ptr()
             .addr()
-            .checked_sub(buf.as_ptr().addr())
+            .checked_sub(buf.bytes().as_ptr().addr())
             .ok_or_else(|| PackageError::Bundle("field outside the bundle".into()))?;
         Ok(start..start + part.len())
     };

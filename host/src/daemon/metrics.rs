@@ -37,6 +37,9 @@ pub struct Metrics {
     pub packages_spooled: AtomicU64,
     /// Bytes of those packages written to the store with direct I/O.
     pub package_bytes_direct: AtomicU64,
+    /// Arrived objects whose memory pages were moved out of the package's pages instead of
+    /// copied (`ResidentObject::restore_moving`).
+    pub arrivals_moved: AtomicU64,
     lateness: Vec<AtomicU64>,
     lateness_sum_us: AtomicU64,
 }
@@ -57,6 +60,7 @@ impl Default for Metrics {
             modules_compiled: AtomicU64::new(0),
             packages_spooled: AtomicU64::new(0),
             package_bytes_direct: AtomicU64::new(0),
+            arrivals_moved: AtomicU64::new(0),
             lateness: (0..=BUCKETS).map(|_| AtomicU64::new(0)).collect(),
             lateness_sum_us: AtomicU64::new(0),
         }
@@ -219,6 +223,12 @@ impl Metrics {
             "sojourn_migration_package_direct_bytes_total",
             "Bytes of arriving packages written to the store with direct I/O.",
             self.package_bytes_direct.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "sojourn_migration_arrivals_moved_total",
+            "Arrived objects whose memory pages were moved out of the package, not copied.",
+            self.arrivals_moved.load(Relaxed),
         );
         let name = "sojourn_tick_lateness_seconds";
         let _ = writeln!(

@@ -38,7 +38,7 @@ use sojourn_lineage::signer::verify_es256;
 use sojourn_lineage::{LineageSigner as _, P256Signer};
 use sojourn_migration::package::{
     open_owned_keeping, seal_streaming_with, seal_with, sealed_len, BundleHead, KeepBytes,
-    OpenedBundle, HEADER_LEN, SEGMENT,
+    OpenedBundle, PackageBytes, HEADER_LEN, SEGMENT,
 };
 use sojourn_migration::protocol::{
     AppraisalId, Challenge, DestEffect, DestState, Destination, DestinationEnv, Evidence,
@@ -311,7 +311,7 @@ impl PeerLink for LocalLink {
     ) -> Result<MigrationAnswer, String> {
         let sealed = Arc::try_unwrap(sealed).unwrap_or_else(|shared| shared.as_ref().clone());
         self.core()?
-            .on_package(transfer, key, sealed, None)
+            .on_package(transfer, key, sealed.into(), None)
             .map_err(|e| e.to_string())
     }
     fn status(&self, transfer: &str) -> Result<MigrationAnswer, String> {
@@ -659,7 +659,7 @@ struct Env<'a> {
     object: Option<[u8; 16]>,
     channel: Option<[u8; 32]>,
     source: &'a str,
-    sealed: Option<Vec<u8>>,
+    sealed: Option<PackageBytes>,
     /// The package's image file, written while it arrived (HTTP arrivals).
     spooled: Option<SpooledImage>,
     prepared: Option<super::Prepared>,
@@ -825,6 +825,97 @@ impl DestinationEnv for Env<'_> {
             (None, Some(w)) => Some(Kept::Writer(w)),
             (None, None) => None,
         };
+        // A package received into pages of the host's own with its image file written: the
+        // object's memory pages are moved out of them (no copy, no fresh pages). The restore
+        // overwrites them from the snapshot on, so what the image and the arrival need of the
+        // bundle is read first: where the memory's chunks are, and the lineage.
+        let (bundle, kept, detail) = match kept {
+            Some(Kept::Spooled(image)) => match self.accept_pages(bundle, image, detail)? {
+                Ok(prepared) => {
+                    self.prepared = Some(prepared);
+                    return Ok(());
+                }
+                Err((bundle, image, detail)) => (bundle, Some(Kept::Spooled(image)), detail),
+            },
+            other => (bundle, other, detail),
+        };
+        self.accept_copying(bundle, kept, object, detail)
+    }
+}
+
+impl Env<'_> {
+    /// The arrival of a package opened in pages of its own, whose image file the spool
+    /// wrote: the object's memory pages are moved out of them
+    /// (`ResidentObject::restore_moving`). Gives the bundle back (`Err` inside) where that
+    /// cannot be done: a package on the heap, or a snapshot whose memory's chunks the keyed
+    /// image cannot name. The pages are unmapped when this returns, not zeroed: the kernel
+    /// zeroes pages before it gives them to anyone again.
+    #[allow(clippy::type_complexity)]
+    fn accept_pages(
+        &mut self,
+        bundle: OpenedBundle,
+        image: SpooledImage,
+        detail: String,
+    ) -> Result<Result<super::Prepared, (OpenedBundle, SpooledImage, String)>, String> {
+        if !bundle.in_pages() {
+            return Ok(Err((bundle, image, detail)));
+        }
+        let read = SnapshotMemory::parse(bundle.snapshot())
+            .map_err(|e| e.to_string())
+            .map(|memory| (memory.len(), keyed_image(&bundle, &memory, image.pad)));
+        let (len, keyed) = match read {
+            Ok((len, Some(keyed))) => (len, keyed),
+            // Refused by the restore, or not nameable: the copying arrival decides.
+            _ => return Ok(Err((bundle, image, detail))),
+        };
+        let lineage = bundle.lineage().to_vec();
+        let mut bundle = bundle;
+        let Some((mut pages, at)) = bundle.take_pages() else {
+            return Ok(Err((bundle, image, detail)));
+        };
+        // The image file is made durable on a second thread while this one restores.
+        let (prepared, staged) = std::thread::scope(|scope| {
+            let stager = std::thread::Builder::new()
+                .name("sojourn-stage".into())
+                .spawn_scoped(scope, move || {
+                    image
+                        .writer
+                        .finish(len as u64, keyed)
+                        .map_err(|e| e.to_string())
+                });
+            let prepared = self.core.prepare_arrival(
+                super::ArrivalSnapshot::Pages(&mut pages, at),
+                &lineage,
+                detail,
+            );
+            let staged = stager.ok().and_then(|h| h.join().ok()).and_then(Result::ok);
+            (prepared, staged)
+        });
+        let mut prepared = prepared.map_err(|e| e.message)?;
+        if prepared.moved > 0 {
+            self.core
+                .inner
+                .metrics
+                .arrivals_moved
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        if let Some(staged) = staged {
+            // The image file is durable, no record names it yet.
+            crash_point("dest-staged");
+            prepared.use_staged(staged);
+        }
+        Ok(Ok(prepared))
+    }
+
+    /// The arrival of an opened package whose memory is copied into the restored object.
+    fn accept_copying(
+        &mut self,
+        bundle: OpenedBundle,
+        kept: Option<Kept>,
+        object: [u8; 16],
+        detail: String,
+    ) -> Result<(), String> {
+        let store = &self.core.inner.store;
         // Set when the object is refused: the image stops being written (a memory larger
         // than the object's descriptor allows is refused by the restore at once).
         let refused = std::sync::atomic::AtomicBool::new(false);
@@ -861,9 +952,11 @@ impl DestinationEnv for Env<'_> {
                             .map_err(|e| e.to_string()),
                     }
                 });
-            let prepared = self
-                .core
-                .prepare_arrival(bundle.snapshot(), bundle.lineage(), detail);
+            let prepared = self.core.prepare_arrival(
+                super::ArrivalSnapshot::Bytes(bundle.snapshot()),
+                bundle.lineage(),
+                detail,
+            );
             if prepared.is_err() {
                 refused.store(true, std::sync::atomic::Ordering::Relaxed);
             }
@@ -899,7 +992,7 @@ impl HostCore {
         object: Option<[u8; 16]>,
         channel: Option<[u8; 32]>,
         source: &str,
-        sealed: Option<Vec<u8>>,
+        sealed: Option<PackageBytes>,
         spooled: Option<SpooledImage>,
     ) -> Result<Vec<ToSource>, ApiError> {
         let mut side = lock(&self.inner.dest);
@@ -1090,7 +1183,7 @@ impl HostCore {
         &self,
         transfer: &str,
         key: &str,
-        sealed: Vec<u8>,
+        sealed: PackageBytes,
         spooled: Option<SpooledImage>,
     ) -> Result<MigrationAnswer, ApiError> {
         let transfer = TransferId(parse_hex(transfer, "transfer")?);

@@ -822,6 +822,8 @@ pub(crate) struct Prepared {
     buffer: Vec<u8>,
     /// The object's memory image, written to the store while it was restored (see
     /// `migrate`'s `accept`): its first checkpoint commits this file instead of writing one.
+    /// Bytes of the object's memory moved out of the package's pages rather than copied.
+    pub(crate) moved: usize,
     staged: Option<StagedMemory>,
 }
 
@@ -838,6 +840,16 @@ impl Prepared {
     }
 }
 
+/// Where an arriving object's snapshot is, for [`HostCore::prepare_arrival`].
+pub(crate) enum ArrivalSnapshot<'a> {
+    /// In bytes that stay as they are: the memory is copied out of them.
+    Bytes(&'a [u8]),
+    /// At the range in anonymous pages of the host's own: the object's memory pages are
+    /// moved out of them (`ResidentObject::restore_moving`), which overwrites them from the
+    /// range's start on.
+    Pages(&'a mut sojourn_mem::AnonPages, std::ops::Range<usize>),
+}
+
 /// The destination side's object mechanics, which `migrate` drives.
 impl HostCore {
     /// Checks an object that moved here: its policy against this host, its lineage under
@@ -847,7 +859,7 @@ impl HostCore {
     /// stored yet.
     pub(crate) fn prepare_arrival(
         &self,
-        snapshot: &[u8],
+        snapshot: ArrivalSnapshot<'_>,
         lineage: &[u8],
         detail: String,
     ) -> Result<Prepared, ApiError> {
@@ -857,11 +869,17 @@ impl HostCore {
         // adds nothing to that and is not recomputed.
         // A module this host already compiled is reused; one it compiles now is cached only
         // once the object is committed (a refused arrival leaves nothing behind).
-        let mut obj =
-            ResidentObject::restore_authenticated_with(&self.inner.engine, snapshot, &|wasm| {
-                cached_module(&self.inner, wasm)
-            })
-            .map_err(|e| bad(format!("snapshot: {e}")))?;
+        let compile = |wasm: &[u8]| cached_module(&self.inner, wasm);
+        let (mut obj, moved) = match snapshot {
+            ArrivalSnapshot::Bytes(bytes) => {
+                ResidentObject::restore_authenticated_with(&self.inner.engine, bytes, &compile)
+                    .map(|obj| (obj, 0))
+            }
+            ArrivalSnapshot::Pages(pages, at) => {
+                ResidentObject::restore_moving(&self.inner.engine, pages, at, &compile)
+            }
+        }
+        .map_err(|e| bad(format!("snapshot: {e}")))?;
         let key = obj.id().0;
         let descriptor = obj.descriptor().clone();
         check_policy(&self.inner, &descriptor)
@@ -962,6 +980,7 @@ impl HostCore {
             stored_lineage,
             buffer: Vec::new(),
             staged: None,
+            moved,
         })
     }
 
@@ -978,6 +997,7 @@ impl HostCore {
             stored_lineage,
             buffer,
             staged,
+            moved: _,
         } = prepared;
         slot.arrivals.extend(arrival);
         let returning = stored_lineage > 0;
@@ -1602,7 +1622,7 @@ impl HostControl for HostCore {
         key: &str,
         sealed: Vec<u8>,
     ) -> Result<MigrationAnswer, ApiError> {
-        self.on_package(transfer, key, sealed, None)
+        self.on_package(transfer, key, sealed.into(), None)
     }
 
     fn migration_package_spool(

@@ -20,6 +20,7 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
+use sojourn_migration::package::PackageBytes;
 use sojourn_store::{KeyedImageWriter, DIRECT_ALIGN};
 
 /// Direct writes of at most this much (2 MiB) at a time.
@@ -33,8 +34,10 @@ pub(crate) struct Spool {
 
 /// A whole package taken by a [`Spool`].
 pub(crate) struct Spooled {
-    /// The package, as it arrived.
-    pub(crate) package: Vec<u8>,
+    /// The package, as it arrived: in anonymous pages of the host's own where the kernel
+    /// tracks writes (the arrival then moves the object's memory pages out of them), else on
+    /// the heap.
+    pub(crate) package: PackageBytes,
     /// Its image file, every byte written, with `pad` bytes before the package; `Err` (why)
     /// if it could not be written.
     pub(crate) image: Result<SpooledImage, String>,
@@ -142,12 +145,28 @@ fn piece_lengths(len: usize, pad: usize) -> Vec<usize> {
 /// The spool's thread: copies the pieces into the package buffer and hands each filled block
 /// to a writing thread, which writes it at its place in the file while the next is filled.
 fn take(rx: Receiver<Bytes>, writer: KeyedImageWriter, len: usize) -> Result<Spooled, String> {
-    // Zeroed by the allocator without a write (fresh pages); mapped in ahead of the copy on
-    // another thread.
-    let mut package = vec![0u8; len];
-    sojourn_mem::advise(&mut package);
-    sojourn_mem::prefault_bytes_in_background(&mut package);
-    let pad = package.as_ptr().addr() % DIRECT_ALIGN;
+    // Zero pages without a write; mapped in ahead of the copy on another thread. Pages of
+    // our own where their memory part can be moved into the object (that needs checkpoints
+    // that track writes: else the object would need a copy of memory anyway).
+    let pages = sojourn_mem::write_tracking_available()
+        .then(|| sojourn_mem::AnonPages::new(len).ok())
+        .flatten();
+    let mut package = match pages {
+        Some(pages) => PackageBytes::Pages(pages),
+        None => PackageBytes::Heap(vec![0u8; len]),
+    };
+    let bytes: &mut [u8] = match &mut package {
+        PackageBytes::Pages(pages) => {
+            sojourn_mem::advise(pages);
+            pages
+        }
+        PackageBytes::Heap(heap) => {
+            sojourn_mem::advise(heap);
+            heap
+        }
+    };
+    sojourn_mem::prefault_bytes_in_background(bytes);
+    let pad = bytes.as_ptr().addr() % DIRECT_ALIGN;
     let mut pieces = Pieces {
         rx,
         current: Bytes::new(),
@@ -158,7 +177,7 @@ fn take(rx: Receiver<Bytes>, writer: KeyedImageWriter, len: usize) -> Result<Spo
         let writing = std::thread::Builder::new()
             .name("sojourn-spool-write".into())
             .spawn_scoped(scope, || write_blocks(&writer, pad, blocks));
-        let mut rest: &mut [u8] = &mut package;
+        let mut rest: &mut [u8] = bytes;
         let mut at = pad as u64;
         let mut complete = true;
         for n in piece_lengths(len, pad) {
@@ -263,7 +282,14 @@ mod tests {
             let mut spool = Spool::start(s.stage_keyed_image(&[1; 16]).unwrap(), len).unwrap();
             push_all(&mut spool, &bytes);
             let spooled = spool.finish().unwrap();
-            assert!(spooled.package == bytes, "{len}");
+            assert!(spooled.package[..] == bytes[..], "{len}");
+            // In pages of its own where writes can be tracked, so that the arrival can move
+            // the memory's pages out of them.
+            assert_eq!(
+                matches!(spooled.package, PackageBytes::Pages(_)),
+                sojourn_mem::write_tracking_available(),
+                "{len}"
+            );
             let image = spooled.image.unwrap();
             assert!(image.pad < DIRECT_ALIGN);
             assert_eq!(image.writer.written(), (image.pad + len) as u64);
