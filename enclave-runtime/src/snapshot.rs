@@ -512,9 +512,9 @@ impl ResidentObject {
         let inside = chunks.iter().all(|&(_, at)| {
             at >= floor && at.checked_add(CHUNK).is_some_and(|end| end <= pages.len())
         });
-        // The runs to map: (first chunk, chunk count, offset in `pages` they move to).
+        // The runs to move: (first chunk, chunk count, offset in `pages` they move to).
         // Their new places ascend and do not overlap, and none lies before `floor`.
-        let mut mapped: Vec<(usize, usize, usize)> = Vec::new();
+        let mut runs: Vec<(usize, usize, usize)> = Vec::new();
         let worth = engine.write_tracking && sojourn_mem::write_tracking_available();
         if engine.memories_on_demand && worth && CHUNK == page && inside {
             let mut next_free = floor.next_multiple_of(page);
@@ -536,42 +536,42 @@ impl ResidentObject {
                     let to = (at - at % page).max(next_free);
                     let len = count * CHUNK;
                     if count >= MOVED_RUN_MIN && to + len <= pages.len() {
-                        mapped.push((first, count, to));
+                        runs.push((first, count, to));
                         next_free = to + len;
                     }
                 }
                 first += count;
             }
         }
-        // First the chunks that are not mapped, from where they lie (nothing has moved yet),
+        // First the chunks that do not move, from where they lie (nothing has moved yet),
         // with what instantiation wrote cleared as a restore clears it.
-        let mut is_mapped = vec![false; chunks.len()];
-        for &(first, count, _) in &mapped {
-            if let Some(flags) = is_mapped.get_mut(first..first + count) {
+        let mut is_moved = vec![false; chunks.len()];
+        for &(first, count, _) in &runs {
+            if let Some(flags) = is_moved.get_mut(first..first + count) {
                 flags.fill(true);
             }
         }
         let copied: Vec<(usize, &[u8])> = chunks
             .iter()
-            .zip(&is_mapped)
+            .zip(&is_moved)
             .filter(|(_, m)| !**m)
             .map(|(&(offset, at), _)| (offset, pages.get(at..at + CHUNK).unwrap_or_default()))
             .collect();
         {
             let data = mem.data_mut(&mut self.store);
             let written = written.min(data.len());
-            if mapped.is_empty() {
+            if runs.is_empty() {
                 lay_chunks(data, written, &copied)?;
                 return Ok(0);
             }
             lay_chunks(data, 0, &copied)?;
             // What instantiation wrote is cleared where no chunk lands: not where a copied
-            // chunk was laid, nor where a run will be mapped (clearing those pages would only
-            // fault them in to be unmapped).
+            // chunk was laid, nor where a run's pages will be moved (clearing those would only
+            // fault them in to be replaced).
             let mut covered: Vec<(usize, usize)> = copied
                 .iter()
                 .map(|(offset, _)| (*offset, offset + CHUNK))
-                .chain(mapped.iter().filter_map(|&(first, count, _)| {
+                .chain(runs.iter().filter_map(|&(first, count, _)| {
                     chunks
                         .get(first)
                         .map(|(offset, _)| (*offset, offset + count * CHUNK))
@@ -590,7 +590,7 @@ impl ResidentObject {
         // chunk moving towards the front never overwrites a later chunk's bytes, nor one
         // moving back an earlier chunk's: those towards the front go first to last, those
         // towards the back last to first.
-        let moves: Vec<(usize, usize)> = mapped
+        let moves: Vec<(usize, usize)> = runs
             .iter()
             .flat_map(|&(first, count, to)| {
                 chunks
@@ -611,7 +611,7 @@ impl ResidentObject {
         // Each run's pages moved to its place in memory; a run that cannot be is copied
         // from its new place.
         let mut moved = 0;
-        for &(first, count, to) in &mapped {
+        for &(first, count, to) in &runs {
             let Some(&(offset, _)) = chunks.get(first) else {
                 continue;
             };

@@ -491,7 +491,7 @@ mod tests {
         let snap = obj.snapshot().unwrap();
         let engine = ObjectEngine::new().unwrap();
         for lead in [0usize, 1, 4095, 4103, 100_000] {
-            let (mut shared, moved) = restore_moving_at(&engine, &snap, lead);
+            let (mut arrived, moved) = restore_moving_at(&engine, &snap, lead);
             // Both runs (20 and 18 pages) moved where the kernel tracks writes.
             let want_moved = if sojourn_mem::write_tracking_available() {
                 38 * 65536
@@ -499,31 +499,31 @@ mod tests {
                 0
             };
             assert_eq!(moved, want_moved, "lead {lead}");
-            assert!(memory_of(&shared) == want, "lead {lead}");
+            assert!(memory_of(&arrived) == want, "lead {lead}");
             let mut copied = ResidentObject::restore_authenticated(&engine, &snap).unwrap();
             // The arrival's first checkpoint (the caller stored the memory), then entries
             // that write a chunk each: the same checkpoints as an object whose memory was
             // copied, and the same memory.
             assert_eq!(
-                shared.checkpoint_stored_memory(Vec::new()).unwrap(),
+                arrived.checkpoint_stored_memory(Vec::new()).unwrap(),
                 copied.checkpoint_stored_memory(Vec::new()).unwrap()
             );
             assert_eq!(
-                shared.memory_writes_tracked(),
+                arrived.memory_writes_tracked(),
                 sojourn_mem::write_tracking_available()
             );
             for now in 2..7 {
-                assert!(!shared.wake(now, [0; 32]).is_empty());
+                assert!(!arrived.wake(now, [0; 32]).is_empty());
                 assert!(!copied.wake(now, [0; 32]).is_empty());
-                let (a, b) = (shared.checkpoint().unwrap(), copied.checkpoint().unwrap());
+                let (a, b) = (arrived.checkpoint().unwrap(), copied.checkpoint().unwrap());
                 assert_eq!(a.dirty.len(), 1, "lead {lead}, tick {now}");
                 assert_eq!(a, b);
-                assert!(memory_of(&shared) == memory_of(&copied));
+                assert!(memory_of(&arrived) == memory_of(&copied));
             }
             // Nothing ran: nothing differs from the image.
-            assert!(shared.checkpoint().unwrap().dirty.is_empty());
+            assert!(arrived.checkpoint().unwrap().dirty.is_empty());
             assert_eq!(
-                shared.full_state_digest().unwrap(),
+                arrived.full_state_digest().unwrap(),
                 copied.full_state_digest().unwrap()
             );
         }
