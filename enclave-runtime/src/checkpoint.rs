@@ -68,7 +68,8 @@ impl ResidentObject {
         let mut memory = None;
         if let Some(mem) = self.store.data().memory {
             let data = mem.data(&self.store);
-            let tracked = match self.persisted.as_mut() {
+            // Whether what changed is known (else the checkpoint is whole).
+            let incremental = match self.persisted.as_mut() {
                 // Nothing ran since the last checkpoint: memory is what it holds.
                 Some(_) if !self.ran_since_checkpoint => true,
                 Some(Persisted::Copy(shadow)) => {
@@ -88,16 +89,12 @@ impl ResidentObject {
                 }
                 None => false,
             };
-            if !tracked {
+            if !incremental {
                 let whole = Arc::new(memory_in(buffer, data));
-                self.persisted = Some(match self.track(&mem) {
-                    Ok(tracker) => Persisted::Tracked {
-                        tracker,
-                        len: data.len(),
-                    },
-                    Err(_) => Persisted::Copy(MemoryShadow::shared(Arc::clone(&whole))),
-                });
-                dirty.clear();
+                self.persisted =
+                    Some(self.tracking(&mem).unwrap_or_else(|| {
+                        Persisted::Copy(MemoryShadow::shared(Arc::clone(&whole)))
+                    }));
                 memory = Some(whole);
             }
         }
@@ -128,17 +125,8 @@ impl ResidentObject {
         let exec = self.exec_bytes()?;
         if let Some(mem) = self.store.data().memory {
             // Tracked from here, where the kernel can: no copy. Else the copy, deferred.
-            match self.track(&mem) {
-                Ok(tracker) => {
-                    let len = mem.data(&self.store).len();
-                    self.persisted = Some(Persisted::Tracked { tracker, len });
-                    self.deferred_capture = None;
-                }
-                Err(_) => {
-                    self.persisted = None;
-                    self.deferred_capture = Some(buffer);
-                }
-            }
+            self.persisted = self.tracking(&mem);
+            self.deferred_capture = self.persisted.is_none().then_some(buffer);
         }
         self.ran_since_checkpoint = false;
         Ok(Checkpoint {
@@ -168,12 +156,14 @@ impl ResidentObject {
         self.deferred_capture.is_some()
     }
 
-    /// Starts tracking writes to `mem`, if the engine allows it and the kernel can.
-    fn track(&self, mem: &wasmtime::Memory) -> std::io::Result<sojourn_mem::WriteTracker> {
+    /// Writes to `mem` tracked from now on, if the engine allows it and the kernel can.
+    fn tracking(&self, mem: &wasmtime::Memory) -> Option<Persisted> {
         if !self.write_tracking {
-            return Err(std::io::Error::other("write tracking is off"));
+            return None;
         }
-        sojourn_mem::WriteTracker::track(mem, &self.store)
+        let tracker = sojourn_mem::WriteTracker::track(mem, &self.store).ok()?;
+        let len = mem.data(&self.store).len();
+        Some(Persisted::Tracked { tracker, len })
     }
 
     /// The execution-state bytes (module docs).
@@ -254,15 +244,9 @@ impl ResidentObject {
         // before the object first runs or checkpoints (`settle_checkpoint`), not here, so
         // an object that does not run again holds no second copy of its memory.
         if let Some(mem) = obj.store.data().memory {
-            match obj.track(&mem) {
-                Ok(tracker) => {
-                    let len = mem.data(&obj.store).len();
-                    obj.persisted = Some(Persisted::Tracked { tracker, len });
-                }
-                Err(_) => {
-                    obj.persisted = None;
-                    obj.deferred_capture = Some(zeroize::Zeroizing::new(Vec::new()));
-                }
+            obj.persisted = obj.tracking(&mem);
+            if obj.persisted.is_none() {
+                obj.deferred_capture = Some(zeroize::Zeroizing::new(Vec::new()));
             }
         }
         obj.ran_since_checkpoint = false;

@@ -853,7 +853,7 @@ impl Env<'_> {
     #[allow(clippy::type_complexity)]
     fn accept_pages(
         &mut self,
-        bundle: OpenedBundle,
+        mut bundle: OpenedBundle,
         image: SpooledImage,
         detail: String,
     ) -> Result<Result<super::Prepared, (OpenedBundle, SpooledImage, String)>, String> {
@@ -869,7 +869,6 @@ impl Env<'_> {
             _ => return Ok(Err((bundle, image, detail))),
         };
         let lineage = bundle.lineage().to_vec();
-        let mut bundle = bundle;
         let Some((mut pages, at)) = bundle.take_pages() else {
             return Ok(Err((bundle, image, detail)));
         };
