@@ -55,6 +55,8 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const PAGE: usize = 64 * 1024;
 const MIB: usize = 1024 * 1024;
+/// How long the bench waits for the destination's warm pages.
+const WARM_WAIT: Duration = Duration::from_secs(30);
 
 /// Fills the whole memory (from byte 64 on) with xorshift64 output, 8 bytes per step, in
 /// `sojourn_init`; then sets `filled` and sleeps until a message (it takes none).
@@ -178,6 +180,8 @@ impl Daemon {
             answer_secret: Some(random()),
             self_url: url.clone(),
             links: None, // HttpLink: the API client over TLS 1.3
+            // As the daemon does by default (`[migration] warm_arrival_mib`).
+            warm_arrival_bytes: warm_arrival_bytes(),
             ..CoreOptions::default()
         };
         let core = HostCore::start(store, lineage, options).unwrap();
@@ -437,6 +441,15 @@ fn ms(v: f64) -> String {
     format!("{v:.1}")
 }
 
+/// `SOJOURN_BENCH_WARM_MIB`, else the daemon's default `[migration] warm_arrival_mib`.
+fn warm_arrival_bytes() -> usize {
+    let mib = std::env::var("SOJOURN_BENCH_WARM_MIB")
+        .ok()
+        .map(|v| v.parse::<u64>().expect("SOJOURN_BENCH_WARM_MIB: MiB"))
+        .unwrap_or(sojourn_host::daemon::config::DEFAULT_WARM_ARRIVAL_MIB);
+    (mib << 20) as usize
+}
+
 fn main() {
     let sizes = sizes();
     let runs: usize = std::env::var("SOJOURN_BENCH_RUNS")
@@ -461,6 +474,10 @@ fn main() {
     println!(
         "huge pages for large buffers: {} (setting auto; see sojourn-mem)",
         if huge { "advised" } else { "not used" }
+    );
+    println!(
+        "pages kept for the next arrival at the destination: {} MiB (`[migration] warm_arrival_mib`; SOJOURN_BENCH_WARM_MIB); each migration and each floor starts once they are faulted in",
+        warm_arrival_bytes() >> 20
     );
     println!("sizes: {sizes:?} MiB, {runs} runs each (a fresh object per run); cells are medians");
     println!();
@@ -498,6 +515,10 @@ fn main() {
             let t0 = Instant::now();
             let id = deploy_filled(&a, mib);
             let fill = t0.elapsed();
+            // The destination's warm pages are made on a thread that runs only on an idle
+            // core; nothing measured runs beside it.
+            let warm = warm_arrival_bytes() > 0;
+            assert_eq!(b.core.wait_warm_arrival_pages(WARM_WAIT), warm);
             let c1 = cpu_ms();
             let t1 = Instant::now();
             let report = HostControl::migrate(&a.core, &id, to_b.clone()).unwrap();
@@ -514,6 +535,7 @@ fn main() {
             assert_eq!(b.core.inspect(&id).unwrap().state["filled"], 1);
             let s = sample(total, &report);
             let package = report.package_bytes as usize;
+            assert_eq!(b.core.wait_warm_arrival_pages(WARM_WAIT), warm);
             let (fseal, fsend, fcpu) =
                 floor(&rt, floor_server.clone(), floor_client.clone(), package);
             let (durable, fresh) = extras(&b.dir, package);

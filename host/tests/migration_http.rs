@@ -22,6 +22,9 @@ use common::{software_core_with, tempdir};
 
 const PAGE: usize = 64 * 1024;
 
+/// Pages each host keeps faulted in for the next arrival (`warm_arrival_bytes`).
+const WARM: usize = 1 << 20;
+
 /// Fills memory from byte 64 with xorshift64 output in `sojourn_init`; every message checks
 /// the whole of it again, and that bytes 32..40 hold `checks`, then sets `intact` (1 if every
 /// byte is as written), counts itself in `checks` and writes that to bytes 32..40 (a write to
@@ -133,6 +136,8 @@ impl Daemon {
             answer_secret: Some([seed; 32]),
             self_url: url.clone(),
             links: None, // HttpLink: the API client over TLS 1.3
+            // Less than a package: it arrives partly into pages faulted in ahead.
+            warm_arrival_bytes: WARM,
             ..CoreOptions::default()
         };
         std::fs::create_dir_all(dir.join("store")).unwrap();
@@ -231,6 +236,9 @@ fn a_package_taken_as_it_arrives_is_the_objects_memory_image_and_survives_a_rest
     wait(&a.core, &id, "filled", |d| d.state["intact"] == 1);
     assert_eq!(check(&a.core, &id, "checked at the source"), 1);
 
+    assert!(b
+        .core
+        .wait_warm_arrival_pages(std::time::Duration::from_secs(30)));
     let report = HostControl::migrate(&a.core, &id, b.request()).unwrap();
     assert_eq!(report.outcome, "transferred", "{report:?}");
     // The package as it arrived is the object's image: written while it arrived, finished
@@ -244,6 +252,12 @@ fn a_package_taken_as_it_arrives_is_the_objects_memory_image_and_survives_a_rest
     assert_eq!(
         m.arrivals_moved.load(Ordering::Relaxed),
         u64::from(sojourn_mem::write_tracking_available())
+    );
+    // Into the destination's warm pages as far as they reach, where pages are moved.
+    assert!(report.package_bytes > WARM as u64);
+    assert_eq!(
+        m.package_bytes_warm.load(Ordering::Relaxed),
+        u64::from(sojourn_mem::write_tracking_available()) * WARM as u64
     );
     let direct = m.package_bytes_direct.load(Ordering::Relaxed);
     if sojourn_store::direct_io_supported(&dir_b) {

@@ -41,6 +41,33 @@ impl AnonPages {
         self.len() == 0
     }
 
+    /// Makes the buffer `len` bytes long (`len` > 0), keeping the bytes both lengths hold:
+    /// bytes added read as zeros and are not faulted in; pages no longer needed are unmapped.
+    /// The buffer may move. On an error it is as it was.
+    pub fn set_len(&mut self, len: usize) -> io::Result<()> {
+        self.imp.set_len(len)
+    }
+
+    /// Splits the buffer in two at the first page boundary at or after `len` (`len` > 0 and
+    /// that boundary inside the buffer): returns its first `len` bytes, and keeps the pages
+    /// after them. No page is copied, unmapped or faulted: the two own disjoint pages of one
+    /// mapping. `None` (nothing changes) where that does not leave both parts bytes.
+    pub fn split_front(&mut self, len: usize) -> Option<AnonPages> {
+        Some(AnonPages {
+            imp: self.imp.split_front(len)?,
+        })
+    }
+
+    /// Faults every page of the buffer in (writable, as a write would, without writing), so
+    /// that writing it later takes no page fault. Returns whether the kernel did
+    /// (`MADV_POPULATE_WRITE`, Linux 5.14 and later); else the pages are faulted in on first
+    /// write, as before.
+    pub fn populate(&mut self) -> bool {
+        let bytes: &mut [u8] = self;
+        let at = bytes.as_mut_ptr().expose_provenance();
+        crate::populate_write(at, bytes.len().next_multiple_of(crate::PAGE))
+    }
+
     /// Moves this buffer's pages `[offset, offset + at.len())` to the bytes `at` of `memory`
     /// (`offset`, `at.start` and `at.end` multiples of [`crate::PAGE`]): afterwards those
     /// bytes of the memory are what the buffer held there, and the buffer reads zeros there.
@@ -182,6 +209,67 @@ mod imp {
             Ok(())
         }
 
+        pub(super) fn set_len(&mut self, len: usize) -> io::Result<()> {
+            if len == 0 {
+                return Err(invalid("an empty buffer"));
+            }
+            let mapped = len
+                .checked_next_multiple_of(PAGE)
+                .ok_or_else(|| invalid("length"))?;
+            if mapped != self.mapped {
+                // SAFETY: `[ptr, ptr + mapped)` is this value's own mapping and `&mut self`
+                // means no reference into it exists. `mremap` with MREMAP_MAYMOVE resizes it
+                // (moving it if it must): the pages both sizes hold keep their contents, pages
+                // added are new anonymous pages (zeros), pages cut off are unmapped. On
+                // failure nothing changes.
+                let ptr = unsafe {
+                    libc::mremap(
+                        self.ptr.cast::<libc::c_void>(),
+                        self.mapped,
+                        mapped,
+                        libc::MREMAP_MAYMOVE,
+                    )
+                };
+                if ptr == libc::MAP_FAILED {
+                    return Err(io::Error::last_os_error());
+                }
+                self.ptr = ptr.cast::<u8>();
+                self.mapped = mapped;
+            }
+            if len < self.len {
+                // The bytes past the new length that are still mapped (in its last page) are
+                // zeroed: bytes past the length read as zeros, should it grow again, and a
+                // page moved whole carries nothing past it.
+                let end = self.len.min(self.mapped);
+                // SAFETY: `[ptr + len, ptr + end)` lies inside the mapping (end <= mapped),
+                // and `&mut self` makes this the only access.
+                unsafe { std::ptr::write_bytes(self.ptr.wrapping_add(len), 0, end - len) };
+            }
+            self.len = len;
+            Ok(())
+        }
+
+        pub(super) fn split_front(&mut self, len: usize) -> Option<Anon> {
+            let front = len.checked_next_multiple_of(PAGE)?;
+            if len == 0 || front >= self.len {
+                return None;
+            }
+            let first = Anon {
+                ptr: self.ptr,
+                len,
+                mapped: front,
+            };
+            // The bytes of the first part past `len` (in its last page) are zeroed: a part's
+            // bytes past its length read as zeros (see `set_len`).
+            // SAFETY: `[ptr + len, ptr + front)` lies inside this mapping (front < self.len),
+            // and `&mut self` makes this the only access.
+            unsafe { std::ptr::write_bytes(self.ptr.wrapping_add(len), 0, front - len) };
+            self.ptr = self.ptr.wrapping_add(front);
+            self.len -= front;
+            self.mapped -= front;
+            Some(first)
+        }
+
         pub(super) fn len(&self) -> usize {
             self.len
         }
@@ -200,8 +288,9 @@ mod imp {
 
     impl Drop for Anon {
         fn drop(&mut self) {
-            // SAFETY: exactly the mapping this value made (kept whole by `move_over`),
-            // unmapped once; no reference into it outlives `self`.
+            // SAFETY: exactly the pages this value owns (its mapping, or its part of one
+            // `split_front` divided; kept whole by `move_over`), unmapped once; no reference
+            // into them outlives `self`.
             unsafe {
                 libc::munmap(self.ptr.cast::<libc::c_void>(), self.mapped);
             }
@@ -221,6 +310,12 @@ mod imp {
             Err(io::Error::new(io::ErrorKind::Unsupported, "needs Linux"))
         }
         pub(super) fn move_over(&mut self, _offset: usize, _dst: &mut [u8]) -> io::Result<()> {
+            match self.0 {}
+        }
+        pub(super) fn set_len(&mut self, _len: usize) -> io::Result<()> {
+            match self.0 {}
+        }
+        pub(super) fn split_front(&mut self, _len: usize) -> Option<Anon> {
             match self.0 {}
         }
         pub(super) fn len(&self) -> usize {

@@ -42,9 +42,11 @@
 
 mod anon;
 mod tracking;
+mod warm;
 
 pub use anon::AnonPages;
 pub use tracking::{write_tracking_available, WriteTracker};
+pub use warm::{TakenPages, WarmPages};
 
 /// Base pages: 4 KiB on x86-64 and on aarch64 as configured by the clouds' images.
 pub const PAGE: usize = 4096;

@@ -50,6 +50,28 @@ pub struct MigrationSection {
     pub peers: Vec<PeerEntry>,
     /// Deadline of the drain at shutdown, seconds (default 60).
     pub drain_deadline_s: Option<u64>,
+    /// MiB of pages this host keeps faulted in for the next arriving object (default
+    /// [`DEFAULT_WARM_ARRIVAL_MIB`]; 0: none). An arrival receives its package into them
+    /// instead of faulting fresh pages in during the transfer; they are made again on a
+    /// thread that runs only when a core would otherwise idle. The price: that much memory
+    /// held while no object arrives.
+    pub warm_arrival_mib: Option<u64>,
+}
+
+/// Default of `[migration] warm_arrival_mib`.
+pub const DEFAULT_WARM_ARRIVAL_MIB: u64 = 64;
+/// Largest `[migration] warm_arrival_mib`.
+pub const MAX_WARM_ARRIVAL_MIB: u64 = 4096;
+
+impl MigrationSection {
+    /// `warm_arrival_mib` in bytes, its default applied.
+    pub fn warm_arrival_bytes(&self) -> usize {
+        let mib = self
+            .warm_arrival_mib
+            .unwrap_or(DEFAULT_WARM_ARRIVAL_MIB)
+            .min(MAX_WARM_ARRIVAL_MIB);
+        usize::try_from(mib << 20).unwrap_or(usize::MAX)
+    }
 }
 
 /// One `[[migration.peers]]`.
@@ -217,6 +239,11 @@ impl HostConfig {
         if c.runtime.workers == Some(0) || c.runtime.group_commit_max == Some(0) {
             return Err(format!("{origin}: runtime: values must be at least 1"));
         }
+        if c.migration.warm_arrival_mib > Some(MAX_WARM_ARRIVAL_MIB) {
+            return Err(format!(
+                "{origin}: migration: warm_arrival_mib must be at most {MAX_WARM_ARRIVAL_MIB}"
+            ));
+        }
         Ok(c)
     }
 }
@@ -252,6 +279,17 @@ huge_pages = "off"
             HostConfig::parse("t", "").unwrap().runtime.huge_pages,
             HugePagesSetting::Auto
         );
+        assert_eq!(
+            HostConfig::parse("t", "")
+                .unwrap()
+                .migration
+                .warm_arrival_bytes(),
+            64 << 20
+        );
+        for (text, bytes) in [("0", 0), ("1", 1 << 20), ("4096", 4096 << 20)] {
+            let c = HostConfig::parse("t", &format!("[migration]\nwarm_arrival_mib = {text}"));
+            assert_eq!(c.unwrap().migration.warm_arrival_bytes(), bytes, "{text}");
+        }
         for (bad, want) in [
             ("lisen = \"x\"", "unknown field"),
             ("[attestation]\nmode = \"sgx\"", "unknown variant"),
@@ -266,6 +304,8 @@ huge_pages = "off"
             ),
             ("[runtime]\nworkers = 0", "at least 1"),
             ("[runtime]\nhuge_pages = \"yes\"", "unknown variant"),
+            ("[migration]\nwarm_arrival_mib = 4097", "at most 4096"),
+            ("[migration]\nwarm_arrival_mib = -1", "invalid value"),
         ] {
             let e = HostConfig::parse("t", bad).unwrap_err();
             assert!(e.contains(want), "{bad}: {e}");

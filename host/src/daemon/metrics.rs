@@ -40,6 +40,9 @@ pub struct Metrics {
     /// Arrived objects whose memory pages were moved out of the package's pages instead of
     /// copied (`ResidentObject::restore_moving`).
     pub arrivals_moved: AtomicU64,
+    /// Bytes of arriving packages received into pages faulted in ahead of time
+    /// (`[migration] warm_arrival_mib`).
+    pub package_bytes_warm: AtomicU64,
     lateness: Vec<AtomicU64>,
     lateness_sum_us: AtomicU64,
 }
@@ -61,6 +64,7 @@ impl Default for Metrics {
             packages_spooled: AtomicU64::new(0),
             package_bytes_direct: AtomicU64::new(0),
             arrivals_moved: AtomicU64::new(0),
+            package_bytes_warm: AtomicU64::new(0),
             lateness: (0..=BUCKETS).map(|_| AtomicU64::new(0)).collect(),
             lateness_sum_us: AtomicU64::new(0),
         }
@@ -229,6 +233,12 @@ impl Metrics {
             "sojourn_migration_arrivals_moved_total",
             "Arrived objects whose memory pages were moved out of the package, not copied.",
             self.arrivals_moved.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "sojourn_migration_package_warm_bytes_total",
+            "Bytes of arriving packages received into pages faulted in ahead of time.",
+            self.package_bytes_warm.load(Relaxed),
         );
         let name = "sojourn_tick_lateness_seconds";
         let _ = writeln!(

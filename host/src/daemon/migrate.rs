@@ -1143,7 +1143,7 @@ impl HostCore {
         };
         let len = usize::try_from(len).ok()?;
         let writer = self.inner.store.stage_keyed_image(&object).ok()?;
-        Spool::start(writer, len)
+        Spool::start(writer, len, self.inner.warm_arrival.clone())
     }
 
     /// [`HostCore::on_package`] of a package a [`Spool`] took.
@@ -1156,6 +1156,10 @@ impl HostCore {
         let spooled = spool
             .finish()
             .map_err(|e| ApiError::new(ErrorCode::InvalidPackage, e))?;
+        self.inner
+            .metrics
+            .package_bytes_warm
+            .fetch_add(spooled.warm as u64, std::sync::atomic::Ordering::Relaxed);
         let image = match spooled.image {
             Ok(image) => {
                 let m = &self.inner.metrics;

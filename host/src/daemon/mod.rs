@@ -102,6 +102,10 @@ pub struct CoreOptions {
     pub claims: BTreeMap<String, String>,
     /// How the source reaches destinations (`None`: HTTPS, [`migrate::HttpLink`]).
     pub links: Option<migrate::LinkFactory>,
+    /// Bytes of pages kept faulted in for the next arriving migration package
+    /// ([`sojourn_mem::WarmPages`]; the daemon's `[migration] warm_arrival_mib`). 0: none,
+    /// an arrival's pages fault in while it arrives.
+    pub warm_arrival_bytes: usize,
 }
 
 impl std::fmt::Debug for CoreOptions {
@@ -111,6 +115,7 @@ impl std::fmt::Debug for CoreOptions {
             .field("group_commit_max", &self.group_commit_max)
             .field("self_url", &self.self_url)
             .field("claims", &self.claims)
+            .field("warm_arrival_bytes", &self.warm_arrival_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -124,6 +129,7 @@ impl Default for CoreOptions {
             self_url: "local".to_string(),
             claims: BTreeMap::new(),
             links: None,
+            warm_arrival_bytes: 0,
         }
     }
 }
@@ -202,6 +208,8 @@ struct Inner {
     links: migrate::LinkFactory,
     self_url: String,
     claims: BTreeMap<String, String>,
+    /// The buffer the next arriving package is received into, faulted in ahead.
+    warm_arrival: Option<sojourn_mem::WarmPages>,
 }
 
 /// The daemon's core. Cheap to clone (shared).
@@ -535,6 +543,7 @@ impl HostCore {
                 .unwrap_or_else(migrate::HttpLink::factory),
             self_url: options.self_url.clone(),
             claims: options.claims.clone(),
+            warm_arrival: sojourn_mem::WarmPages::new(options.warm_arrival_bytes),
         });
         let stored = inner.store.load_all().map_err(|e| e.to_string())?;
         let mut due = Vec::new();
@@ -609,6 +618,16 @@ impl HostCore {
             inner,
             threads: Arc::new(Mutex::new(threads)),
         })
+    }
+
+    /// Waits up to `timeout` for the pages kept for the next arriving package
+    /// (`warm_arrival_bytes`) to be faulted in; returns whether they are. False at once for
+    /// a host that keeps none.
+    pub fn wait_warm_arrival_pages(&self, timeout: Duration) -> bool {
+        self.inner
+            .warm_arrival
+            .as_ref()
+            .is_some_and(|w| w.wait_ready(timeout))
     }
 
     /// The host's counters.

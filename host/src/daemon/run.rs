@@ -259,6 +259,7 @@ pub fn run_host(config: HostConfig, origin: &str) -> Result<()> {
         .clone()
         .unwrap_or_else(|| format!("https://{listen}"));
     options.claims = config.migration.claims.clone();
+    options.warm_arrival_bytes = config.migration.warm_arrival_bytes();
     let peers = config
         .migration
         .peers

@@ -11,6 +11,10 @@
 //! alignment in the file as in memory (direct I/O needs both): `pad` is the package buffer's
 //! address modulo [`DIRECT_ALIGN`]. The keyed image skips them with the package header.
 //!
+//! Where the host keeps a [`WarmPages`] pool (`[migration] warm_arrival_mib`), the package is
+//! received into its buffer, whose pages were faulted in ahead, instead of into new pages
+//! that fault in during the transfer.
+//!
 //! Nothing here trusts the bytes: they are ciphertext, checked when the package is opened.
 //! A body that ends early or runs long gives no package; a failed write only loses the file,
 //! not the package (the arrival then seals its memory image itself). Dropped before the
@@ -20,11 +24,28 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
+use sojourn_mem::WarmPages;
 use sojourn_migration::package::PackageBytes;
 use sojourn_store::{KeyedImageWriter, DIRECT_ALIGN};
 
 /// Direct writes of at most this much (2 MiB) at a time.
 const BLOCK: usize = 2 << 20;
+/// How long after a package's last byte the pages for the next one start to be faulted in
+/// (on a thread that runs only on an idle core): time for the arrival to open and restore
+/// the object, commit it and answer (~35 ms at 64 MiB on a 2-core VM), which needs the cores
+/// and the memory's bandwidth.
+const WARM_REFILL_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Asks the pool for its next buffer when dropped: when the spool is done, however it ends.
+struct RefillWhenDone<'a>(Option<&'a WarmPages>);
+
+impl Drop for RefillWhenDone<'_> {
+    fn drop(&mut self) {
+        if let Some(warm) = self.0 {
+            warm.refill(WARM_REFILL_DELAY);
+        }
+    }
+}
 
 /// A package arriving into its buffer and a keyed image file (see the module docs).
 pub(crate) struct Spool {
@@ -38,6 +59,9 @@ pub(crate) struct Spooled {
     /// tracks writes (the arrival then moves the object's memory pages out of them), else on
     /// the heap.
     pub(crate) package: PackageBytes,
+    /// How many of its first bytes were received into pages faulted in ahead (a
+    /// [`WarmPages`] buffer).
+    pub(crate) warm: usize,
     /// Its image file, every byte written, with `pad` bytes before the package; `Err` (why)
     /// if it could not be written.
     pub(crate) image: Result<SpooledImage, String>,
@@ -50,13 +74,18 @@ pub(crate) struct SpooledImage {
 }
 
 impl Spool {
-    /// Starts taking a package of `len` bytes, written to `writer`'s file as it comes.
-    /// `None` if no thread could be started.
-    pub(crate) fn start(writer: KeyedImageWriter, len: usize) -> Option<Spool> {
+    /// Starts taking a package of `len` bytes, written to `writer`'s file as it comes, into
+    /// `warm`'s buffer if it has one ready (see [`sojourn_mem::WarmPages`]). `None` if no
+    /// thread could be started.
+    pub(crate) fn start(
+        writer: KeyedImageWriter,
+        len: usize,
+        warm: Option<WarmPages>,
+    ) -> Option<Spool> {
         let (tx, rx) = channel::<Bytes>();
         let worker = std::thread::Builder::new()
             .name("sojourn-spool".into())
-            .spawn(move || take(rx, writer, len))
+            .spawn(move || take(rx, writer, len, warm.as_ref()))
             .ok()?;
         Some(Spool {
             pieces: Some(tx),
@@ -144,13 +173,26 @@ fn piece_lengths(len: usize, pad: usize) -> Vec<usize> {
 
 /// The spool's thread: copies the pieces into the package buffer and hands each filled block
 /// to a writing thread, which writes it at its place in the file while the next is filled.
-fn take(rx: Receiver<Bytes>, writer: KeyedImageWriter, len: usize) -> Result<Spooled, String> {
-    // Zero pages without a write; mapped in ahead of the copy on another thread. Pages of
-    // our own where their memory part can be moved into the object (that needs checkpoints
-    // that track writes: else the object would need a copy of memory anyway).
-    let pages = sojourn_mem::write_tracking_available()
-        .then(|| sojourn_mem::AnonPages::new(len).ok())
-        .flatten();
+fn take(
+    rx: Receiver<Bytes>,
+    writer: KeyedImageWriter,
+    len: usize,
+    warm: Option<&WarmPages>,
+) -> Result<Spooled, String> {
+    // Pages of our own where their memory part can be moved into the object (that needs
+    // checkpoints that track writes: else the object would need a copy of memory anyway):
+    // the pool's, faulted in ahead, if it has a buffer ready, else new ones. Zero pages
+    // without a write, mapped in ahead of the copy on another thread, except those the pool
+    // faulted in already.
+    let _refill = RefillWhenDone(warm);
+    let (pages, warm_bytes) = if sojourn_mem::write_tracking_available() {
+        match warm.and_then(|w| w.take(len)) {
+            Some(taken) => (Some(taken.pages), taken.warm),
+            None => (sojourn_mem::AnonPages::new(len).ok(), 0),
+        }
+    } else {
+        (None, 0)
+    };
     let mut package = match pages {
         Some(pages) => PackageBytes::Pages(pages),
         None => PackageBytes::Heap(vec![0u8; len]),
@@ -165,7 +207,9 @@ fn take(rx: Receiver<Bytes>, writer: KeyedImageWriter, len: usize) -> Result<Spo
             heap
         }
     };
-    sojourn_mem::prefault_bytes_in_background(bytes);
+    if let Some(cold) = bytes.get_mut(warm_bytes..) {
+        sojourn_mem::prefault_bytes_in_background(cold);
+    }
     let pad = bytes.as_ptr().addr() % DIRECT_ALIGN;
     let mut pieces = Pieces {
         rx,
@@ -210,6 +254,7 @@ fn take(rx: Receiver<Bytes>, writer: KeyedImageWriter, len: usize) -> Result<Spo
     }
     Ok(Spooled {
         package,
+        warm: warm_bytes,
         image: written.map(|()| SpooledImage { writer, pad }),
     })
 }
@@ -279,7 +324,8 @@ mod tests {
         let (_dir, s) = store();
         for len in [300, 3 * BLOCK + 12_345] {
             let bytes = package(len);
-            let mut spool = Spool::start(s.stage_keyed_image(&[1; 16]).unwrap(), len).unwrap();
+            let mut spool =
+                Spool::start(s.stage_keyed_image(&[1; 16]).unwrap(), len, None).unwrap();
             push_all(&mut spool, &bytes);
             let spooled = spool.finish().unwrap();
             assert!(spooled.package[..] == bytes[..], "{len}");
@@ -306,12 +352,42 @@ mod tests {
     }
 
     #[test]
+    fn a_package_goes_into_the_warm_buffer_where_pages_are_moved() {
+        let (_dir, s) = store();
+        let pool = WarmPages::new(2 * BLOCK).unwrap();
+        for len in [3 * BLOCK + 12_345, BLOCK + 1] {
+            pool.refill(std::time::Duration::ZERO);
+            assert!(pool.wait_ready(std::time::Duration::from_secs(30)));
+            let bytes = package(len);
+            let image = s.stage_keyed_image(&[4; 16]).unwrap();
+            let mut spool = Spool::start(image, len, Some(pool.clone())).unwrap();
+            push_all(&mut spool, &bytes);
+            let spooled = spool.finish().unwrap();
+            assert!(spooled.package[..] == bytes[..], "{len}");
+            let image = spooled.image.unwrap();
+            assert_eq!(image.writer.written(), (image.pad + len) as u64);
+            // Where pages can be moved the pool's buffer takes the package, as far as it
+            // reaches; else the pool is not used (the package is on the heap).
+            let expected = match sojourn_mem::write_tracking_available() {
+                true => len.min(2 * BLOCK),
+                false => 0,
+            };
+            assert_eq!(spooled.warm, expected, "{len}");
+            if expected == 0 {
+                // Untouched.
+                assert!(pool.is_ready());
+            }
+        }
+    }
+
+    #[test]
     fn a_package_that_ends_early_or_runs_long_is_not_taken() {
         let (_dir, s) = store();
         let len = BLOCK + 5000;
         let bytes = package(len + 10);
         for given in [0, 100, len - 1, len + 1, len + 10] {
-            let mut spool = Spool::start(s.stage_keyed_image(&[2; 16]).unwrap(), len).unwrap();
+            let mut spool =
+                Spool::start(s.stage_keyed_image(&[2; 16]).unwrap(), len, None).unwrap();
             push_all(&mut spool, &bytes[..given]);
             let err = spool.finish().err().unwrap();
             assert!(
@@ -320,7 +396,7 @@ mod tests {
             );
         }
         // A spool dropped before it finished leaves no file behind.
-        let mut spool = Spool::start(s.stage_keyed_image(&[3; 16]).unwrap(), len).unwrap();
+        let mut spool = Spool::start(s.stage_keyed_image(&[3; 16]).unwrap(), len, None).unwrap();
         push_all(&mut spool, &bytes[..len / 2]);
         drop(spool);
         let files = || {
