@@ -26,6 +26,11 @@
 //! new file next to the destination's store and fsync'ed (what a durable commit costs at
 //! least), and copied into a freshly allocated buffer (what touching new memory costs here).
 //!
+//! The destination keeps the daemon's default of pages faulted in for the next arrival
+//! (`[migration] warm_arrival_mib`; `SOJOURN_BENCH_WARM_MIB` sets another, 0 for none), and
+//! the bench waits until they are before each migration and each floor: the thread that makes
+//! them runs only on an idle core, but it would still take memory bandwidth from either.
+//!
 //! `SOJOURN_BENCH_MIB` (comma list, default `1,16,64`), `SOJOURN_BENCH_RUNS` (default 3);
 //! `SOJOURN_BENCH_MARKS=1` prints each migration's CLOCK_MONOTONIC window (for
 //! `perf record -k mono` and `perf report --time`).
