@@ -5,8 +5,8 @@
 //! kernel when it is first written: for 64 MiB, ~16,000 faults and ~18–25 ms of CPU on the
 //! VMs this was measured on, spent during the transfer, on cores the transfer itself needs.
 //! [`WarmPages`] keeps one buffer of that kind faulted in beforehand, and faults the next one
-//! in when asked to after an arrival took it ([`WarmPages::refill`], which the host calls once
-//! the arrival has ended), on a thread that runs only when a core would otherwise idle
+//! in when asked to after an arrival took it ([`WarmPages::refill`], which the host calls when
+//! a package's last byte is in, with a delay that lets the arrival finish), on a thread that runs only when a core would otherwise idle
 //! (`SCHED_IDLE`). The work is the same; it moves out of the migration into idle time, at the
 //! price of the pool's pages held while no arrival comes.
 //!
@@ -42,7 +42,8 @@ struct Shared {
 
 #[derive(Default)]
 struct State {
-    /// The buffer, faulted in; `None` while it is being (or could not be) made.
+    /// The buffer, faulted in (whole, or the rest of one an arrival took the front of);
+    /// `None` while one is being (or could not be) made.
     pages: Option<AnonPages>,
     /// A thread is making one.
     filling: bool,
@@ -55,7 +56,7 @@ struct State {
 pub struct TakenPages {
     /// The buffer, of the length asked for.
     pub pages: AnonPages,
-    /// How many of its first bytes were faulted in (the pool's capacity or the length, the
+    /// How many of its first bytes were faulted in (what the pool held or the length, the
     /// smaller); the rest fault in when written, as in a new buffer.
     pub warm: usize,
 }
@@ -76,11 +77,6 @@ impl WarmPages {
         };
         pool.start_fill(&mut pool.state(), Duration::ZERO);
         Some(pool)
-    }
-
-    /// The size of the buffer the pool keeps.
-    pub fn capacity(&self) -> usize {
-        self.shared.capacity
     }
 
     /// Whether a buffer is ready to be taken.
