@@ -1,6 +1,6 @@
 //! Execution-state capture at a tick boundary, and restore into a fresh instance.
 //!
-//! Byte format (version 1), see docs/snapshot-format.md:
+//! Byte format (version 2; version 1 is still read), see docs/snapshot-format.md:
 //!
 //! ```text
 //! "SJSNAP" | version: u16 BE | body: deterministic CBOR map | SHA-256(magic..body): 32 bytes
@@ -25,8 +25,13 @@ use crate::RuntimeError;
 
 /// Magic prefix.
 pub const MAGIC: &[u8; 6] = b"SJSNAP";
-/// Current format version.
-pub const VERSION: u16 = 1;
+/// The format version this build writes: memory as one run of pages, page-aligned
+/// ([`SnapshotWriter::align_pages_at`]).
+pub const VERSION: u16 = 2;
+/// The version before, still read: memory as `[index, bytes]` pairs.
+pub const VERSION_PAIRS: u16 = 1;
+/// Version 2's padding before the memory's pages is shorter than this.
+const PAD_MAX: usize = 2 * CHUNK;
 /// Memory is stored as the non-zero chunks of this size.
 pub const CHUNK: usize = 4096;
 
@@ -38,7 +43,10 @@ pub enum SnapshotError {
     #[error("not a Sojourn snapshot (bad magic or shorter than {0} bytes)")]
     NotASnapshot(usize),
     /// A version this build does not read.
-    #[error("snapshot format version {0} is not supported (this build reads version {VERSION})")]
+    #[error(
+        "snapshot format version {0} is not supported (this build reads versions \
+         {VERSION_PAIRS} and {VERSION})"
+    )]
     UnsupportedVersion(u16),
     /// The checksum does not match: truncated or corrupted.
     #[error("snapshot checksum mismatch: the snapshot is truncated or corrupted")]
@@ -99,9 +107,13 @@ enum Value {
 /// which therefore cannot change before the bytes are written.
 pub struct SnapshotWriter<'a> {
     entries: Vec<(Vec<u8>, Value)>,
-    nonzero: Vec<usize>,
+    /// The non-zero chunks as runs of consecutive ones: (first index, count), ascending,
+    /// never adjacent.
+    runs: Vec<(usize, usize)>,
     module: &'a [u8],
     memory: &'a [u8],
+    /// Zero bytes before the memory's pages (version 2), placing them on a page boundary.
+    pad: usize,
     len: usize,
 }
 
@@ -109,7 +121,8 @@ impl std::fmt::Debug for SnapshotWriter<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SnapshotWriter")
             .field("len", &self.len)
-            .field("nonzero_chunks", &self.nonzero.len())
+            .field("nonzero_chunks", &self.chunk_count())
+            .field("pad", &self.pad)
             .finish_non_exhaustive()
     }
 }
@@ -122,6 +135,64 @@ impl SnapshotWriter<'_> {
     /// The snapshot's exact length in bytes.
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Lays the memory's pages out for a snapshot whose first byte will lie at `at` (or any
+    /// offset congruent to it modulo [`CHUNK`]) in page-aligned memory: the pages' bytes then
+    /// start on a page boundary there, so that a destination can map them into the restored
+    /// instance where they lie ([`ResidentObject::restore_moving`]) instead of moving each
+    /// chunk first. Only the zero padding before them changes, and with it [`Self::len`]
+    /// (by less than 8 KiB); the state is the same. A writer starts laid out for `at = 0`,
+    /// which is also what [`ResidentObject::full_state_digest`] hashes.
+    pub fn align_pages_at(&mut self, at: usize) {
+        self.lay_out(at);
+    }
+
+    /// Non-zero chunks.
+    fn chunk_count(&self) -> usize {
+        self.runs.iter().map(|(_, n)| n).sum()
+    }
+
+    /// The encoded runs: `[[first, count], …]`.
+    fn runs_len(&self) -> usize {
+        head_len(self.runs.len() as u64)
+            + self
+                .runs
+                .iter()
+                .map(|&(first, n)| 1 + head_len(first as u64) + head_len(n as u64))
+                .sum::<usize>()
+    }
+
+    /// Sets the padding and the length for a snapshot starting at `at` (modulo [`CHUNK`]).
+    fn lay_out(&mut self, at: usize) {
+        let pages = self.chunk_count() * CHUNK;
+        let pages_head = head_len(pages as u64);
+        let mut before = MAGIC.len() + 2 + head_len(self.entries.len() as u64);
+        let mut after = 0;
+        let mut seen = false;
+        for (k, v) in &self.entries {
+            let n = k.len()
+                + match v {
+                    Value::Encoded(b) => b.len(),
+                    Value::Module => head_len(self.module.len() as u64) + self.module.len(),
+                    Value::Memory => {
+                        seen = true;
+                        before += k.len() + head_len(3) + self.runs_len();
+                        continue;
+                    }
+                };
+            if seen {
+                after += n;
+            } else {
+                before += n;
+            }
+        }
+        self.pad = if pages == 0 {
+            0
+        } else {
+            pad_before(at % CHUNK + before, pages_head)
+        };
+        self.len = before + head_len(self.pad as u64) + self.pad + pages_head + pages + after + 32;
     }
 
     /// Never: a snapshot has at least its header and checksum.
@@ -219,14 +290,29 @@ impl SnapshotWriter<'_> {
                     sink.put(self.module);
                 }
                 Value::Memory => {
-                    put_head(sink, MAJOR_ARRAY, self.nonzero.len());
-                    for &i in &self.nonzero {
-                        let c = self.memory.get(i * CHUNK..).unwrap_or_default();
-                        let c = c.get(..CHUNK).unwrap_or(c);
+                    // [runs, pad, pages]
+                    put_head(sink, MAJOR_ARRAY, 3);
+                    put_head(sink, MAJOR_ARRAY, self.runs.len());
+                    for &(first, n) in &self.runs {
                         sink.put(&[0x82]); // array of 2
-                        put_head(sink, MAJOR_UINT, i);
-                        put_head(sink, MAJOR_BYTES, c.len());
-                        sink.put(c);
+                        put_head(sink, MAJOR_UINT, first);
+                        put_head(sink, MAJOR_UINT, n);
+                    }
+                    put_head(sink, MAJOR_BYTES, self.pad);
+                    let mut pad = self.pad;
+                    while pad > 0 {
+                        let n = pad.min(CHUNK);
+                        sink.put(ZERO_CHUNK.get(..n).unwrap_or_default());
+                        pad -= n;
+                    }
+                    put_head(sink, MAJOR_BYTES, self.chunk_count() * CHUNK);
+                    for &(first, n) in &self.runs {
+                        // Whole chunks of the memory (its length is a multiple of 64 KiB).
+                        sink.put(
+                            self.memory
+                                .get(first * CHUNK..(first + n) * CHUNK)
+                                .unwrap_or_default(),
+                        );
                     }
                 }
             }
@@ -283,39 +369,29 @@ impl ResidentObject {
             Some(mem) => mem.data(&self.store),
             None => &[],
         };
-        // Non-zero chunks: a comparison with a zero chunk (memcmp) stops at the first
-        // non-zero byte.
-        let nonzero: Vec<usize> = memory
-            .chunks(CHUNK)
-            .enumerate()
-            .filter(|(_, c)| *c != ZERO_CHUNK.get(..c.len()).unwrap_or_default())
-            .map(|(i, _)| i)
-            .collect();
-        let chunk_len = |i: usize, len: usize| 1 + head_len(i as u64) + head_len(len as u64) + len;
-        let memory_len = head_len(nonzero.len() as u64)
-            + nonzero
-                .iter()
-                .map(|&i| chunk_len(i, memory.len().saturating_sub(i * CHUNK).min(CHUNK)))
-                .sum::<usize>();
-        let body_len = head_len(entries.len() as u64)
-            + entries
-                .iter()
-                .map(|(k, v)| {
-                    k.len()
-                        + match v {
-                            Value::Encoded(b) => b.len(),
-                            Value::Module => head_len(module.len() as u64) + module.len(),
-                            Value::Memory => memory_len,
-                        }
-                })
-                .sum::<usize>();
-        Ok(SnapshotWriter {
+        // Non-zero chunks, as runs of consecutive ones: a comparison with a zero chunk
+        // (memcmp) stops at the first non-zero byte. A linear memory is a whole number of
+        // 64 KiB pages, so every chunk is whole.
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        for (i, c) in memory.chunks_exact(CHUNK).enumerate() {
+            if c == ZERO_CHUNK {
+                continue;
+            }
+            match runs.last_mut() {
+                Some((first, n)) if *first + *n == i => *n += 1,
+                _ => runs.push((i, 1)),
+            }
+        }
+        let mut writer = SnapshotWriter {
             entries,
-            nonzero,
+            runs,
             module,
             memory,
-            len: MAGIC.len() + 2 + body_len + 32,
-        })
+            pad: 0,
+            len: 0,
+        };
+        writer.lay_out(0);
+        Ok(writer)
     }
 
     /// The execution state without memory contents, module and descriptor: object id, seq,
@@ -391,16 +467,16 @@ impl ResidentObject {
     /// laid into the new instance; the instance is returned only if the checksum matches
     /// (a mismatch is [`SnapshotError::Checksum`], whatever the body held).
     pub fn restore(engine: &ObjectEngine, snapshot: &[u8]) -> Result<ResidentObject, RuntimeError> {
-        let (signed, sum, body) = split(snapshot)?;
+        let (signed, sum, body, version) = split(snapshot)?;
         if snapshot.len() < PARALLEL_CHECKSUM_MIN {
             if canonical::sha256(signed) != sum {
                 return Err(SnapshotError::Checksum.into());
             }
-            return Self::restore_body(engine, body);
+            return Self::restore_body(engine, body, version);
         }
         std::thread::scope(|scope| {
             let check = scope.spawn(|| canonical::sha256(signed) == sum);
-            let restored = Self::restore_body(engine, body);
+            let restored = Self::restore_body(engine, body, version);
             match check.join() {
                 Ok(true) => restored,
                 Ok(false) => Err(SnapshotError::Checksum.into()),
@@ -438,8 +514,8 @@ impl ResidentObject {
         snapshot: &[u8],
         compile: &dyn Fn(&[u8]) -> Result<ObjectModule, RuntimeError>,
     ) -> Result<ResidentObject, RuntimeError> {
-        let (_, _, body) = split(snapshot)?;
-        Self::restore_body_with(engine, body, compile, None)
+        let (_, _, body, version) = split(snapshot)?;
+        Self::restore_body_with(engine, body, version, compile, None)
     }
 
     /// [`ResidentObject::restore_authenticated_with`] of the snapshot at `at` in `pages` (a
@@ -474,8 +550,8 @@ impl ResidentObject {
             let snapshot = pages
                 .get(at.clone())
                 .ok_or(SnapshotError::NotASnapshot(0))?;
-            let (_, _, body) = split(snapshot)?;
-            Self::restore_body_with(engine, body, compile, Some(&mut unlaid))?
+            let (_, _, body, version) = split(snapshot)?;
+            Self::restore_body_with(engine, body, version, compile, Some(&mut unlaid))?
         };
         if let Some(unlaid) = unlaid {
             // The chunks' addresses, as offsets in `pages`.
@@ -632,17 +708,22 @@ impl ResidentObject {
     }
 
     /// Restores from a snapshot body whose checksum is (being) checked by the caller.
-    fn restore_body(engine: &ObjectEngine, body: &[u8]) -> Result<ResidentObject, RuntimeError> {
-        Self::restore_body_with(engine, body, &|wasm| engine.compile(wasm), None)
+    fn restore_body(
+        engine: &ObjectEngine,
+        body: &[u8],
+        version: u16,
+    ) -> Result<ResidentObject, RuntimeError> {
+        Self::restore_body_with(engine, body, version, &|wasm| engine.compile(wasm), None)
     }
 
     fn restore_body_with(
         engine: &ObjectEngine,
         body: &[u8],
+        version: u16,
         compile: &dyn Fn(&[u8]) -> Result<ObjectModule, RuntimeError>,
         unlaid: Option<&mut Option<Unlaid>>,
     ) -> Result<ResidentObject, RuntimeError> {
-        if let Some((entries, chunks)) = read_body_fast(body) {
+        if let Some((entries, chunks)) = read_body_fast(body, version) {
             let m = MapView(&entries);
             let descriptor = Descriptor::decode(m.bytes("descriptor")?)
                 .map_err(|e| field_err("descriptor", e.to_string()))?;
@@ -660,22 +741,7 @@ impl ResidentObject {
         let descriptor = Descriptor::decode(m.bytes("descriptor")?)
             .map_err(|e| field_err("descriptor", e.to_string()))?;
         let module = compile(m.bytes("module")?)?;
-        let Cbor::Array(chunks) = m.get("memory_chunks")? else {
-            return Err(field_err("memory_chunks", "expected an array").into());
-        };
-        let mut pairs = Vec::with_capacity(chunks.len());
-        for c in chunks {
-            match c {
-                Cbor::Array(pair) => match pair.as_slice() {
-                    [Cbor::Integer(i), Cbor::Bytes(b)] => pairs.push((
-                        u64::try_from(*i).map_err(|_| field_err("memory_chunks", "bad index"))?,
-                        b.as_slice(),
-                    )),
-                    _ => return Err(field_err("memory_chunks", "expected [index, bytes]").into()),
-                },
-                _ => return Err(field_err("memory_chunks", "expected [index, bytes]").into()),
-            }
-        }
+        let pairs = decoded_chunks(version, m.get("memory_chunks")?)?;
         // Decoded chunks are not in the snapshot's bytes: they are laid here, and nothing is
         // left unlaid for the caller.
         restore_parts(engine, &module, descriptor, &m, pairs.into_iter(), None)
@@ -819,6 +885,19 @@ pub(crate) fn place_chunks<B: AsRef<[u8]>>(
     Ok(placed)
 }
 
+/// The length of the zero padding (a byte string) whose head starts at `at` and which is
+/// followed by a head of `pages_head` bytes, such that what follows that head starts on a
+/// [`CHUNK`] boundary: the shortest, less than [`PAD_MAX`]. (The padding's own head is 1, 2
+/// or 3 bytes long depending on its length; where no length below [`CHUNK`] fits its head,
+/// one a chunk longer does.)
+fn pad_before(at: usize, pages_head: usize) -> usize {
+    let to_boundary = |h: usize| (CHUNK - (at + h + pages_head) % CHUNK) % CHUNK;
+    (1..=3)
+        .map(|h| (h, to_boundary(h)))
+        .find(|&(h, p)| head_len(p as u64) == h)
+        .map_or(to_boundary(3) + CHUNK, |(_, p)| p)
+}
+
 /// Length of a CBOR head in shortest form.
 fn head_len(n: u64) -> usize {
     match n {
@@ -933,13 +1012,156 @@ fn read_chunks<'a>(body: &'a [u8], pos: &mut usize) -> Option<Vec<(u64, &'a [u8]
     Some(chunks)
 }
 
+/// A byte string at `*pos` with its head in shortest form.
+fn read_bytes<'a>(body: &'a [u8], pos: &mut usize) -> Option<&'a [u8]> {
+    let (major, len, shortest) = read_head(body, pos)?;
+    if major != MAJOR_BYTES || !shortest {
+        return None;
+    }
+    let end = pos.checked_add(usize::try_from(len).ok()?)?;
+    let bytes = body.get(*pos..end)?;
+    *pos = end;
+    Some(bytes)
+}
+
+/// Version 2's memory at `*pos`, borrowed: `[[[first, count], …], pad, pages]` with every
+/// head in shortest form and the rules of [`chunks_of_runs`]. `None` for anything else.
+fn read_pages<'a>(body: &'a [u8], pos: &mut usize) -> Option<Vec<(u64, &'a [u8])>> {
+    let (major, n, shortest) = read_head(body, pos)?;
+    if major != MAJOR_ARRAY || n != 3 || !shortest {
+        return None;
+    }
+    let (major, n, shortest) = read_head(body, pos)?;
+    if major != MAJOR_ARRAY || !shortest {
+        return None;
+    }
+    // Each run takes at least 3 bytes: never reserve for more than the input can hold.
+    let n = usize::try_from(n).ok()?;
+    if n > body.len().saturating_sub(*pos) / 3 {
+        return None;
+    }
+    let mut runs = Vec::with_capacity(n);
+    for _ in 0..n {
+        if *body.get(*pos)? != 0x82 {
+            return None;
+        }
+        *pos += 1;
+        let (major, first, shortest) = read_head(body, pos)?;
+        if major != MAJOR_UINT || !shortest {
+            return None;
+        }
+        let (major, count, shortest) = read_head(body, pos)?;
+        if major != MAJOR_UINT || !shortest {
+            return None;
+        }
+        runs.push((first, count));
+    }
+    let pad = read_bytes(body, pos)?;
+    let pages = read_bytes(body, pos)?;
+    chunks_of_runs(&runs, pad, pages).ok()
+}
+
+/// Version 2's memory as chunks (index, [`CHUNK`] bytes of `pages`), ascending: `runs` are
+/// (first index, count), ascending and neither empty, overlapping nor adjacent (each as long
+/// as it can be); `pad` is fewer than [`PAD_MAX`] zero bytes; `pages` holds exactly the
+/// runs' chunks, in order. Whether the chunks lie inside the memory is checked where they
+/// are placed ([`place_chunks`]).
+pub(crate) fn chunks_of_runs<'a>(
+    runs: &[(u64, u64)],
+    pad: &[u8],
+    pages: &'a [u8],
+) -> Result<Vec<(u64, &'a [u8])>, SnapshotError> {
+    let bad = |reason: &str| field_err("memory_chunks", reason);
+    if pad.len() >= PAD_MAX || pad.iter().any(|&b| b != 0) {
+        return Err(bad("the padding is not fewer than 8192 zero bytes"));
+    }
+    let mut total: u64 = 0;
+    let mut next: Option<u64> = None;
+    for &(first, count) in runs {
+        if count == 0 || next.is_some_and(|n| first <= n) {
+            return Err(bad("runs empty, out of order, overlapping or adjacent"));
+        }
+        next = Some(
+            first
+                .checked_add(count)
+                .ok_or_else(|| bad("index overflow"))?,
+        );
+        total = total
+            .checked_add(count)
+            .ok_or_else(|| bad("index overflow"))?;
+    }
+    if pages.len() % CHUNK != 0 || u64::try_from(pages.len() / CHUNK).ok() != Some(total) {
+        return Err(bad("the pages are not the runs' chunks"));
+    }
+    let mut chunks = pages.chunks_exact(CHUNK);
+    let mut out = Vec::with_capacity(pages.len() / CHUNK);
+    for &(first, count) in runs {
+        for index in first..first + count {
+            out.extend(chunks.next().map(|c| (index, c)));
+        }
+    }
+    Ok(out)
+}
+
+/// A decoded `memory_chunks` value as chunks (index, bytes), in the shape of `version`:
+/// `[[index, bytes], …]` (version 1) or `[runs, pad, pages]` (version 2). Each chunk's size,
+/// order and place are checked where it is placed ([`place_chunks`]).
+pub(crate) fn decoded_chunks(
+    version: u16,
+    value: &Cbor,
+) -> Result<Vec<(u64, &[u8])>, SnapshotError> {
+    let shape = |what: &str| field_err("memory_chunks", format!("expected {what}"));
+    if version == VERSION_PAIRS {
+        let Cbor::Array(chunks) = value else {
+            return Err(shape("an array"));
+        };
+        return chunks
+            .iter()
+            .map(|c| match c {
+                Cbor::Array(pair) => match pair.as_slice() {
+                    [Cbor::Integer(i), Cbor::Bytes(b)] => Ok((
+                        u64::try_from(*i).map_err(|_| field_err("memory_chunks", "bad index"))?,
+                        b.as_slice(),
+                    )),
+                    _ => Err(shape("[index, bytes]")),
+                },
+                _ => Err(shape("[index, bytes]")),
+            })
+            .collect();
+    }
+    let Cbor::Array(parts) = value else {
+        return Err(shape("[runs, pad, pages]"));
+    };
+    let [Cbor::Array(runs), Cbor::Bytes(pad), Cbor::Bytes(pages)] = parts.as_slice() else {
+        return Err(shape("[runs, pad, pages]"));
+    };
+    let runs = runs
+        .iter()
+        .map(|r| match r {
+            Cbor::Array(pair) => match pair.as_slice() {
+                [Cbor::Integer(first), Cbor::Integer(count)] => Ok((
+                    u64::try_from(*first).map_err(|_| field_err("memory_chunks", "bad index"))?,
+                    u64::try_from(*count).map_err(|_| field_err("memory_chunks", "bad count"))?,
+                )),
+                _ => Err(shape("[first, count]")),
+            },
+            _ => Err(shape("[first, count]")),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    chunks_of_runs(&runs, pad, pages)
+}
+
 /// The snapshot body read in one pass, if it has exactly the shape this build writes: a map
 /// of 12 text keys in strictly ascending canonical order, each small value canonical on its
-/// own, and `memory_chunks` an array of `[uint, bytes]` pairs in shortest form. Such a body
-/// is canonical as a whole. Returns the entries other than `memory_chunks` and the chunks
-/// (borrowed); `None` sends the body to the general path.
+/// own, and `memory_chunks` in the shape of `version` with every head in shortest form
+/// (version 1: an array of `[uint, bytes]` pairs; version 2: `[runs, pad, pages]`). Such a
+/// body is canonical as a whole. Returns the entries other than `memory_chunks` and the
+/// chunks (borrowed); `None` sends the body to the general path.
 #[allow(clippy::type_complexity)]
-pub(crate) fn read_body_fast(body: &[u8]) -> Option<(Vec<(Cbor, Cbor)>, Vec<(u64, &[u8])>)> {
+pub(crate) fn read_body_fast(
+    body: &[u8],
+    version: u16,
+) -> Option<(Vec<(Cbor, Cbor)>, Vec<(u64, &[u8])>)> {
     if *body.first()? != (MAJOR_MAP << 5) | 12 {
         return None;
     }
@@ -959,7 +1181,11 @@ pub(crate) fn read_body_fast(body: &[u8]) -> Option<(Vec<(Cbor, Cbor)>, Vec<(u64
             return None;
         };
         if name == "memory_chunks" {
-            chunks = Some(read_chunks(body, &mut pos)?);
+            chunks = Some(if version == VERSION_PAIRS {
+                read_chunks(body, &mut pos)?
+            } else {
+                read_pages(body, &mut pos)?
+            });
         } else {
             let start = pos;
             skip_item(body, &mut pos, 1)?;
@@ -1186,9 +1412,8 @@ pub(crate) fn restore_parts<'c>(
     Ok(obj)
 }
 
-/// Checks magic, version and checksum; returns the body.
-/// A snapshot's parts: the checksummed bytes, the checksum, the body.
-type Parts<'a> = (&'a [u8], [u8; 32], &'a [u8]);
+/// A snapshot's parts: the checksummed bytes, the checksum, the body, the format version.
+type Parts<'a> = (&'a [u8], [u8; 32], &'a [u8], u16);
 
 /// Checks magic and version; returns the parts.
 pub(crate) fn split(snapshot: &[u8]) -> Result<Parts<'_>, SnapshotError> {
@@ -1206,7 +1431,7 @@ pub(crate) fn split(snapshot: &[u8]) -> Result<Parts<'_>, SnapshotError> {
             ])
         })
         .ok_or(SnapshotError::NotASnapshot(min))?;
-    if version != VERSION {
+    if version != VERSION && version != VERSION_PAIRS {
         return Err(SnapshotError::UnsupportedVersion(version));
     }
     let sum: [u8; 32] = sum
@@ -1215,7 +1440,7 @@ pub(crate) fn split(snapshot: &[u8]) -> Result<Parts<'_>, SnapshotError> {
     let body = signed
         .get(MAGIC.len() + 2..)
         .ok_or(SnapshotError::NotASnapshot(min))?;
-    Ok((signed, sum, body))
+    Ok((signed, sum, body, version))
 }
 
 #[cfg(test)]
@@ -1224,6 +1449,26 @@ mod tests {
     use super::*;
 
     fn body(chunks: Vec<Cbor>) -> Cbor {
+        body_with(Cbor::Array(chunks))
+    }
+
+    /// A version 2 body: `memory_chunks` = `[runs, pad, pages]`.
+    fn body_v2(runs: &[(u64, u64)], pad: usize, fill: u8) -> Cbor {
+        let count: u64 = runs.iter().map(|r| r.1).sum();
+        body_with(Cbor::Array(vec![
+            Cbor::Array(
+                runs.iter()
+                    .map(|&(f, n)| {
+                        Cbor::Array(vec![Cbor::Integer(f.into()), Cbor::Integer(n.into())])
+                    })
+                    .collect(),
+            ),
+            Cbor::Bytes(vec![0; pad]),
+            Cbor::Bytes(vec![fill; count as usize * CHUNK]),
+        ]))
+    }
+
+    fn body_with(memory: Cbor) -> Cbor {
         let mut entries = vec![
             (t("object_id"), Cbor::Bytes(vec![7; 16])),
             (t("seq"), Cbor::Integer(300.into())),
@@ -1247,7 +1492,7 @@ mod tests {
             (t("descriptor"), Cbor::Bytes(vec![1, 2, 3])),
             (t("module"), Cbor::Bytes(vec![0; 300])),
         ];
-        entries.push((t("memory_chunks"), Cbor::Array(chunks)));
+        entries.push((t("memory_chunks"), memory));
         Cbor::Map(entries)
     }
 
@@ -1303,7 +1548,7 @@ mod tests {
     fn fast_reader_agrees_with_the_general_decode() {
         let bytes =
             canonical::encode(&body(vec![chunk(0, 1), chunk(30, 2), chunk(1000, 3)])).unwrap();
-        let (entries, chunks) = read_body_fast(&bytes).expect("fast path");
+        let (entries, chunks) = read_body_fast(&bytes, VERSION_PAIRS).expect("fast path");
         let Cbor::Map(all) = canonical::decode(&bytes).unwrap() else {
             panic!("not a map")
         };
@@ -1327,11 +1572,14 @@ mod tests {
     #[test]
     fn fast_reader_declines_what_is_not_plainly_canonical() {
         let good = canonical::encode(&body(vec![chunk(5, 1)])).unwrap();
-        assert!(read_body_fast(&good).is_some());
+        assert!(read_body_fast(&good, VERSION_PAIRS).is_some());
         // Every truncation and every single-byte change outside chunk payloads either stays
         // canonical (then the general decode agrees) or is declined.
         for len in 0..good.len() {
-            assert!(read_body_fast(&good[..len]).is_none(), "truncated at {len}");
+            assert!(
+                read_body_fast(&good[..len], VERSION_PAIRS).is_none(),
+                "truncated at {len}"
+            );
         }
         // The body ends with `memory_chunks` then `"last_rejection": null` (16 bytes).
         let end = good.len() - 16;
@@ -1341,7 +1589,7 @@ mod tests {
             for flip in [0x01u8, 0x10, 0x80, 0xff] {
                 let mut bad = good.clone();
                 bad[i] ^= flip;
-                if read_body_fast(&bad).is_some() {
+                if read_body_fast(&bad, VERSION_PAIRS).is_some() {
                     assert!(
                         canonical::decode(&bad).is_ok(),
                         "accepted non-canonical at {i}"
@@ -1354,18 +1602,138 @@ mod tests {
         assert_eq!(&good[at - 1..at + 1], &[0x82, 0x05]);
         let mut long = good.clone();
         long.splice(at..at + 1, [0x18, 0x05]);
-        assert!(read_body_fast(&long).is_none());
+        assert!(read_body_fast(&long, VERSION_PAIRS).is_none());
         assert!(canonical::decode(&long).is_err());
         // Keys out of order.
         let mut w = Vec::new();
         ciborium::into_writer(&body(vec![chunk(5, 1)]), &mut w).unwrap();
-        assert!(read_body_fast(&w).is_none());
+        assert!(read_body_fast(&w, VERSION_PAIRS).is_none());
         assert!(canonical::decode(&w).is_err());
         // A huge declared chunk count does not reserve memory.
         assert_eq!(good[at - 2], 0x81);
         let mut huge = good[..at - 2].to_vec();
         huge.extend([0x9b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
         huge.extend_from_slice(&good[at - 1..]);
-        assert!(read_body_fast(&huge).is_none());
+        assert!(read_body_fast(&huge, VERSION_PAIRS).is_none());
+    }
+
+    #[test]
+    fn the_padding_puts_the_pages_on_a_page_boundary() {
+        for pages_head in [1, 2, 3, 5, 9] {
+            for at in 0..2 * CHUNK {
+                let p = pad_before(at, pages_head);
+                assert!(p < PAD_MAX, "{at} {pages_head}: {p}");
+                let content = at + head_len(p as u64) + p + pages_head;
+                assert_eq!(content % CHUNK, 0, "{at} {pages_head}: {p}");
+                // The shortest that does.
+                assert!(
+                    (0..p).all(|q| (at + head_len(q as u64) + q + pages_head) % CHUNK != 0),
+                    "{at} {pages_head}: {p} is not the shortest"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn version_2_fast_reader_agrees_with_the_general_decode() {
+        let runs = [(0, 2), (30, 1), (1000, 3)];
+        let bytes = canonical::encode(&body_v2(&runs, 100, 9)).unwrap();
+        let (entries, chunks) = read_body_fast(&bytes, VERSION).expect("fast path");
+        let Cbor::Map(all) = canonical::decode(&bytes).unwrap() else {
+            panic!("not a map")
+        };
+        let memory = &all
+            .iter()
+            .find(|(k, _)| k == &t("memory_chunks"))
+            .unwrap()
+            .1;
+        let general = decoded_chunks(VERSION, memory).unwrap();
+        assert_eq!(entries.len(), 11);
+        let indexes: Vec<u64> = chunks.iter().map(|c| c.0).collect();
+        assert_eq!(indexes, [0, 1, 30, 1000, 1001, 1002]);
+        assert_eq!(chunks, general);
+        assert!(chunks.iter().all(|(_, b)| *b == [9; CHUNK]));
+        // Borrowed from the body, one after another.
+        let first = chunks[0].1.as_ptr() as usize - bytes.as_ptr() as usize;
+        for (k, (_, b)) in chunks.iter().enumerate() {
+            assert_eq!(
+                b.as_ptr() as usize - bytes.as_ptr() as usize,
+                first + k * CHUNK
+            );
+        }
+        // A version 1 reader does not take it, nor a version 2 reader a version 1 body.
+        assert!(read_body_fast(&bytes, VERSION_PAIRS).is_none());
+        let v1 = canonical::encode(&body(vec![chunk(5, 1)])).unwrap();
+        assert!(read_body_fast(&v1, VERSION).is_none());
+    }
+
+    #[test]
+    fn version_2_memory_rules() {
+        let pages = |n: usize| vec![1u8; n * CHUNK];
+        let ok = |runs: &[(u64, u64)], pad: usize, n: usize| {
+            chunks_of_runs(runs, &vec![0; pad], &pages(n)).map(|c| c.len())
+        };
+        assert_eq!(ok(&[], 0, 0), Ok(0));
+        assert_eq!(ok(&[(0, 1), (2, 2)], 8191, 3), Ok(3));
+        for (what, runs, pad, n) in [
+            ("empty run", vec![(0, 0)], 0, 0),
+            ("adjacent", vec![(0, 1), (1, 1)], 0, 2),
+            ("overlapping", vec![(0, 2), (1, 2)], 0, 4),
+            ("descending", vec![(5, 1), (1, 1)], 0, 2),
+            ("too few pages", vec![(0, 2)], 0, 1),
+            ("too many pages", vec![(0, 2)], 0, 3),
+            ("pad too long", vec![(0, 1)], 8192, 1),
+            ("index overflow", vec![(u64::MAX, 2)], 0, 2),
+            ("count overflow", vec![(0, 1), (2, u64::MAX)], 0, 1),
+        ] {
+            assert!(ok(&runs, pad, n).is_err(), "{what}");
+        }
+        assert!(
+            chunks_of_runs(&[(0, 1)], &[0, 1], &pages(1)).is_err(),
+            "pad not zero"
+        );
+        assert!(
+            chunks_of_runs(&[(0, 1)], &[], &[1; CHUNK + 1]).is_err(),
+            "ragged pages"
+        );
+    }
+
+    #[test]
+    fn version_2_fast_reader_declines_what_is_not_plainly_canonical() {
+        let good = canonical::encode(&body_v2(&[(5, 1), (9, 2)], 3, 1)).unwrap();
+        assert!(read_body_fast(&good, VERSION).is_some());
+        for len in 0..good.len() {
+            assert!(
+                read_body_fast(&good[..len], VERSION).is_none(),
+                "truncated at {len}"
+            );
+        }
+        // The body ends with the pages, then `"last_rejection": null` (16 bytes).
+        let end = good.len() - 16;
+        let payload = end - 3 * CHUNK..end;
+        for i in (0..good.len()).filter(|i| !payload.contains(i)) {
+            for flip in [0x01u8, 0x10, 0x80, 0xff] {
+                let mut bad = good.clone();
+                bad[i] ^= flip;
+                if let Some((_, chunks)) = read_body_fast(&bad, VERSION) {
+                    assert!(
+                        canonical::decode(&bad).is_ok(),
+                        "accepted non-canonical at {i}"
+                    );
+                    assert!(!chunks.is_empty());
+                }
+            }
+        }
+        // A huge declared run count does not reserve memory: `[runs, pad, pages]` is
+        // 0x83, then the runs' array head.
+        let at = good
+            .windows(3)
+            .position(|w| w == [0x83, 0x82, 0x82])
+            .expect("the memory's head")
+            + 1;
+        let mut huge = good[..at].to_vec();
+        huge.extend([0x9b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+        huge.extend_from_slice(&good[at + 1..]);
+        assert!(read_body_fast(&huge, VERSION).is_none());
     }
 }

@@ -10,7 +10,7 @@ use ciborium::Value as Cbor;
 use sojourn_policy::canonical;
 
 use crate::snapshot::{
-    field_err, place_chunks, read_body_fast, split, MapView, SnapshotError, CHUNK,
+    decoded_chunks, field_err, place_chunks, read_body_fast, split, MapView, SnapshotError, CHUNK,
 };
 
 /// A WebAssembly page.
@@ -55,8 +55,8 @@ impl<'a> SnapshotMemory<'a> {
     /// A body in the shape this build writes is read in one pass that borrows the chunks;
     /// anything else takes the general (full canonical decode) path, as a restore does.
     pub fn parse(snapshot: &'a [u8]) -> Result<SnapshotMemory<'a>, SnapshotError> {
-        let (_, _, body) = split(snapshot)?;
-        if let Some((entries, chunks)) = read_body_fast(body) {
+        let (_, _, body, version) = split(snapshot)?;
+        if let Some((entries, chunks)) = read_body_fast(body, version) {
             let len = memory_len(&MapView(&entries))?;
             return Self::checked(len, chunks.into_iter().map(|(i, b)| (i, Cow::Borrowed(b))));
         }
@@ -70,29 +70,14 @@ impl<'a> SnapshotMemory<'a> {
                 entries.len()
             )));
         }
-        let len = memory_len(&MapView(&entries))?;
-        // The chunks are moved out of the decoded tree (the first `memory_chunks` key, as
-        // `MapView` finds it), not copied again.
-        let chunks = entries
-            .into_iter()
-            .find_map(|(k, v)| matches!(&k, Cbor::Text(s) if s == "memory_chunks").then_some(v))
-            .ok_or_else(|| field_err("memory_chunks", "missing"))?;
-        let Cbor::Array(chunks) = chunks else {
-            return Err(field_err("memory_chunks", "expected an array"));
-        };
-        let mut pairs = Vec::with_capacity(chunks.len());
-        for c in chunks {
-            let pair = match c {
-                Cbor::Array(pair) => <[Cbor; 2]>::try_from(pair).ok(),
-                _ => None,
-            };
-            let Some([Cbor::Integer(i), Cbor::Bytes(b)]) = pair else {
-                return Err(field_err("memory_chunks", "expected [index, bytes]"));
-            };
-            let i = u64::try_from(i).map_err(|_| field_err("memory_chunks", "bad index"))?;
-            pairs.push((i, Cow::Owned(b)));
-        }
-        Self::checked(len, pairs.into_iter())
+        let m = MapView(&entries);
+        let len = memory_len(&m)?;
+        // The decoded tree is this function's: its chunks are copied out of it.
+        let pairs = decoded_chunks(version, m.get("memory_chunks")?)?;
+        Self::checked(
+            len,
+            pairs.into_iter().map(|(i, b)| (i, Cow::Owned(b.to_vec()))),
+        )
     }
 
     /// The chunks checked as `restore_parts` checks them, placed at their byte offsets.
@@ -751,11 +736,109 @@ mod tests {
             .unwrap()
     }
 
-    fn chunk(i: i128, len: usize) -> Cbor {
+    /// A version 2 `memory_chunks`: `[runs, pad, pages]`, `pages` bytes of 1.
+    fn memory(runs: &[(i128, i128)], pad: Vec<u8>, pages: usize) -> Cbor {
+        let int = |i: i128| Cbor::Integer(i.try_into().unwrap());
         Cbor::Array(vec![
-            Cbor::Integer(i.try_into().unwrap()),
-            Cbor::Bytes(vec![1; len]),
+            Cbor::Array(
+                runs.iter()
+                    .map(|&(f, n)| Cbor::Array(vec![int(f), int(n)]))
+                    .collect(),
+            ),
+            Cbor::Bytes(pad),
+            Cbor::Bytes(vec![1; pages]),
         ])
+    }
+
+    /// `runs` of whole chunks, no padding.
+    fn runs(runs: &[(i128, i128)]) -> Cbor {
+        let n: i128 = runs.iter().map(|r| r.1.max(0)).sum();
+        memory(runs, Vec::new(), usize::try_from(n).unwrap_or(0) * CHUNK)
+    }
+
+    /// `snap` (version 2) as version 1: its memory as `[index, bytes]` pairs.
+    fn as_version_1(snap: &[u8]) -> Vec<u8> {
+        let view = SnapshotMemory::parse(snap).unwrap();
+        let pairs: Vec<Cbor> = view
+            .chunks
+            .iter()
+            .map(|(at, bytes)| {
+                Cbor::Array(vec![
+                    Cbor::Integer(((at / CHUNK) as u64).into()),
+                    Cbor::Bytes(bytes.to_vec()),
+                ])
+            })
+            .collect();
+        let Cbor::Map(mut entries) = canonical::decode(body(snap)).unwrap() else {
+            panic!("not a map")
+        };
+        *entry(&mut entries, "memory_chunks") = Cbor::Array(pairs);
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&crate::snapshot::VERSION_PAIRS.to_be_bytes());
+        out.extend_from_slice(&canonical::encode(&Cbor::Map(entries)).unwrap());
+        let sum = canonical::sha256(&out);
+        out.extend_from_slice(&sum);
+        out
+    }
+
+    /// Snapshots of the version before (memory as `[index, bytes]` pairs) are still read:
+    /// the same memory, the same object.
+    #[test]
+    fn a_version_1_snapshot_is_read_as_before() {
+        let engine = ObjectEngine::new().unwrap();
+        for (wat, max) in [(SMALL, 2), (PARTIAL, 4), (FULL, 64)] {
+            let mut obj = object(wat, max);
+            let snap = obj.snapshot().unwrap();
+            let old = as_version_1(&snap);
+            assert_eq!(&old[6..8], &[0, 1]);
+            let view = SnapshotMemory::parse(&old).unwrap();
+            assert!(view.chunks_in_snapshot().is_some(), "read in one pass");
+            assert_view_is(&view, &memory_of(&obj));
+            let mut back = ResidentObject::restore(&engine, &old).unwrap();
+            assert!(memory_of(&back) == memory_of(&obj));
+            assert_eq!(
+                back.full_state_digest().unwrap(),
+                obj.full_state_digest().unwrap()
+            );
+            // Written again, it is written in this build's version.
+            assert_eq!(back.snapshot().unwrap(), snap);
+        }
+    }
+
+    /// Wherever the snapshot is to lie, its memory's pages start on a page boundary there,
+    /// and it holds the same state.
+    #[test]
+    fn the_pages_lie_on_a_page_boundary_where_the_writer_was_told() {
+        let engine = ObjectEngine::new().unwrap();
+        let mut obj = object(FULL, 64);
+        let digest = obj.full_state_digest().unwrap();
+        let plain = obj.snapshot().unwrap();
+        let mut lens = Vec::new();
+        for at in [0usize, 1, 74, 100, 4000, 4095, 4096, 4097, 70_000] {
+            let mut w = obj.snapshot_writer().unwrap();
+            w.align_pages_at(at);
+            let mut snap = Vec::new();
+            w.write_into(&mut snap);
+            assert_eq!(snap.len(), w.len(), "at {at}");
+            lens.push(snap.len());
+            // In a buffer where it lies at `at`.
+            let mut buf = vec![0u8; at + snap.len()];
+            buf[at..].copy_from_slice(&snap);
+            let snap = &buf[at..];
+            let view = SnapshotMemory::parse(snap).unwrap();
+            let found = view.chunks_in_snapshot().unwrap();
+            assert!(!found.is_empty());
+            for (_, chunk) in found {
+                let offset = chunk.as_ptr() as usize - buf.as_ptr() as usize;
+                assert_eq!(offset % CHUNK, 0, "at {at}");
+            }
+            let mut back = ResidentObject::restore(&engine, snap).unwrap();
+            assert_eq!(back.full_state_digest().unwrap(), digest, "at {at}");
+            assert_eq!(back.snapshot().unwrap(), plain, "at {at}");
+        }
+        // Only the padding differs: by less than two chunks.
+        let (min, max) = (lens.iter().min().unwrap(), lens.iter().max().unwrap());
+        assert!(max - min < 2 * CHUNK);
     }
 
     /// A body the fast reader declines (a value nested deeper than it reads) but that is
@@ -771,7 +854,7 @@ mod tests {
             }
             *entry(e, "status") = v;
         });
-        assert!(read_body_fast(body(&deep)).is_none());
+        assert!(read_body_fast(body(&deep), crate::snapshot::VERSION).is_none());
         let general = SnapshotMemory::parse(&deep).unwrap();
         assert!(matches!(general.chunks.first(), Some((_, Cow::Owned(_)))));
         assert!(
@@ -784,9 +867,9 @@ mod tests {
         assert_view_is(&general, &image);
         // The general path applies the same rules.
         let deep_disordered = edited(&deep, |e| {
-            *entry(e, "memory_chunks") = Cbor::Array(vec![chunk(2, CHUNK), chunk(1, CHUNK)]);
+            *entry(e, "memory_chunks") = runs(&[(2, 1), (1, 1)]);
         });
-        assert!(read_body_fast(body(&deep_disordered)).is_none());
+        assert!(read_body_fast(body(&deep_disordered), crate::snapshot::VERSION).is_none());
         assert!(SnapshotMemory::parse(&deep_disordered).is_err());
     }
 
@@ -796,38 +879,59 @@ mod tests {
         let mut obj = object(SMALL, 2);
         let snap = obj.snapshot().unwrap();
         let engine = ObjectEngine::new().unwrap();
-        let chunks = |c: Vec<Cbor>| {
+        let chunks = |c: Cbor| {
             move |e: &mut Vec<(Cbor, Cbor)>| {
-                *entry(e, "memory_chunks") = Cbor::Array(c);
+                *entry(e, "memory_chunks") = c;
             }
+        };
+        let pair = |i: i128| {
+            Cbor::Array(vec![
+                Cbor::Integer(i.try_into().unwrap()),
+                Cbor::Bytes(vec![1; CHUNK]),
+            ])
         };
         let pages = |p: Cbor| move |e: &mut Vec<(Cbor, Cbor)>| *entry(e, "memory_pages") = p;
         let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("descending", edited(&snap, chunks(runs(&[(3, 1), (2, 1)])))),
+            ("duplicate", edited(&snap, chunks(runs(&[(3, 1), (3, 1)])))),
+            ("adjacent", edited(&snap, chunks(runs(&[(2, 1), (3, 1)])))),
+            ("empty run", edited(&snap, chunks(runs(&[(3, 0)])))),
             (
-                "descending",
-                edited(&snap, chunks(vec![chunk(3, CHUNK), chunk(2, CHUNK)])),
+                "short",
+                edited(&snap, chunks(memory(&[(3, 1)], vec![], CHUNK - 1))),
             ),
             (
-                "duplicate",
-                edited(&snap, chunks(vec![chunk(3, CHUNK), chunk(3, CHUNK)])),
+                "long",
+                edited(&snap, chunks(memory(&[(3, 1)], vec![], CHUNK + 1))),
             ),
-            ("short", edited(&snap, chunks(vec![chunk(3, CHUNK - 1)]))),
-            ("long", edited(&snap, chunks(vec![chunk(3, CHUNK + 1)]))),
-            ("beyond", edited(&snap, chunks(vec![chunk(16, CHUNK)]))),
+            ("beyond", edited(&snap, chunks(runs(&[(15, 2)])))),
             (
                 "index overflow",
-                edited(&snap, chunks(vec![chunk(u64::MAX.into(), CHUNK)])),
+                edited(&snap, chunks(runs(&[(u64::MAX.into(), 1)]))),
+            ),
+            ("negative index", edited(&snap, chunks(runs(&[(-1, 1)])))),
+            (
+                "padding not zero",
+                edited(&snap, chunks(memory(&[(3, 1)], vec![0, 7], CHUNK))),
             ),
             (
-                "negative index",
-                edited(&snap, chunks(vec![chunk(-1, CHUNK)])),
+                "padding too long",
+                edited(&snap, chunks(memory(&[(3, 1)], vec![0; 2 * CHUNK], CHUNK))),
             ),
             (
-                "not a pair",
+                "not a run",
                 edited(
                     &snap,
-                    chunks(vec![Cbor::Array(vec![Cbor::Integer(1.into())])]),
+                    chunks(Cbor::Array(vec![
+                        Cbor::Array(vec![Cbor::Array(vec![Cbor::Integer(1.into())])]),
+                        Cbor::Bytes(vec![]),
+                        Cbor::Bytes(vec![1; CHUNK]),
+                    ])),
                 ),
+            ),
+            (
+                "version 1 pairs",
+                edited(&snap, chunks(Cbor::Array(vec![pair(3)]))),
             ),
             (
                 "not an array",
@@ -876,7 +980,7 @@ mod tests {
             assert_eq!(tail, [0; 5000]);
         }
         // And the chunk at the very end of a memory is in it.
-        let last = edited(&snap, chunks(vec![chunk(0, CHUNK), chunk(15, CHUNK)]));
+        let last = edited(&snap, chunks(runs(&[(0, 1), (15, 1)])));
         let view = SnapshotMemory::parse(&last).unwrap();
         let mut tail = [0u8; 4097];
         assert!(view.copy_into(65536 - 4097, &mut tail));
@@ -902,29 +1006,27 @@ mod tests {
             SnapshotError::NotASnapshot(40)
         );
         let mut version = snap.clone();
-        version[7] = 2;
+        version[7] = 3;
         assert_eq!(
             SnapshotMemory::parse(&version).unwrap_err(),
-            SnapshotError::UnsupportedVersion(2)
+            SnapshotError::UnsupportedVersion(3)
         );
         // The checksum is not checked.
         let mut sum = snap.clone();
         let last = sum.len() - 1;
         sum[last] ^= 0xff;
         assert_eq!(SnapshotMemory::parse(&sum).unwrap().len(), full.len());
-        // Structural bytes: the map head, a chunk's length.
+        // Structural bytes: the map head, the pages' length (the last byte of their head,
+        // right before the first chunk).
         let mut map = snap.clone();
         map[8] ^= 0x01;
         assert!(SnapshotMemory::parse(&map).is_err());
-        let b = body(&snap);
-        let at = b
-            .windows(3)
-            .position(|w| w == [0x59, 0x10, 0x00])
-            .expect("a chunk's length")
-            + 8;
+        let (_, first) = full.chunks_in_snapshot().unwrap()[0];
+        let at = first.as_ptr() as usize - snap.as_ptr() as usize - 1;
+        assert_eq!(snap[at], 0, "a whole number of chunks");
         for flip in [0x01u8, 0x10, 0x80] {
             let mut len = snap.clone();
-            len[at + 2] ^= flip;
+            len[at] ^= flip;
             assert!(
                 SnapshotMemory::parse(&len).is_err(),
                 "length flip {flip:#x}"

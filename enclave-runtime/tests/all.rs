@@ -463,7 +463,7 @@ mod snapshots {
 
     /// Re-checksums `body` as a snapshot.
     fn wrap(body: &[u8]) -> Vec<u8> {
-        let mut out = b"SJSNAP\x00\x01".to_vec();
+        let mut out = b"SJSNAP\x00\x02".to_vec();
         out.extend_from_slice(body);
         let sum = sojourn_policy::canonical::sha256(&out);
         out.extend_from_slice(&sum);
@@ -502,13 +502,20 @@ mod snapshots {
             .unwrap_err()
             .to_string();
         assert!(err.contains("deterministic"), "{err}");
-        // A chunk index in a longer form than needed.
+        // A run's first index in a longer form than needed: the memory is
+        // `[[[first, count], …], pad, pages]`.
         let pos = body
             .windows(5)
-            .position(|w| w[0] == 0x82 && w[1] < 24 && w[2..] == [0x59, 0x10, 0x00])
-            .expect("a memory chunk");
+            .position(|w| {
+                w[0] == 0x83
+                    && (0x81..0x98).contains(&w[1])
+                    && w[2] == 0x82
+                    && w[3] < 24
+                    && w[4] < 24
+            })
+            .expect("the memory's runs");
         let mut long = body.to_vec();
-        long.splice(pos + 1..pos + 2, [0x18, body[pos + 1]]);
+        long.splice(pos + 3..pos + 4, [0x18, body[pos + 3]]);
         let err = ResidentObject::restore(&engine, &wrap(&long))
             .unwrap_err()
             .to_string();
@@ -697,12 +704,12 @@ mod snapshots {
                 "flip at {i}"
             );
         }
-        let mut v2 = snap.clone();
-        v2[7] = 2;
-        assert!(ResidentObject::restore(&engine, &v2)
+        let mut v3 = snap.clone();
+        v3[7] = 3;
+        assert!(ResidentObject::restore(&engine, &v3)
             .unwrap_err()
             .to_string()
-            .contains("version 2"));
+            .contains("version 3"));
     }
 
     #[derive(Debug, Clone)]

@@ -1140,6 +1140,17 @@ pub fn sealed_len(head: &BundleHead<'_>, snapshot_len: usize) -> Result<usize, P
     sealed_lengths(head, snapshot_len).map(|(_, total)| total)
 }
 
+/// Where the snapshot's first byte lies in the package [`seal_with`] or [`seal_streaming`]
+/// make of this bundle: after the clear header and the bundle's head, in the plaintext that
+/// an opened package holds where its ciphertext was. A sealer lays the snapshot out for that
+/// offset (`SnapshotWriter::align_pages_at` in `sojourn-runtime`), so that a destination
+/// which receives the package into page-aligned memory finds the object's memory pages on
+/// page boundaries there. `None` if the bundle does not fit in memory.
+pub fn snapshot_offset(head: &BundleHead<'_>, snapshot_len: usize) -> Option<usize> {
+    let plaintext_len = head.encoded_len(snapshot_len)?;
+    HEADER_LEN.checked_add(plaintext_len.checked_sub(snapshot_len)?)
+}
+
 /// [`seal_with`], handing the package out in parts as they are sealed, so that sending can
 /// overlap sealing. The concatenation of the parts is byte for byte a package
 /// [`seal_with`] could have made (same layout, opened by [`open_owned`]): the clear header,

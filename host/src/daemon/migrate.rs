@@ -37,8 +37,8 @@ use sojourn_attestation::{Evidence as AttEvidence, Timestamp};
 use sojourn_lineage::signer::verify_es256;
 use sojourn_lineage::{LineageSigner as _, P256Signer};
 use sojourn_migration::package::{
-    open_owned_keeping, seal_streaming_with, seal_with, sealed_len, BundleHead, KeepBytes,
-    OpenedBundle, PackageBytes, HEADER_LEN, SEGMENT,
+    open_owned_keeping, seal_streaming_with, seal_with, sealed_len, snapshot_offset, BundleHead,
+    KeepBytes, OpenedBundle, PackageBytes, HEADER_LEN, SEGMENT,
 };
 use sojourn_migration::protocol::{
     AppraisalId, Challenge, DestEffect, DestState, Destination, DestinationEnv, Evidence,
@@ -1759,13 +1759,23 @@ impl HostCore {
             .lineage(key)
             .map_err(|e| ApiError::new(ErrorCode::Unavailable, e.to_string()))?;
         let mut s = lock(&slot);
-        let snapshot = s.obj.snapshot_writer().map_err(internal)?;
+        let mut snapshot = s.obj.snapshot_writer().map_err(internal)?;
         let head = BundleHead {
             object_id: *key,
             source: &self.inner.self_url,
             lineage: &lineage,
             pending_messages: &[],
         };
+        // The memory's pages on page boundaries where the package lies in page-aligned
+        // memory (as a destination receives it, `spool`): there they are mapped into the
+        // arriving instance as they lie (`restore_moving`) instead of moved first. Laid out
+        // twice: the snapshot's offset depends on its length's CBOR head, which the
+        // padding may change (if it does again, the pages are moved at the destination).
+        for _ in 0..2 {
+            if let Some(at) = snapshot_offset(&head, snapshot.len()) {
+                snapshot.align_pages_at(at);
+            }
+        }
         f(&head, &snapshot)
     }
 
