@@ -30,6 +30,12 @@ use sojourn_store::{KeyedImageWriter, DIRECT_ALIGN};
 
 /// Direct writes of at most this much (2 MiB) at a time.
 const BLOCK: usize = 2 << 20;
+/// Writing threads, each with a direct write in flight: the device takes the next block
+/// while one is being written, so the file keeps up with the end of a transfer (where the
+/// last megabytes come faster than one write at a time goes out).
+const WRITERS: usize = 2;
+/// The zero bytes before the package in its file.
+static PAD: [u8; DIRECT_ALIGN] = [0; DIRECT_ALIGN];
 /// How long after a package's last byte the pages for the next one start to be faulted in
 /// (on a thread that runs only on an idle core): time for the arrival to open and restore
 /// the object, commit it and answer (~35 ms at 64 MiB on a 2-core VM), which needs the cores
@@ -172,7 +178,8 @@ fn piece_lengths(len: usize, pad: usize) -> Vec<usize> {
 }
 
 /// The spool's thread: copies the pieces into the package buffer and hands each filled block
-/// to a writing thread, which writes it at its place in the file while the next is filled.
+/// to one of [`WRITERS`] writing threads in turn, which writes it at its place in the file
+/// while the next are filled.
 fn take(
     rx: Receiver<Bytes>,
     writer: KeyedImageWriter,
@@ -217,14 +224,25 @@ fn take(
         got: 0,
     };
     let (complete, written) = std::thread::scope(|scope| {
-        let (tx, blocks) = channel::<(u64, &[u8])>();
-        let writing = std::thread::Builder::new()
-            .name("sojourn-spool-write".into())
-            .spawn_scoped(scope, || write_blocks(&writer, pad, blocks));
+        let mut senders = Vec::with_capacity(WRITERS);
+        let mut writing = Vec::with_capacity(WRITERS);
+        for _ in 0..WRITERS {
+            let (tx, blocks) = channel::<(u64, &[u8])>();
+            senders.push(tx);
+            let writer = &writer;
+            writing.push(
+                std::thread::Builder::new()
+                    .name("sojourn-spool-write".into())
+                    .spawn_scoped(scope, move || write_blocks(writer, blocks)),
+            );
+        }
+        if let Some(first) = senders.first() {
+            let _ = first.send((0, PAD.get(..pad).unwrap_or_default()));
+        }
         let mut rest: &mut [u8] = bytes;
         let mut at = pad as u64;
         let mut complete = true;
-        for n in piece_lengths(len, pad) {
+        for (k, n) in piece_lengths(len, pad).into_iter().enumerate() {
             let Some((piece, after)) = std::mem::take(&mut rest).split_at_mut_checked(n) else {
                 complete = false;
                 break;
@@ -236,16 +254,22 @@ fn take(
             }
             let piece: &[u8] = piece;
             // A writer that stopped is reported by its join.
-            let _ = tx.send((at, piece));
+            if let Some(tx) = senders.get(k % WRITERS) {
+                let _ = tx.send((at, piece));
+            }
             at += n as u64;
         }
-        drop(tx);
-        let written = match writing {
-            Ok(h) => h
-                .join()
-                .unwrap_or_else(|_| Err("the writing thread stopped".into())),
-            Err(e) => Err(format!("cannot start the writing thread: {e}")),
-        };
+        drop(senders);
+        // Every thread is joined; the first failure is the file's.
+        let written = writing
+            .into_iter()
+            .map(|w| match w {
+                Ok(h) => h
+                    .join()
+                    .unwrap_or_else(|_| Err("the writing thread stopped".into())),
+                Err(e) => Err(format!("cannot start the writing thread: {e}")),
+            })
+            .fold(Ok(()), Result::and);
         (complete, written)
     });
     let got = pieces.end()?;
@@ -259,20 +283,14 @@ fn take(
     })
 }
 
-/// Writes the `pad` zero bytes, then each block at its offset, until the blocks end; stops
-/// writing at the first failure (the rest are still received, so the package is whole).
-fn write_blocks(
-    writer: &KeyedImageWriter,
-    pad: usize,
-    blocks: Receiver<(u64, &[u8])>,
-) -> Result<(), String> {
-    let mut outcome = match pad {
-        0 => Ok(()),
-        _ => writer
-            .write_at(0, &[0u8; DIRECT_ALIGN][..pad])
-            .map_err(|e| e.to_string()),
-    };
+/// Writes each block at its offset, until the blocks end; stops writing at the first failure
+/// (the rest are still received, so the package is whole).
+fn write_blocks(writer: &KeyedImageWriter, blocks: Receiver<(u64, &[u8])>) -> Result<(), String> {
+    let mut outcome = Ok(());
     for (at, block) in blocks {
+        if block.is_empty() {
+            continue;
+        }
         if outcome.is_ok() {
             outcome = writer.write_at(at, block).map_err(|e| e.to_string());
         }
