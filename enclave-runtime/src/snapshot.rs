@@ -1090,7 +1090,8 @@ pub(crate) fn chunks_of_runs<'a>(
             .checked_add(count)
             .ok_or_else(|| bad("index overflow"))?;
     }
-    if pages.len() % CHUNK != 0 || u64::try_from(pages.len() / CHUNK).ok() != Some(total) {
+    if !pages.len().is_multiple_of(CHUNK) || u64::try_from(pages.len() / CHUNK).ok() != Some(total)
+    {
         return Err(bad("the pages are not the runs' chunks"));
     }
     let mut chunks = pages.chunks_exact(CHUNK);
@@ -1627,7 +1628,8 @@ mod tests {
                 assert_eq!(content % CHUNK, 0, "{at} {pages_head}: {p}");
                 // The shortest that does.
                 assert!(
-                    (0..p).all(|q| (at + head_len(q as u64) + q + pages_head) % CHUNK != 0),
+                    (0..p)
+                        .all(|q| !(at + head_len(q as u64) + q + pages_head).is_multiple_of(CHUNK)),
                     "{at} {pages_head}: {p} is not the shortest"
                 );
             }
