@@ -20,8 +20,8 @@ use crate::config::ClientConfig;
 use crate::{
     paths, tls, DeployRequest, DrainReport, DrainRequest, ErrorBody, Health, MigrateRequest,
     MigrationAnswer, MigrationOffer, MigrationOfferAnswer, MigrationRefusalRequest,
-    MigrationReport, MigrationStatusRequest, ObjectDetail, ObjectInfo, ObjectList, SendReceipt,
-    SendRequest, SuspendRequest, MIGRATION_EXPORTER_LABEL,
+    MigrationReport, MigrationStatusRequest, ObjectDetail, ObjectInfo, ObjectList, PackageOrder,
+    SendReceipt, SendRequest, SuspendRequest, MIGRATION_EXPORTER_LABEL,
 };
 
 /// Largest response body the client accepts (a lineage can be long).
@@ -225,6 +225,7 @@ impl RequestBody {
 /// the length announced up front ([`package_parts`]).
 pub struct PackageParts {
     remaining: u64,
+    order: PackageOrder,
     rx: tokio::sync::mpsc::UnboundedReceiver<Arc<Vec<u8>>>,
 }
 
@@ -260,8 +261,21 @@ fn package_too_large(len: u64) -> String {
 /// for [`Client::migration_package_parts`]. If the sender is dropped before `len` bytes were
 /// sent, the request fails (the host sees a body that ended early and discards it).
 pub fn package_parts(len: u64) -> (PackagePartsSender, PackageParts) {
+    package_parts_in(len, PackageOrder::Layout)
+}
+
+/// [`package_parts`] of a package whose parts come in `order` (sent under the content type
+/// that names it).
+pub fn package_parts_in(len: u64, order: PackageOrder) -> (PackagePartsSender, PackageParts) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    (PackagePartsSender(tx), PackageParts { remaining: len, rx })
+    (
+        PackagePartsSender(tx),
+        PackageParts {
+            remaining: len,
+            order,
+            rx,
+        },
+    )
 }
 
 impl PackageParts {
@@ -269,6 +283,11 @@ impl PackageParts {
     /// call it from a plain thread, not from async code. An error if the sender went away
     /// before the announced length.
     pub fn collect_blocking(mut self) -> Result<Vec<u8>, String> {
+        if self.order != PackageOrder::Layout {
+            return Err(
+                "the package's parts are not in its layout: they can only be streamed".into(),
+            );
+        }
         let announced = self.remaining;
         if announced > paths::PACKAGE_BODY_LIMIT as u64 {
             return Err(package_too_large(announced));
@@ -553,7 +572,8 @@ impl Client {
     ) -> Result<MigrationAnswer, ClientError> {
         let len = sealed.len() as u64;
         let bytes = BodyBytes::Whole(Bytes::from_owner(SharedBytes(sealed)));
-        self.post_package(transfer, key, len, bytes).await
+        self.post_package(transfer, key, len, PackageOrder::Layout, bytes)
+            .await
     }
 
     /// [`Client::migration_package`] of a package still being sealed: each part is sent as it
@@ -564,8 +584,8 @@ impl Client {
         key: &str,
         parts: PackageParts,
     ) -> Result<MigrationAnswer, ClientError> {
-        let len = parts.remaining;
-        self.post_package(transfer, key, len, BodyBytes::Parts(parts))
+        let (len, order) = (parts.remaining, parts.order);
+        self.post_package(transfer, key, len, order, BodyBytes::Parts(parts))
             .await
     }
 
@@ -576,6 +596,7 @@ impl Client {
         transfer: &str,
         key: &str,
         len: u64,
+        order: PackageOrder,
         bytes: BodyBytes,
     ) -> Result<MigrationAnswer, ClientError> {
         if len > paths::PACKAGE_BODY_LIMIT as u64 {
@@ -583,7 +604,7 @@ impl Client {
         }
         let body = RequestBody {
             bytes,
-            content_type: paths::OCTET_STREAM,
+            content_type: order.content_type(),
         };
         let (raw, _) = self
             .call_with_channel(

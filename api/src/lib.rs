@@ -12,7 +12,9 @@ pub mod server;
 mod tls;
 pub mod types;
 
-pub use client::{package_parts, Client, ClientError, PackageParts, PackagePartsSender};
+pub use client::{
+    package_parts, package_parts_in, Client, ClientError, PackageParts, PackagePartsSender,
+};
 pub use config::{default_data_dir, ClientConfig, ConfigError};
 pub use identity::{server_tls_config, IdentityError, LocalIdentity, ServerIdentity};
 pub use server::{serve, serve_with, Credential, Role, ServeOptions};
@@ -134,6 +136,35 @@ impl From<&ApiError> for ErrorBody {
     }
 }
 
+/// The order of a migration package's bytes in a request body, named by its content type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PackageOrder {
+    /// As the package lies ([`paths::OCTET_STREAM`]).
+    #[default]
+    Layout,
+    /// Each segment's tag right after the segment, no tag table
+    /// ([`paths::PACKAGE_TAG_AFTER_SEGMENT`]; `sojourn_migration::package::SendOrder`).
+    TagAfterSegment,
+}
+
+impl PackageOrder {
+    /// The content type that names this order.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            PackageOrder::Layout => paths::OCTET_STREAM,
+            PackageOrder::TagAfterSegment => paths::PACKAGE_TAG_AFTER_SEGMENT,
+        }
+    }
+
+    /// The order a media type (without parameters) names; `None` for any other type.
+    pub fn of_media_type(media_type: &str) -> Option<PackageOrder> {
+        let m = media_type.trim();
+        [PackageOrder::Layout, PackageOrder::TagAfterSegment]
+            .into_iter()
+            .find(|o| m.eq_ignore_ascii_case(o.content_type()))
+    }
+}
+
 /// Where a migration package's bytes go while they arrive, instead of into a buffer of the
 /// server's ([`HostControl::migration_package_spool`]). Called from the server's async tasks:
 /// `push` must not block.
@@ -195,14 +226,15 @@ pub trait HostControl: Send + Sync + 'static {
     }
 
     /// Destination side: the sealed package of an attempt (`key` is the hex key id it says it
-    /// is sealed to).
+    /// is sealed to), its bytes in `order`.
     fn migration_package(
         &self,
         transfer: &str,
         key: &str,
         sealed: Vec<u8>,
+        order: PackageOrder,
     ) -> Result<MigrationAnswer, ApiError> {
-        let _ = (transfer, key, sealed);
+        let _ = (transfer, key, sealed, order);
         Err(not_supported())
     }
 
@@ -213,14 +245,15 @@ pub trait HostControl: Send + Sync + 'static {
     /// into a buffer and calls [`HostControl::migration_package`]; else it pushes every byte
     /// to the spool, in order, and calls [`HostControl::migration_package_spooled`] once
     /// exactly `len` bytes have arrived (a body that ends early or runs long is refused and
-    /// the spool dropped).
+    /// the spool dropped). `order` is the order the body's bytes come in.
     fn migration_package_spool(
         &self,
         transfer: &str,
         key: &str,
         len: u64,
+        order: PackageOrder,
     ) -> Option<Box<dyn PackageSpool>> {
-        let _ = (transfer, key, len);
+        let _ = (transfer, key, len, order);
         None
     }
 

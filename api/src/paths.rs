@@ -25,7 +25,8 @@ pub const DRAIN: &str = "/v1/drain";
 /// commits to the TLS exporter of the connection that carried it.
 pub const MIGRATION_OFFER: &str = "/v1/migration/offer";
 /// `POST` (peer or admin, host to host, on the destination): the sealed package of an attempt,
-/// as `application/octet-stream` (at most [`PACKAGE_BODY_LIMIT`]). `{transfer}` is the
+/// as `application/octet-stream`, or in the order [`PACKAGE_TAG_AFTER_SEGMENT`] names (at
+/// most [`PACKAGE_BODY_LIMIT`]). `{transfer}` is the
 /// attempt's 32-hex id, `{key}` the 64-hex id of the key it is sealed to.
 pub const MIGRATION_PACKAGE: &str = "/v1/migration/transfers/{transfer}/package/{key}";
 /// `POST` (peer or admin, host to host, on the destination): "decide now".
@@ -42,8 +43,12 @@ pub const PACKAGE_BODY_LIMIT: usize = 320 * 1024 * 1024;
 /// Largest request body of every other route.
 pub const BODY_LIMIT: usize = 1024 * 1024;
 
-/// Media type of a sealed migration package.
+/// Media type of a sealed migration package (as it lies: `PackageOrder::Layout`).
 pub const OCTET_STREAM: &str = "application/octet-stream";
+/// Media type of a sealed migration package sent with each segment's tag right after the
+/// segment (`PackageOrder::TagAfterSegment`), so that the destination opens each segment as
+/// it arrives.
+pub const PACKAGE_TAG_AFTER_SEGMENT: &str = "application/vnd.sojourn.package.tag-after-segment";
 
 /// Media type of the lineage export.
 pub const CBOR_SEQ: &str = "application/cbor-seq";

@@ -35,8 +35,8 @@ use tokio::task::JoinSet;
 use crate::paths;
 use crate::{
     ApiError, DeployRequest, DrainRequest, ErrorBody, ErrorCode, HostControl, MigrateRequest,
-    MigrationOffer, MigrationRefusalRequest, MigrationStatusRequest, ObjectList, PackageSpool,
-    SendRequest, SuspendRequest, MIGRATION_EXPORTER_LABEL,
+    MigrationOffer, MigrationRefusalRequest, MigrationStatusRequest, ObjectList, PackageOrder,
+    PackageSpool, SendRequest, SuspendRequest, MIGRATION_EXPORTER_LABEL,
 };
 
 /// What a credential may do.
@@ -1082,18 +1082,23 @@ async fn migration_package(
     body: Body,
 ) -> Result<Response, ApiError> {
     let (transfer, key) = transfer_and_key(path)?;
-    let is_octets = headers
+    let order = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case(paths::OCTET_STREAM));
-    if !is_octets {
+        .and_then(PackageOrder::of_media_type);
+    let Some(order) = order else {
         drain(body).await;
         return Err(ApiError::new(
             ErrorCode::InvalidRequest,
-            "the package must be sent as Content-Type: application/octet-stream",
+            format!(
+                "the package must be sent as Content-Type: {} (or {}, each segment's tag \
+                 after it)",
+                paths::OCTET_STREAM,
+                paths::PACKAGE_TAG_AFTER_SEGMENT
+            ),
         ));
-    }
+    };
     // Only an authenticated peer reaches this; the declared length is checked against the
     // limit before anything is reserved. A destination may take a declared package's bytes
     // as they arrive (to write them to disk meanwhile); else the body is read here.
@@ -1101,7 +1106,7 @@ async fn migration_package(
     let spool = match declared {
         Some(len) => {
             let (control, t, k) = (state.control.clone(), transfer.clone(), key.clone());
-            blocking(move || Ok(control.migration_package_spool(&t, &k, len))).await?
+            blocking(move || Ok(control.migration_package_spool(&t, &k, len, order))).await?
         }
         None => None,
     };
@@ -1121,7 +1126,7 @@ async fn migration_package(
             )
             .await?;
             log_package(&caller, &transfer, &key, sealed.len() as u64);
-            blocking(move || control.migration_package(&transfer, &key, sealed)).await?
+            blocking(move || control.migration_package(&transfer, &key, sealed, order)).await?
         }
     };
     Ok(json(StatusCode::OK, &answer))

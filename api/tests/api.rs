@@ -44,6 +44,7 @@ enum MigrationCall {
         key: String,
         bytes: usize,
         digest: [u8; 32],
+        order: sojourn_api::PackageOrder,
     },
     Status(MigrationStatusRequest),
     Refusal(MigrationRefusalRequest),
@@ -321,12 +322,14 @@ impl HostControl for FakeHost {
         transfer: &str,
         key: &str,
         sealed: Vec<u8>,
+        order: sojourn_api::PackageOrder,
     ) -> Result<MigrationAnswer, ApiError> {
         self.record(MigrationCall::Package {
             transfer: transfer.into(),
             key: key.into(),
             bytes: sealed.len(),
             digest: Sha256::digest(&sealed).into(),
+            order,
         });
         Ok(MigrationAnswer {
             transfer: transfer.into(),
@@ -1321,6 +1324,7 @@ async fn migration_routes_reach_the_host() {
             key: key.clone(),
             bytes: sealed.len(),
             digest: Sha256::digest(&sealed).into(),
+            order: sojourn_api::PackageOrder::Layout,
         }
     );
     assert_eq!(calls[4], MigrationCall::Status(status));
@@ -1504,8 +1508,31 @@ async fn a_package_sent_in_parts_arrives_whole_or_not_at_all() {
     let digest: [u8; 32] = Sha256::digest(&whole).into();
     assert!(matches!(
         h.fake.calls().last(),
-        Some(MigrationCall::Package { bytes, digest: d, .. }) if *bytes == whole.len() && *d == digest
+        Some(MigrationCall::Package { bytes, digest: d, order, .. })
+            if *bytes == whole.len() && *d == digest && *order == sojourn_api::PackageOrder::Layout
     ));
+    // In the order with each tag after its segment: its content type tells the host.
+    let (tx, parts) = sojourn_api::package_parts_in(
+        whole.len() as u64,
+        sojourn_api::PackageOrder::TagAfterSegment,
+    );
+    for piece in &pieces {
+        assert!(tx.send(Arc::clone(piece)));
+    }
+    drop(tx);
+    p.migration_package_parts(&transfer, &key, parts)
+        .await
+        .unwrap();
+    assert!(matches!(
+        h.fake.calls().last(),
+        Some(MigrationCall::Package { digest: d, order, .. })
+            if *d == digest && *order == sojourn_api::PackageOrder::TagAfterSegment
+    ));
+    // Such parts cannot be joined into a package in its layout.
+    let (tx, parts) = sojourn_api::package_parts_in(3, sojourn_api::PackageOrder::TagAfterSegment);
+    assert!(tx.send(Arc::new(vec![1, 2, 3])));
+    drop(tx);
+    assert!(parts.collect_blocking().is_err());
 
     let calls = h.fake.calls().len();
     // Ends early: the sealer stopped (its sender dropped) after 500 of 1000 bytes.

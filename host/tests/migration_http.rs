@@ -247,6 +247,8 @@ fn a_package_taken_as_it_arrives_is_the_objects_memory_image_and_survives_a_rest
     assert_eq!(stats.keyed_images, 1, "{stats:?}");
     let m = b.core.metrics();
     assert_eq!(m.packages_spooled.load(Ordering::Relaxed), 1);
+    // Sent with each tag after its segment, so every segment was opened as it arrived.
+    assert_eq!(m.packages_opened_arriving.load(Ordering::Relaxed), 1);
     // Received into pages of the host's own, the memory's pages moved out of them (where
     // the kernel tracks writes: Linux 6.7 and later).
     assert_eq!(

@@ -411,6 +411,23 @@ impl Header {
     /// Reads the header of `package` and checks that the whole package has the length it
     /// declares.
     fn parse(package: &[u8]) -> Result<Header, PackageError> {
+        let header = Header::parse_fields(package)?;
+        let total = package_len(header.plaintext_len).ok_or_else(|| {
+            PackageError::Malformed("the declared length does not fit in memory".into())
+        })?;
+        if package.len() != total {
+            return Err(PackageError::Malformed(format!(
+                "{} bytes, the header declares {total} ({} of plaintext in {} segments)",
+                package.len(),
+                header.plaintext_len,
+                segment_count(header.plaintext_len)
+            )));
+        }
+        Ok(header)
+    }
+
+    /// Reads the header at the start of `bytes` (the rest is not looked at).
+    fn parse_fields(package: &[u8]) -> Result<Header, PackageError> {
         let bad = PackageError::Malformed;
         let Some(mut rest) = package.first_chunk::<HEADER_LEN>().map(|h| h.as_slice()) else {
             return Err(bad(format!(
@@ -449,19 +466,12 @@ impl Header {
         }
         let expected = usize::try_from(declared)
             .ok()
-            .and_then(|len| Some((len, package_len(len)?)));
-        let Some((plaintext_len, total)) = expected else {
+            .filter(|&len| package_len(len).is_some());
+        let Some(plaintext_len) = expected else {
             return Err(bad(format!(
                 "declared length {declared} does not fit in memory"
             )));
         };
-        if package.len() != total {
-            return Err(bad(format!(
-                "{} bytes, the header declares {total} ({declared} of plaintext in {} segments)",
-                package.len(),
-                segment_count(plaintext_len)
-            )));
-        }
         Ok(Header {
             transfer,
             enc,
@@ -958,6 +968,17 @@ impl std::ops::Deref for PackageBytes {
     }
 }
 
+impl PackageBytes {
+    /// Overwrites every byte with zeros: for a package that may hold plaintext (segments
+    /// opened as they arrived) and is being discarded.
+    pub fn zeroize(&mut self) {
+        match self {
+            PackageBytes::Heap(bytes) => bytes.as_mut_slice().zeroize(),
+            PackageBytes::Pages(pages) => pages.zeroize(),
+        }
+    }
+}
+
 impl From<Vec<u8>> for PackageBytes {
     fn from(bytes: Vec<u8>) -> PackageBytes {
         PackageBytes::Heap(bytes)
@@ -1200,11 +1221,37 @@ pub fn seal_streaming_with(
     buffer: &mut dyn FnMut(usize) -> Vec<u8>,
     emit: &mut dyn FnMut(Vec<u8>),
 ) -> Result<(), PackageError> {
+    seal_streaming_in(
+        SendOrder::Layout,
+        ticket,
+        head,
+        snapshot_len,
+        write_snapshot,
+        buffer,
+        emit,
+    )
+}
+
+/// [`seal_streaming_with`], the parts in `order`: with [`SendOrder::TagAfterSegment`] each
+/// segment's part ends with its tag (the buffers asked for have room for it) and no tag
+/// table follows, so that a receiver can open each segment as it arrives
+/// ([`SegmentOpener`]). The bytes are the package's, in another order
+/// ([`TagAfterSegment`] says where each belongs).
+pub fn seal_streaming_in(
+    order: SendOrder,
+    ticket: &MigrationTicket,
+    head: &BundleHead<'_>,
+    snapshot_len: usize,
+    write_snapshot: impl FnOnce(&mut dyn FnMut(&[u8])) -> Result<(), String>,
+    buffer: &mut dyn FnMut(usize) -> Vec<u8>,
+    emit: &mut dyn FnMut(Vec<u8>),
+) -> Result<(), PackageError> {
     let setup = SealSetup::new(ticket, head, snapshot_len)?;
     let mut out = |part: Vec<u8>| emit(part);
     out(setup.header.to_vec());
-    let first = fresh(buffer, SEGMENT.min(setup.plaintext_len));
+    let first = fresh(buffer, SEGMENT.min(setup.plaintext_len) + order.tag_room());
     let mut filler = SegmentFiller {
+        order,
         key: &setup.key,
         aad: &setup.aad,
         plaintext_len: setup.plaintext_len,
@@ -1238,7 +1285,9 @@ pub fn seal_streaming_with(
     }
     let tags = std::mem::take(&mut filler.tags);
     drop(filler);
-    out(tags);
+    if order == SendOrder::Layout {
+        out(tags);
+    }
     Ok(())
 }
 
@@ -1253,6 +1302,7 @@ fn fresh(buffer: &mut dyn FnMut(usize) -> Vec<u8>, capacity: usize) -> Vec<u8> {
 /// Cuts the plaintext, as it is written, into segments, and seals and emits each one when it
 /// is complete (the last one when the whole plaintext is in).
 struct SegmentFiller<'a> {
+    order: SendOrder,
     key: &'a LessSafeKey,
     aad: &'a [u8; SEGMENT_AAD_LEN],
     plaintext_len: usize,
@@ -1307,7 +1357,7 @@ impl SegmentFiller<'_> {
         } else {
             fresh(
                 &mut *self.buffer,
-                SEGMENT.min(self.plaintext_len - self.written),
+                SEGMENT.min(self.plaintext_len - self.written) + self.order.tag_room(),
             )
         };
         let mut data = std::mem::replace(&mut self.current, Secret(next));
@@ -1323,7 +1373,10 @@ impl SegmentFiller<'_> {
             return;
         }
         self.index += 1;
-        self.tags.extend_from_slice(&tag);
+        match self.order {
+            SendOrder::Layout => self.tags.extend_from_slice(&tag),
+            SendOrder::TagAfterSegment => data.extend_from_slice(&tag),
+        }
         // Ciphertext now: nothing to zero.
         (self.out)(std::mem::take(&mut data.0));
     }
@@ -1527,39 +1580,12 @@ pub fn open_owned_keeping(
         PackageBytes::Pages(pages) => Received::Pages(Some(pages)),
     };
     let header = Header::parse(buf.bytes())?;
-    if header.transfer != binding.transfer {
-        return Err(PackageError::WrongTransfer);
-    }
-    if key.public_bytes() != binding.hpke_public_key {
-        return Err(PackageError::WrongKey);
-    }
-    let enc = EncappedKey::from_bytes(&header.enc)
-        .map_err(|_| PackageError::Malformed("encapsulated key".into()))?;
-    // A failed decapsulation (e.g. a low-order point) is an authentication failure too.
-    let context = hpke::setup_receiver::<ExportOnlyAead, HkdfSha256, HpkeKem>(
-        &OpModeR::Base,
-        &key.private,
-        &enc,
-        PACKAGE_INFO,
-    )
-    .map_err(|_| PackageError::Open)?;
-    let mut key_bytes = Zeroizing::new([0u8; 32]);
-    context
-        .export(KEY_EXPORT_CONTEXT, key_bytes.as_mut_slice())
-        .map_err(|_| PackageError::Open)?;
-    drop(context);
-    let aead = package_key(|out| {
-        out.copy_from_slice(key_bytes.as_slice());
-        Ok(())
-    })
-    .map_err(|()| PackageError::Open)?;
-    // The header as received (`parse` accepted exactly these bytes).
-    let received: [u8; HEADER_LEN] = buf
-        .bytes()
-        .first_chunk()
-        .copied()
-        .ok_or_else(|| PackageError::Malformed("truncated header".into()))?;
-    let aad = segment_aad(binding, &received);
+    let ReceiverKey {
+        aead,
+        key_bytes,
+        aad,
+        ..
+    } = ReceiverKey::new(key, binding, buf.bytes())?;
 
     let (head, rest) = buf.bytes_mut().split_at_mut(HEADER_LEN);
     let (body, tags) = rest.split_at_mut(header.plaintext_len);
@@ -1584,9 +1610,86 @@ pub fn open_owned_keeping(
         Err(PassError::Worker(e)) => return Err(PackageError::Worker(e)),
     }
 
+    read_opened(
+        buf,
+        binding,
+        PackageOpening {
+            key: key_bytes,
+            aad: aad.to_vec(),
+            plaintext_len: header.plaintext_len,
+        },
+    )
+}
+
+/// The package key of a package whose header is at the start of `bytes`, for this
+/// destination key and binding: checked that the header names the binding's transfer and
+/// that the key is the binding's.
+struct ReceiverKey {
+    header: Header,
+    received: [u8; HEADER_LEN],
+    aead: LessSafeKey,
+    key_bytes: Zeroizing<[u8; 32]>,
+    aad: [u8; SEGMENT_AAD_LEN],
+}
+
+impl ReceiverKey {
+    fn new(
+        key: &DestinationKey,
+        binding: &OfferBinding,
+        bytes: &[u8],
+    ) -> Result<ReceiverKey, PackageError> {
+        let header = Header::parse_fields(bytes)?;
+        if header.transfer != binding.transfer {
+            return Err(PackageError::WrongTransfer);
+        }
+        if key.public_bytes() != binding.hpke_public_key {
+            return Err(PackageError::WrongKey);
+        }
+        let enc = EncappedKey::from_bytes(&header.enc)
+            .map_err(|_| PackageError::Malformed("encapsulated key".into()))?;
+        // A failed decapsulation (e.g. a low-order point) is an authentication failure too.
+        let context = hpke::setup_receiver::<ExportOnlyAead, HkdfSha256, HpkeKem>(
+            &OpModeR::Base,
+            &key.private,
+            &enc,
+            PACKAGE_INFO,
+        )
+        .map_err(|_| PackageError::Open)?;
+        let mut key_bytes = Zeroizing::new([0u8; 32]);
+        context
+            .export(KEY_EXPORT_CONTEXT, key_bytes.as_mut_slice())
+            .map_err(|_| PackageError::Open)?;
+        drop(context);
+        let aead = package_key(|out| {
+            out.copy_from_slice(key_bytes.as_slice());
+            Ok(())
+        })
+        .map_err(|()| PackageError::Open)?;
+        // The header as received (`parse_fields` accepted exactly these bytes).
+        let received: [u8; HEADER_LEN] = bytes
+            .first_chunk()
+            .copied()
+            .ok_or_else(|| PackageError::Malformed("truncated header".into()))?;
+        let aad = segment_aad(binding, &received);
+        Ok(ReceiverKey {
+            header,
+            received,
+            aead,
+            key_bytes,
+            aad,
+        })
+    }
+}
+
+/// The bundle of a package whose every segment has been opened in `buf`.
+fn read_opened(
+    buf: Received,
+    binding: &OfferBinding,
+    opening: PackageOpening,
+) -> Result<OpenedBundle, PackageError> {
     let plaintext = buf
         .bytes()
-        .get(HEADER_LEN..HEADER_LEN + header.plaintext_len)
+        .get(HEADER_LEN..HEADER_LEN + opening.plaintext_len)
         .ok_or_else(|| PackageError::Malformed("segment layout".into()))?;
     let b = parse_bundle(plaintext)?;
     if b.object_id != binding.object_id {
@@ -1606,11 +1709,7 @@ pub fn open_owned_keeping(
     let (object_id, source) = (b.object_id, b.source.to_owned());
     Ok(OpenedBundle {
         buf,
-        opening: PackageOpening {
-            key: key_bytes,
-            aad: aad.to_vec(),
-            plaintext_len: header.plaintext_len,
-        },
+        opening,
         object_id,
         source,
         lineage,
@@ -1627,6 +1726,279 @@ pub fn open(
     sealed: &SealedObject,
 ) -> Result<ObjectBundle, PackageError> {
     open_owned(key, binding, sealed.bytes.clone()).map(OpenedBundle::into_bundle)
+}
+
+/// The order in which a package's bytes are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SendOrder {
+    /// As the package lies (the layout above): the tag table after the last segment.
+    #[default]
+    Layout,
+    /// Each segment's tag right after the segment, no tag table: a receiver can authenticate
+    /// and decrypt each segment as soon as it has arrived ([`SegmentOpener`]), and puts the
+    /// tags back in the layout ([`TagAfterSegment`]).
+    TagAfterSegment,
+}
+
+impl SendOrder {
+    /// Room for a tag after each segment's bytes.
+    fn tag_room(self) -> usize {
+        match self {
+            SendOrder::Layout => 0,
+            SendOrder::TagAfterSegment => TAG_LEN,
+        }
+    }
+}
+
+/// Where each byte of a package sent in [`SendOrder::TagAfterSegment`] belongs in the
+/// package's layout: the header where it is, segment `i` at its place, and its tag, which
+/// follows it, in the tag table. The same length, another order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TagAfterSegment {
+    plaintext_len: usize,
+}
+
+impl TagAfterSegment {
+    /// The order of the package whose clear header is at the start of `header` (which
+    /// comes first in either order). The header's fields are checked as when the package is
+    /// opened; nothing is decrypted.
+    pub fn of_header(header: &[u8]) -> Result<TagAfterSegment, PackageError> {
+        Header::parse_fields(header).map(|h| TagAfterSegment {
+            plaintext_len: h.plaintext_len,
+        })
+    }
+
+    /// The package's length (in either order).
+    pub fn package_len(&self) -> usize {
+        package_len(self.plaintext_len).unwrap_or(usize::MAX)
+    }
+
+    /// How many segments (and tags) it has.
+    pub fn segments(&self) -> usize {
+        segment_count(self.plaintext_len)
+    }
+
+    /// Where segment `index` lies in the layout (an empty range for the one segment of an
+    /// empty bundle); `None` past the last.
+    pub fn segment(&self, index: usize) -> Option<Range<usize>> {
+        (index < self.segments()).then(|| {
+            let start = (index * SEGMENT).min(self.plaintext_len);
+            HEADER_LEN + start..HEADER_LEN + ((index + 1) * SEGMENT).min(self.plaintext_len)
+        })
+    }
+
+    /// How many bytes of the sent order come up to the end of tag `index` (once that many
+    /// have arrived, segment `index` and its tag are in); `None` past the last.
+    pub fn sent_through(&self, index: usize) -> Option<usize> {
+        let seg = self.segment(index)?;
+        Some(HEADER_LEN + index * (SEGMENT + TAG_LEN) + seg.len() + TAG_LEN)
+    }
+
+    /// Where tag `index` lies in the layout; `None` past the last.
+    pub fn tag(&self, index: usize) -> Option<Range<usize>> {
+        (index < self.segments()).then(|| {
+            let at = HEADER_LEN + self.plaintext_len + index * TAG_LEN;
+            at..at + TAG_LEN
+        })
+    }
+
+    /// Where byte `at` of the sent order belongs in the layout, and how many bytes from there
+    /// on are consecutive in both (at least one); `None` past the package's end.
+    pub fn place(&self, at: usize) -> Option<(usize, usize)> {
+        if at < HEADER_LEN {
+            return Some((at, HEADER_LEN - at));
+        }
+        let rel = at - HEADER_LEN;
+        let index = rel / (SEGMENT + TAG_LEN);
+        let within = rel % (SEGMENT + TAG_LEN);
+        let segment = self.segment(index)?;
+        let seg_len = segment.len();
+        if within < seg_len {
+            return Some((segment.start + within, seg_len - within));
+        }
+        let tag = self.tag(index)?;
+        let k = within - seg_len;
+        (k < TAG_LEN).then(|| (tag.start + k, TAG_LEN - k))
+    }
+
+    /// The package in its layout, from its bytes in this order (a copy).
+    pub fn to_layout(sent: &[u8]) -> Result<Vec<u8>, PackageError> {
+        let order = TagAfterSegment::of_header(sent)?;
+        if sent.len() != order.package_len() {
+            return Err(PackageError::Malformed(format!(
+                "{} bytes, the header declares {}",
+                sent.len(),
+                order.package_len()
+            )));
+        }
+        let mut out = vec![0u8; sent.len()];
+        let mut at = 0;
+        while at < sent.len() {
+            let (to, n) = order
+                .place(at)
+                .ok_or_else(|| PackageError::Malformed("segment layout".into()))?;
+            let n = n.min(sent.len() - at);
+            match (out.get_mut(to..to + n), sent.get(at..at + n)) {
+                (Some(dst), Some(src)) => dst.copy_from_slice(src),
+                _ => return Err(PackageError::Malformed("segment layout".into())),
+            }
+            at += n;
+        }
+        Ok(out)
+    }
+}
+
+/// Opens a package's segments one by one, in order, as they arrive (each with its tag: a
+/// package sent in [`SendOrder::TagAfterSegment`]), so that a destination decrypts during
+/// the transfer instead of after it. Made from the clear header with the attempt's key and
+/// binding, as [`open_owned`] starts; every segment is authenticated as it is decrypted in
+/// place, and [`open_opened`] then reads the bundle from the package without decrypting it
+/// again, once every segment has been opened here.
+pub struct SegmentOpener {
+    order: TagAfterSegment,
+    received: [u8; HEADER_LEN],
+    aead: LessSafeKey,
+    key_bytes: Zeroizing<[u8; 32]>,
+    aad: [u8; SEGMENT_AAD_LEN],
+    object_id: [u8; 16],
+    /// [`package_aad`] of the binding it was made for.
+    binding: [u8; 32],
+    /// The tags of the segments opened so far, in order.
+    tags: Vec<u8>,
+    /// A segment did not open: nothing more is opened.
+    failed: bool,
+}
+
+impl fmt::Debug for SegmentOpener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SegmentOpener")
+            .field("segments", &self.order.segments())
+            .field("opened", &self.opened())
+            .field("failed", &self.failed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SegmentOpener {
+    /// From the package's clear header (at the start of `header`): the same checks as
+    /// [`open_owned`] makes of it (the binding's transfer, the binding's key, the key
+    /// agreement).
+    pub fn new(
+        key: &DestinationKey,
+        binding: &OfferBinding,
+        header: &[u8],
+    ) -> Result<SegmentOpener, PackageError> {
+        let r = ReceiverKey::new(key, binding, header)?;
+        let order = TagAfterSegment {
+            plaintext_len: r.header.plaintext_len,
+        };
+        Ok(SegmentOpener {
+            order,
+            received: r.received,
+            aead: r.aead,
+            key_bytes: r.key_bytes,
+            aad: r.aad,
+            object_id: binding.object_id,
+            binding: package_aad(binding),
+            tags: Vec::with_capacity(order.segments() * TAG_LEN),
+            failed: false,
+        })
+    }
+
+    /// Where the package's bytes belong (its length and segments).
+    pub fn order(&self) -> TagAfterSegment {
+        self.order
+    }
+
+    /// How many segments have been opened.
+    pub fn opened(&self) -> usize {
+        self.tags.len() / TAG_LEN
+    }
+
+    /// Whether every segment has been opened.
+    pub fn is_done(&self) -> bool {
+        !self.failed && self.opened() == self.order.segments()
+    }
+
+    /// Authenticates and decrypts the next segment in place: `data` is its ciphertext (all
+    /// of it, as [`TagAfterSegment::segment`] places it) and `tag` its tag. An error for a
+    /// segment that does not open (then nothing more opens here, and what `data` holds is
+    /// unspecified: the package is refused), one of another length, or one past the last.
+    pub fn open_next(&mut self, data: &mut [u8], tag: &[u8]) -> Result<(), PackageError> {
+        let index = self.opened();
+        let expected = self.order.segment(index).map(|r| r.len());
+        let tag: Option<[u8; TAG_LEN]> = tag.try_into().ok();
+        let (false, Some(len), Some(tag)) = (self.failed, expected, tag) else {
+            self.failed = true;
+            return Err(PackageError::Open);
+        };
+        if data.len() != len {
+            self.failed = true;
+            return Err(PackageError::Malformed(format!(
+                "segment {index}: {} bytes, expected {len}",
+                data.len()
+            )));
+        }
+        let mut slot = tag;
+        let s = Segment {
+            index: index as u64,
+            last: index + 1 == self.order.segments(),
+            data,
+            tag: &mut slot,
+        };
+        if open_segment(&self.aead, &self.aad, s).is_err() {
+            self.failed = true;
+            return Err(PackageError::Open);
+        }
+        self.tags.extend_from_slice(&tag);
+        Ok(())
+    }
+}
+
+/// The bundle of a package whose every segment `opener` has opened in place (in its layout:
+/// the header, the decrypted segments, the tag table), read as [`open_owned`] reads it. The
+/// package must be the one the opener was made for (the same header) and its tag table the
+/// tags the opener checked, so that the package kept as it arrived opens again with
+/// [`OpenedBundle::opening`]. The buffer is zeroed if this fails, and when the
+/// [`OpenedBundle`] is dropped.
+pub fn open_opened(
+    binding: &OfferBinding,
+    package: impl Into<PackageBytes>,
+    opener: SegmentOpener,
+) -> Result<OpenedBundle, PackageError> {
+    let buf = match package.into() {
+        PackageBytes::Heap(bytes) => Received::Heap(Secret(bytes)),
+        PackageBytes::Pages(pages) => Received::Pages(Some(pages)),
+    };
+    if !opener.is_done() {
+        return Err(PackageError::Open);
+    }
+    if opener.object_id != binding.object_id {
+        return Err(wrong_object(&binding.object_id, &opener.object_id));
+    }
+    if opener.binding != package_aad(binding) {
+        return Err(PackageError::Open);
+    }
+    let header = Header::parse(buf.bytes())?;
+    let tags = opener
+        .order
+        .tag(0)
+        .map(|first| first.start..first.start + opener.tags.len());
+    if buf.bytes().get(..HEADER_LEN) != Some(opener.received.as_slice())
+        || header.plaintext_len != opener.order.plaintext_len
+        || tags.and_then(|t| buf.bytes().get(t)) != Some(opener.tags.as_slice())
+    {
+        return Err(PackageError::Open);
+    }
+    read_opened(
+        buf,
+        binding,
+        PackageOpening {
+            key: opener.key_bytes,
+            aad: opener.aad.to_vec(),
+            plaintext_len: header.plaintext_len,
+        },
+    )
 }
 
 #[cfg(test)]

@@ -1478,3 +1478,320 @@ mod package {
             .unwrap();
     }
 }
+
+/// A package sent with each segment's tag right after it, opened segment by segment as it
+/// arrives.
+mod tag_after_segment {
+    use super::*;
+    use sojourn_migration::package::{
+        open_opened, open_owned, seal_streaming_in, seal_streaming_with, SegmentOpener, SendOrder,
+        TagAfterSegment, HEADER_LEN, SEGMENT, TAG_LEN,
+    };
+
+    fn with_snapshot(n: usize) -> ObjectBundle {
+        let mut b = bundle();
+        b.snapshot = (0..n).map(|i| (i * 31 % 251) as u8).collect();
+        b
+    }
+
+    /// The parts of `b` sealed in `order`, and the sizes of the buffers asked for.
+    fn parts(
+        t: &MigrationTicket,
+        b: &ObjectBundle,
+        order: SendOrder,
+    ) -> (Vec<Vec<u8>>, Vec<usize>) {
+        let mut parts = Vec::new();
+        let mut asked = Vec::new();
+        seal_streaming_in(
+            order,
+            t,
+            &b.head(),
+            b.snapshot.len(),
+            |put| {
+                for piece in b.snapshot.chunks(70_001) {
+                    put(piece);
+                }
+                Ok(())
+            },
+            &mut |n| {
+                asked.push(n);
+                Vec::with_capacity(n)
+            },
+            &mut |p| parts.push(p),
+        )
+        .unwrap();
+        (parts, asked)
+    }
+
+    const SIZES: [usize; 6] = [
+        0,
+        1,
+        SEGMENT - 200,
+        SEGMENT + 1,
+        2 * SEGMENT,
+        3 * SEGMENT + 77,
+    ];
+
+    #[test]
+    fn each_segment_is_followed_by_its_tag_and_the_layout_opens() {
+        let at = attempt(40);
+        let t = ticket(&at);
+        for n in SIZES {
+            let b = with_snapshot(n);
+            let (sent, asked) = parts(&t, &b, SendOrder::TagAfterSegment);
+            let wire = sent.concat();
+            let order = TagAfterSegment::of_header(&wire).unwrap();
+            assert_eq!(wire.len(), order.package_len(), "{n}");
+            // The header, then one part per segment (its bytes and its tag): no tag table.
+            assert_eq!(sent.len(), 1 + order.segments(), "{n}");
+            for (i, part) in sent[1..].iter().enumerate() {
+                assert_eq!(part.len(), order.segment(i).unwrap().len() + TAG_LEN, "{n}");
+            }
+            // Every buffer asked for has room for its segment's tag.
+            let room: Vec<usize> = (0..order.segments())
+                .map(|i| order.segment(i).unwrap().len() + TAG_LEN)
+                .collect();
+            assert_eq!(asked, room, "{n}");
+            let layout = TagAfterSegment::to_layout(&wire).unwrap();
+            let opened = open_owned(&at.key, &at.binding, layout.clone()).unwrap();
+            assert!(opened.into_bundle() == b, "{n}");
+            // The same bundle sealed in its layout has the same shape.
+            let (plain, _) = parts(&t, &b, SendOrder::Layout);
+            assert_eq!(plain.concat().len(), layout.len());
+            assert_eq!(plain.len(), 2 + order.segments());
+        }
+    }
+
+    #[test]
+    fn every_byte_of_the_sent_order_has_one_place_in_the_layout() {
+        for l in [
+            0,
+            1,
+            5000,
+            SEGMENT - 1,
+            SEGMENT,
+            SEGMENT + 1,
+            3 * SEGMENT + 77,
+        ] {
+            let order = TagAfterSegment::of_header(&header_for(l)).unwrap();
+            let len = order.package_len();
+            assert_eq!(len, HEADER_LEN + l + TAG_LEN * l.div_ceil(SEGMENT).max(1));
+            let mut seen = vec![false; len];
+            let mut at = 0;
+            while at < len {
+                let (to, n) = order.place(at).unwrap();
+                assert!(n >= 1 && to + n <= len, "{l} at {at}");
+                // Runs are maximal within a field: the next byte starts another run or
+                // continues this one consecutively.
+                for k in 0..n {
+                    assert!(!seen[to + k], "{l}: {} placed twice", to + k);
+                    seen[to + k] = true;
+                }
+                at += n;
+            }
+            assert!(seen.iter().all(|s| *s), "{l}: not every byte placed");
+            assert_eq!(order.place(len), None);
+            assert_eq!(order.place(usize::MAX / 2), None);
+            // A segment's tag comes right after it.
+            for i in 0..order.segments() {
+                let seg = order.segment(i).unwrap();
+                let sent_end = HEADER_LEN + i * (SEGMENT + TAG_LEN) + seg.len();
+                assert_eq!(
+                    order.place(sent_end).unwrap().0,
+                    order.tag(i).unwrap().start
+                );
+            }
+        }
+    }
+
+    /// A header declaring `l` bytes of plaintext (only its fields are read).
+    fn header_for(l: usize) -> Vec<u8> {
+        let at = attempt(41);
+        let b = with_snapshot(0);
+        let mut h = Vec::new();
+        seal_streaming_with(
+            &ticket(&at),
+            &b.head(),
+            0,
+            |_| Ok(()),
+            &mut Vec::with_capacity,
+            &mut |p| {
+                if h.is_empty() {
+                    h = p;
+                }
+            },
+        )
+        .unwrap();
+        h[62..70].copy_from_slice(&(l as u64).to_be_bytes());
+        h
+    }
+
+    /// Receives `wire` (sent in [`SendOrder::TagAfterSegment`]) as a destination does:
+    /// each byte to its place in the layout, each segment opened once its tag is in.
+    fn receive(at: &Attempt, wire: &[u8]) -> (Vec<u8>, Result<SegmentOpener, PackageError>) {
+        let order = TagAfterSegment::of_header(wire).unwrap();
+        let mut layout = vec![0u8; order.package_len()];
+        let mut opener: Option<Result<SegmentOpener, PackageError>> = None;
+        let mut pos = 0;
+        while pos < wire.len() {
+            let (to, n) = order.place(pos).unwrap();
+            layout[to..to + n].copy_from_slice(&wire[pos..pos + n]);
+            pos += n;
+            if pos == HEADER_LEN {
+                opener = Some(SegmentOpener::new(&at.key, &at.binding, &layout));
+            }
+            if let Some(Ok(o)) = &mut opener {
+                let i = o.opened();
+                if let (Some(seg), Some(tag)) = (order.segment(i), order.tag(i)) {
+                    if to + n == tag.end {
+                        let tag_bytes = layout[tag].to_vec();
+                        if let Err(e) = o.open_next(&mut layout[seg], &tag_bytes) {
+                            return (layout, Err(e));
+                        }
+                    }
+                }
+            }
+        }
+        (layout, opener.unwrap())
+    }
+
+    #[test]
+    fn segments_opened_as_they_arrive_give_the_bundle() {
+        let at = attempt(42);
+        let t = ticket(&at);
+        for n in SIZES {
+            let b = with_snapshot(n);
+            let wire = parts(&t, &b, SendOrder::TagAfterSegment).0.concat();
+            let kept = TagAfterSegment::to_layout(&wire).unwrap();
+            let (layout, opener) = receive(&at, &wire);
+            let opener = opener.unwrap();
+            assert!(opener.is_done(), "{n}: {opener:?}");
+            let opened = open_opened(&at.binding, layout, opener).unwrap();
+            // The package as it arrived (its layout) opens again with the opening, as the
+            // one `open_owned` gives.
+            let again = open_owned(&at.key, &at.binding, kept).unwrap();
+            assert_eq!(opened.opening().key, again.opening().key);
+            assert_eq!(opened.opening().aad, again.opening().aad);
+            assert!(opened.into_bundle() == b, "{n}");
+        }
+    }
+
+    #[test]
+    fn a_flipped_byte_stops_the_opening_at_its_segment() {
+        let at = attempt(43);
+        let t = ticket(&at);
+        let b = with_snapshot(3 * SEGMENT + 77);
+        let wire = parts(&t, &b, SendOrder::TagAfterSegment).0.concat();
+        let order = TagAfterSegment::of_header(&wire).unwrap();
+        let stride = SEGMENT + TAG_LEN;
+        // (where in the sent order, the segment that fails)
+        let cases = [
+            (HEADER_LEN, 0),
+            (HEADER_LEN + SEGMENT - 1, 0),
+            (HEADER_LEN + SEGMENT, 0), // its tag
+            (HEADER_LEN + stride + 5, 1),
+            (HEADER_LEN + 3 * stride + 76, 3),
+            (wire.len() - 1, 3), // the last tag
+        ];
+        for (flip, segment) in cases {
+            let mut bad = wire.clone();
+            bad[flip] ^= 0x20;
+            let (layout, opener) = receive(&at, &bad);
+            assert_eq!(opener.unwrap_err(), PackageError::Open, "flip at {flip}");
+            // Segments before it were opened, it was not, and nothing after it is.
+            let mut o = SegmentOpener::new(&at.key, &at.binding, &layout).unwrap();
+            for i in 0..segment {
+                let seg = order.segment(i).unwrap();
+                let mut data = TagAfterSegment::to_layout(&wire).unwrap()[seg].to_vec();
+                let tag = &wire[HEADER_LEN + i * stride + SEGMENT..][..TAG_LEN];
+                o.open_next(&mut data, tag).unwrap();
+            }
+            assert_eq!(o.opened(), segment);
+        }
+        // A header flip changes every segment's associated data: nothing opens.
+        let mut bad = wire.clone();
+        bad[20] ^= 1;
+        let (_, opener) = receive(&at, &bad);
+        assert!(opener.is_err());
+    }
+
+    #[test]
+    fn an_opener_opens_only_its_package_whole_and_in_order() {
+        let at = attempt(44);
+        let other = attempt(45);
+        let t = ticket(&at);
+        let b = with_snapshot(2 * SEGMENT + 9);
+        let wire = parts(&t, &b, SendOrder::TagAfterSegment).0.concat();
+        let order = TagAfterSegment::of_header(&wire).unwrap();
+        // Another attempt's key or binding.
+        assert!(SegmentOpener::new(&other.key, &at.binding, &wire).is_err());
+        assert_eq!(
+            SegmentOpener::new(&at.key, &other.binding, &wire).unwrap_err(),
+            PackageError::WrongTransfer
+        );
+        let layout = TagAfterSegment::to_layout(&wire).unwrap();
+        let tag = |i: usize| layout[order.tag(i).unwrap()].to_vec();
+        let seg = |i: usize| layout[order.segment(i).unwrap()].to_vec();
+        // Out of order: segment 1 first does not open (another nonce).
+        let mut o = SegmentOpener::new(&at.key, &at.binding, &layout).unwrap();
+        assert_eq!(o.open_next(&mut seg(1), &tag(1)), Err(PackageError::Open));
+        assert!(
+            o.open_next(&mut seg(0), &tag(0)).is_err(),
+            "nothing after a failure"
+        );
+        // A short segment, a short tag.
+        let mut o = SegmentOpener::new(&at.key, &at.binding, &layout).unwrap();
+        assert!(o.open_next(&mut seg(0)[1..].to_vec(), &tag(0)).is_err());
+        let mut o = SegmentOpener::new(&at.key, &at.binding, &layout).unwrap();
+        assert!(o.open_next(&mut seg(0), &tag(0)[..15]).is_err());
+        // Not every segment opened: no bundle.
+        let mut o = SegmentOpener::new(&at.key, &at.binding, &layout).unwrap();
+        let mut decrypted = layout.clone();
+        for i in 0..2 {
+            let r = order.segment(i).unwrap();
+            o.open_next(&mut decrypted[r], &tag(i)).unwrap();
+        }
+        assert!(!o.is_done());
+        assert_eq!(
+            open_opened(&at.binding, decrypted.clone(), o).unwrap_err(),
+            PackageError::Open
+        );
+        // Every segment opened, then the kept tag table altered: refused (the image would
+        // not open again).
+        let (good, opener) = receive(&at, &wire);
+        let mut altered = good.clone();
+        let last = altered.len() - 1;
+        altered[last] ^= 1;
+        assert_eq!(
+            open_opened(&at.binding, altered, opener.unwrap()).unwrap_err(),
+            PackageError::Open
+        );
+        // Or the header.
+        let (good2, opener) = receive(&at, &wire);
+        let mut altered = good2;
+        altered[20] ^= 1;
+        assert!(open_opened(&at.binding, altered, opener.unwrap()).is_err());
+        // And one past the last segment is refused.
+        let (_, opener) = receive(&at, &wire);
+        let mut opener = opener.unwrap();
+        assert!(opener.open_next(&mut [], &tag(0)).is_err());
+        let _ = good;
+    }
+
+    #[test]
+    fn a_layout_of_another_length_is_refused() {
+        let at = attempt(46);
+        let wire = parts(
+            &ticket(&at),
+            &with_snapshot(5000),
+            SendOrder::TagAfterSegment,
+        )
+        .0
+        .concat();
+        assert!(TagAfterSegment::to_layout(&wire[..wire.len() - 1]).is_err());
+        let mut long = wire.clone();
+        long.push(0);
+        assert!(TagAfterSegment::to_layout(&long).is_err());
+        assert!(TagAfterSegment::to_layout(&wire[..10]).is_err());
+    }
+}

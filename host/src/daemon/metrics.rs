@@ -43,6 +43,9 @@ pub struct Metrics {
     /// Bytes of arriving packages received into pages faulted in ahead of time
     /// (`[migration] warm_arrival_mib`).
     pub package_bytes_warm: AtomicU64,
+    /// Migration packages whose every segment was authenticated and decrypted as it arrived
+    /// (sent with each tag after its segment), not after.
+    pub packages_opened_arriving: AtomicU64,
     lateness: Vec<AtomicU64>,
     lateness_sum_us: AtomicU64,
 }
@@ -65,6 +68,7 @@ impl Default for Metrics {
             package_bytes_direct: AtomicU64::new(0),
             arrivals_moved: AtomicU64::new(0),
             package_bytes_warm: AtomicU64::new(0),
+            packages_opened_arriving: AtomicU64::new(0),
             lateness: (0..=BUCKETS).map(|_| AtomicU64::new(0)).collect(),
             lateness_sum_us: AtomicU64::new(0),
         }
@@ -239,6 +243,12 @@ impl Metrics {
             "sojourn_migration_package_warm_bytes_total",
             "Bytes of arriving packages received into pages faulted in ahead of time.",
             self.package_bytes_warm.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "sojourn_migration_packages_opened_arriving_total",
+            "Migration packages whose segments were decrypted as they arrived.",
+            self.packages_opened_arriving.load(Relaxed),
         );
         let name = "sojourn_tick_lateness_seconds";
         let _ = writeln!(

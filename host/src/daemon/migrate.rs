@@ -31,14 +31,15 @@ use sha2::{Digest as _, Sha256};
 use sojourn_api::{
     ApiError, DrainReport, DrainRequest, DrainStay, ErrorCode, MigrateRequest, MigrationAnswer,
     MigrationOffer, MigrationOfferAnswer, MigrationRefusalRequest, MigrationReport,
-    MigrationStatusRequest, MigrationStep, PackageParts,
+    MigrationStatusRequest, MigrationStep, PackageOrder, PackageParts,
 };
 use sojourn_attestation::{Evidence as AttEvidence, Timestamp};
 use sojourn_lineage::signer::verify_es256;
 use sojourn_lineage::{LineageSigner as _, P256Signer};
 use sojourn_migration::package::{
-    open_owned_keeping, seal_streaming_with, seal_with, sealed_len, snapshot_offset, BundleHead,
-    KeepBytes, OpenedBundle, PackageBytes, HEADER_LEN, SEGMENT,
+    open_opened, open_owned_keeping, seal_streaming_in, seal_with, sealed_len, snapshot_offset,
+    BundleHead, KeepBytes, OpenedBundle, PackageBytes, SegmentOpener, SendOrder, HEADER_LEN,
+    SEGMENT,
 };
 use sojourn_migration::protocol::{
     AppraisalId, Challenge, DestEffect, DestState, Destination, DestinationEnv, Evidence,
@@ -52,7 +53,7 @@ use sojourn_policy::canonical;
 use sojourn_runtime::{Outcome, SnapshotMemory, SnapshotWriter};
 use sojourn_store::{ImageRun, KeyedImage, KeyedImageWriter, CHUNK_SIZE};
 
-use super::spool::{Spool, SpooledImage};
+use super::spool::{OpenerFactory, Spool, SpooledImage};
 use super::{internal, lock, random32, read, sched, HostCore, ObjectKey, SchedMsg};
 
 /// The claim of the offer binding's runtime identity that carries the host's answer key
@@ -116,9 +117,17 @@ pub trait PeerLink: Send + Sync {
         key: &str,
         sealed: Arc<Vec<u8>>,
     ) -> Result<MigrationAnswer, String>;
+    /// The order in which [`PeerLink::package_parts`] takes a package's parts. The default,
+    /// [`PackageOrder::Layout`], suits a link that joins them; the daemon's HTTPS link takes
+    /// each segment's tag right after the segment, so that the destination opens each
+    /// segment as it arrives.
+    fn package_order(&self) -> PackageOrder {
+        PackageOrder::Layout
+    }
     /// Sends a package that is still being sealed, part by part as the parts come (see
-    /// [`sojourn_api::PackageParts`]). The default waits for the whole package and sends it
-    /// with [`PeerLink::package`]; the daemon's HTTPS link streams it.
+    /// [`sojourn_api::PackageParts`]), in [`PeerLink::package_order`]. The default waits for
+    /// the whole package and sends it with [`PeerLink::package`]; the daemon's HTTPS link
+    /// streams it.
     fn package_parts(
         &self,
         transfer: &str,
@@ -199,6 +208,9 @@ impl PeerLink for HttpLink {
         sealed: Arc<Vec<u8>>,
     ) -> Result<MigrationAnswer, String> {
         self.run(self.client.migration_package_shared(transfer, key, sealed))
+    }
+    fn package_order(&self) -> PackageOrder {
+        PackageOrder::TagAfterSegment
     }
     fn package_parts(
         &self,
@@ -311,7 +323,7 @@ impl PeerLink for LocalLink {
     ) -> Result<MigrationAnswer, String> {
         let sealed = Arc::try_unwrap(sealed).unwrap_or_else(|shared| shared.as_ref().clone());
         self.core()?
-            .on_package(transfer, key, sealed.into(), None)
+            .on_package(transfer, key, sealed.into(), None, None)
             .map_err(|e| e.to_string())
     }
     fn status(&self, transfer: &str) -> Result<MigrationAnswer, String> {
@@ -613,7 +625,9 @@ fn engine_digest() -> [u8; 32] {
 // Destination side
 
 struct Offer {
-    key: DestinationKey,
+    /// Shared with the spool of the package's request, which opens its segments as they
+    /// arrive ([`HostCore::package_spool`]).
+    key: Arc<DestinationKey>,
     binding: OfferBinding,
     evidence: Vec<u8>,
     at: Instant,
@@ -662,7 +676,19 @@ struct Env<'a> {
     sealed: Option<PackageBytes>,
     /// The package's image file, written while it arrived (HTTP arrivals).
     spooled: Option<SpooledImage>,
+    /// The package's segments, opened as they arrived (an HTTP arrival in the order with
+    /// each tag after its segment), or why they did not open.
+    opened: Option<Result<SegmentOpener, String>>,
     prepared: Option<super::Prepared>,
+}
+
+/// A package as it reached the destination, for [`HostCore::dest_step`].
+struct ArrivedPackage {
+    sealed: PackageBytes,
+    /// Its image file, written while it arrived (HTTP arrivals).
+    spooled: Option<SpooledImage>,
+    /// Its segments, opened as they arrived, or why they did not open.
+    opened: Option<Result<SegmentOpener, String>>,
 }
 
 /// Where an arrival's package is kept as its memory image: a file written while it arrived
@@ -763,7 +789,7 @@ impl DestinationEnv for Env<'_> {
         self.offers.insert(
             transfer,
             Offer {
-                key,
+                key: Arc::new(key),
                 binding,
                 evidence,
                 at: Instant::now(),
@@ -802,8 +828,18 @@ impl DestinationEnv for Env<'_> {
             Some(_) => Some(&keep),
             None => None,
         };
-        let bundle = open_owned_keeping(&offer.key, &offer.binding, sealed, keep)
-            .map_err(|e| format!("package: {e}"))?;
+        let bundle = match self.opened.take() {
+            // Decrypted as it arrived: every segment authenticated then.
+            Some(Ok(opener)) => open_opened(&offer.binding, sealed, opener),
+            Some(Err(e)) => {
+                // Segments before the one that did not open were decrypted.
+                let mut sealed = sealed;
+                sealed.zeroize();
+                return Err(format!("package: {e}"));
+            }
+            None => open_owned_keeping(&offer.key, &offer.binding, sealed, keep),
+        }
+        .map_err(|e| format!("package: {e}"))?;
         if bundle.object_id() != offer.binding.object_id {
             return Err("the package holds another object than the one offered".into());
         }
@@ -991,8 +1027,7 @@ impl HostCore {
         object: Option<[u8; 16]>,
         channel: Option<[u8; 32]>,
         source: &str,
-        sealed: Option<PackageBytes>,
-        spooled: Option<SpooledImage>,
+        package: Option<ArrivedPackage>,
     ) -> Result<Vec<ToSource>, ApiError> {
         let mut side = lock(&self.inner.dest);
         let side = &mut *side;
@@ -1013,10 +1048,16 @@ impl HostCore {
             object,
             channel,
             source,
-            sealed,
-            spooled,
+            sealed: None,
+            spooled: None,
+            opened: None,
             prepared: None,
         };
+        if let Some(p) = package {
+            env.sealed = Some(p.sealed);
+            env.spooled = p.spooled;
+            env.opened = p.opened;
+        }
         let effects = side.machine.on_message(msg, &mut env);
         let mut prepared = env.prepared.take();
         let mut out = Vec::new();
@@ -1094,7 +1135,6 @@ impl HostCore {
             Some(channel),
             &offer.source,
             None,
-            None,
         )?;
         let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
         for m in &out {
@@ -1129,21 +1169,38 @@ impl HostCore {
         ))
     }
 
-    /// A spool for the package of `len` bytes of `transfer` sealed to `key`, if this host has
-    /// that offer open (see [`super::spool`]); `None` when there is no such offer or no file
-    /// or thread could be started: the server then reads the package, and the arrival
-    /// writes it as it opens it.
-    pub(crate) fn package_spool(&self, transfer: &str, key: &str, len: u64) -> Option<Spool> {
+    /// A spool for the package of `len` bytes of `transfer` sealed to `key`, coming in
+    /// `order`, if this host has that offer open (see [`super::spool`]); `None` when there is
+    /// no such offer or no file or thread could be started: the server then reads the
+    /// package, and the arrival writes it as it opens it. A package whose tags follow their
+    /// segments is opened segment by segment as it arrives, with the offer's key.
+    pub(crate) fn package_spool(
+        &self,
+        transfer: &str,
+        key: &str,
+        len: u64,
+        order: PackageOrder,
+    ) -> Option<Spool> {
         let transfer = TransferId(parse_hex(transfer, "transfer").ok()?);
         let key = KeyId(parse_hex(key, "key").ok()?);
-        let object = {
+        let (object, opener) = {
             let side = lock(&self.inner.dest);
             let offer = side.offers.get(&transfer)?;
-            (KeyId(offer.binding.key_id()) == key).then_some(offer.binding.object_id)?
+            if KeyId(offer.binding.key_id()) != key {
+                return None;
+            }
+            let (dest_key, binding) = (Arc::clone(&offer.key), offer.binding.clone());
+            let opener: Option<OpenerFactory> = match order {
+                PackageOrder::Layout => None,
+                PackageOrder::TagAfterSegment => Some(Box::new(move |header: &[u8]| {
+                    SegmentOpener::new(&dest_key, &binding, header)
+                })),
+            };
+            (offer.binding.object_id, opener)
         };
         let len = usize::try_from(len).ok()?;
         let writer = self.inner.store.stage_keyed_image(&object).ok()?;
-        Spool::start(writer, len, self.inner.warm_arrival.clone())
+        Spool::start(writer, len, self.inner.warm_arrival.clone(), order, opener)
     }
 
     /// [`HostCore::on_package`] of a package a [`Spool`] took.
@@ -1179,7 +1236,14 @@ impl HostCore {
                 None
             }
         };
-        self.on_package(transfer, key, spooled.package, image)
+        let opened = spooled.opened.map(|o| o.map_err(|e| e.to_string()));
+        if matches!(&opened, Some(Ok(o)) if o.is_done()) {
+            self.inner
+                .metrics
+                .packages_opened_arriving
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.on_package(transfer, key, spooled.package, image, opened)
     }
 
     pub(crate) fn on_package(
@@ -1188,6 +1252,7 @@ impl HostCore {
         key: &str,
         sealed: PackageBytes,
         spooled: Option<SpooledImage>,
+        opened: Option<Result<SegmentOpener, String>>,
     ) -> Result<MigrationAnswer, ApiError> {
         let transfer = TransferId(parse_hex(transfer, "transfer")?);
         let key = KeyId(parse_hex(key, "key")?);
@@ -1196,8 +1261,11 @@ impl HostCore {
             None,
             None,
             "source",
-            Some(sealed),
-            spooled,
+            Some(ArrivedPackage {
+                sealed,
+                spooled,
+                opened,
+            }),
         )?;
         self.answer_of(out, transfer)
     }
@@ -1207,14 +1275,7 @@ impl HostCore {
         req: MigrationStatusRequest,
     ) -> Result<MigrationAnswer, ApiError> {
         let transfer = TransferId(parse_hex(&req.transfer, "transfer")?);
-        let out = self.dest_step(
-            ToDest::Status { transfer },
-            None,
-            None,
-            "source",
-            None,
-            None,
-        )?;
+        let out = self.dest_step(ToDest::Status { transfer }, None, None, "source", None)?;
         self.answer_of(out, transfer)
     }
 
@@ -1228,7 +1289,6 @@ impl HostCore {
             None,
             None,
             "source",
-            None,
             None,
         )
         .map(|_| ())
@@ -1701,7 +1761,8 @@ impl HostCore {
         std::thread::scope(|scope| {
             let (sending, tx, len, result) = self.with_bundle(key, |head, snapshot| {
                 let len = sealed_len(head, snapshot.len()).map_err(internal)?;
-                let (tx, parts) = sojourn_api::package_parts(len as u64);
+                let order = link.package_order();
+                let (tx, parts) = sojourn_api::package_parts_in(len as u64, order);
                 let sending = std::thread::Builder::new()
                     .name("sojourn-package".into())
                     .spawn_scoped(scope, move || link.package_parts(transfer, kid, parts))
@@ -1709,7 +1770,12 @@ impl HostCore {
                 let buffers = std::cell::RefCell::new(PartBuffers {
                     in_flight: std::collections::VecDeque::new(),
                 });
-                let result = seal_streaming_with(
+                let send_order = match order {
+                    PackageOrder::Layout => SendOrder::Layout,
+                    PackageOrder::TagAfterSegment => SendOrder::TagAfterSegment,
+                };
+                let result = seal_streaming_in(
+                    send_order,
                     ticket,
                     head,
                     snapshot.len(),

@@ -1640,8 +1640,17 @@ impl HostControl for HostCore {
         transfer: &str,
         key: &str,
         sealed: Vec<u8>,
+        order: sojourn_api::PackageOrder,
     ) -> Result<MigrationAnswer, ApiError> {
-        self.on_package(transfer, key, sealed.into(), None)
+        let sealed = match order {
+            sojourn_api::PackageOrder::Layout => sealed,
+            // Taken whole (no spool): put back in its layout, then opened as any package.
+            sojourn_api::PackageOrder::TagAfterSegment => {
+                sojourn_migration::package::TagAfterSegment::to_layout(&sealed)
+                    .map_err(|e| ApiError::new(ErrorCode::InvalidPackage, e.to_string()))?
+            }
+        };
+        self.on_package(transfer, key, sealed.into(), None, None)
     }
 
     fn migration_package_spool(
@@ -1649,8 +1658,9 @@ impl HostControl for HostCore {
         transfer: &str,
         key: &str,
         len: u64,
+        order: sojourn_api::PackageOrder,
     ) -> Option<Box<dyn sojourn_api::PackageSpool>> {
-        self.package_spool(transfer, key, len)
+        self.package_spool(transfer, key, len, order)
             .map(|s| Box::new(s) as Box<dyn sojourn_api::PackageSpool>)
     }
 

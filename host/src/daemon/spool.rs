@@ -15,18 +15,35 @@
 //! received into its buffer, whose pages were faulted in ahead, instead of into new pages
 //! that fault in during the transfer.
 //!
-//! Nothing here trusts the bytes: they are ciphertext, checked when the package is opened.
-//! A body that ends early or runs long gives no package; a failed write only loses the file,
-//! not the package (the arrival then seals its memory image itself). Dropped before the
-//! package is taken, the spool's thread ends and the file is deleted.
+//! A package sent with each segment's tag right after the segment
+//! ([`PackageOrder::TagAfterSegment`]) is put back in its layout as it comes (the tags into
+//! the tag table), and each segment is authenticated and decrypted in place as soon as it
+//! and its tag are in ([`SegmentOpener`]), while the next ones arrive: the arrival then
+//! reads the bundle without decrypting it ([`sojourn_migration::package::open_opened`]).
+//! The file must hold the package as it arrived (ciphertext), so in that order each block
+//! goes to the writers through a block of their own (a copy of bytes still in the cache)
+//! before its segments are decrypted.
+//!
+//! Nothing here trusts the bytes: they are checked when the segments are opened. A body that
+//! ends early or runs long gives no package; a failed write only loses the file, not the
+//! package (the arrival then seals its memory image itself). Dropped before the package is
+//! taken, the spool's thread ends and the file is deleted.
 
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
+use sojourn_api::PackageOrder;
 use sojourn_mem::WarmPages;
-use sojourn_migration::package::PackageBytes;
+use sojourn_migration::package::{
+    PackageBytes, PackageError, SegmentOpener, TagAfterSegment, HEADER_LEN,
+};
 use sojourn_store::{KeyedImageWriter, DIRECT_ALIGN};
+
+/// Makes the opener of a package's segments from its clear header (the offer's key and
+/// binding, see [`SegmentOpener::new`]).
+pub(crate) type OpenerFactory =
+    Box<dyn FnOnce(&[u8]) -> Result<SegmentOpener, PackageError> + Send>;
 
 /// Direct writes of at most this much (2 MiB) at a time.
 const BLOCK: usize = 2 << 20;
@@ -71,6 +88,10 @@ pub(crate) struct Spooled {
     /// Its image file, every byte written, with `pad` bytes before the package; `Err` (why)
     /// if it could not be written.
     pub(crate) image: Result<SpooledImage, String>,
+    /// For a package whose tags followed their segments: its segments, every one opened as
+    /// it arrived, or why they did not open (the package is refused). `None` for a package
+    /// sent in its layout, which is opened after it has arrived.
+    pub(crate) opened: Option<Result<SegmentOpener, PackageError>>,
 }
 
 /// The file a [`Spool`] wrote: `pad` zero bytes, then the package.
@@ -80,18 +101,22 @@ pub(crate) struct SpooledImage {
 }
 
 impl Spool {
-    /// Starts taking a package of `len` bytes, written to `writer`'s file as it comes, into
-    /// `warm`'s buffer if it has one ready (see [`sojourn_mem::WarmPages`]). `None` if no
+    /// Starts taking a package of `len` bytes coming in `order`, written to `writer`'s file
+    /// as it comes, into `warm`'s buffer if it has one ready (see
+    /// [`sojourn_mem::WarmPages`]); in [`PackageOrder::TagAfterSegment`], its segments are
+    /// opened as they arrive by the opener `opener` makes from the header. `None` if no
     /// thread could be started.
     pub(crate) fn start(
         writer: KeyedImageWriter,
         len: usize,
         warm: Option<WarmPages>,
+        order: PackageOrder,
+        opener: Option<OpenerFactory>,
     ) -> Option<Spool> {
         let (tx, rx) = channel::<Bytes>();
         let worker = std::thread::Builder::new()
             .name("sojourn-spool".into())
-            .spawn(move || take(rx, writer, len, warm.as_ref()))
+            .spawn(move || take(rx, writer, len, warm.as_ref(), order, opener))
             .ok()?;
         Some(Spool {
             pieces: Some(tx),
@@ -131,7 +156,7 @@ struct Pieces {
 }
 
 impl Pieces {
-    /// Fills `out` from the pieces; `false` if they end first.
+    /// Fills `out` from the pieces; `false` if they end first (`out` is then partly filled).
     fn fill(&mut self, mut out: &mut [u8]) -> bool {
         while !out.is_empty() {
             if self.current.is_empty() {
@@ -177,14 +202,15 @@ fn piece_lengths(len: usize, pad: usize) -> Vec<usize> {
     out
 }
 
-/// The spool's thread: copies the pieces into the package buffer and hands each filled block
-/// to one of [`WRITERS`] writing threads in turn, which writes it at its place in the file
-/// while the next are filled.
+/// The spool's thread: takes the package into its buffer (pages of its own where writes are
+/// tracked, see [`Spooled::package`]) and its file, in the order it comes.
 fn take(
     rx: Receiver<Bytes>,
     writer: KeyedImageWriter,
     len: usize,
     warm: Option<&WarmPages>,
+    order: PackageOrder,
+    opener: Option<OpenerFactory>,
 ) -> Result<Spooled, String> {
     // Pages of our own where their memory part can be moved into the object (that needs
     // checkpoints that track writes: else the object would need a copy of memory anyway):
@@ -223,13 +249,52 @@ fn take(
         current: Bytes::new(),
         got: 0,
     };
-    let (complete, written) = std::thread::scope(|scope| {
+    let (complete, written, opened) = match order {
+        PackageOrder::Layout => {
+            let (complete, written) = receive_in_layout(&mut pieces, &writer, bytes, pad);
+            (complete, written, None)
+        }
+        PackageOrder::TagAfterSegment => {
+            receive_tag_after_segment(&mut pieces, &writer, bytes, pad, opener)
+        }
+    };
+    let got = match pieces.end() {
+        Ok(got) if complete && got == len => got,
+        other => {
+            // Segments may have been opened: nothing of them is left behind.
+            package.zeroize();
+            return Err(match other {
+                Err(e) => e,
+                Ok(got) => format!("the package ended after {got} of its {len} bytes"),
+            });
+        }
+    };
+    debug_assert_eq!(got, len);
+    Ok(Spooled {
+        package,
+        warm: warm_bytes,
+        image: written.map(|()| SpooledImage { writer, pad }),
+        opened,
+    })
+}
+
+/// Receives a package sent in its layout: copies the pieces into the package buffer and
+/// hands each filled block to one of [`WRITERS`] writing threads in turn, which writes it at
+/// its place in the file while the next are filled. Returns whether every byte came, and
+/// how the file's writes went.
+fn receive_in_layout(
+    pieces: &mut Pieces,
+    writer: &KeyedImageWriter,
+    bytes: &mut [u8],
+    pad: usize,
+) -> (bool, Result<(), String>) {
+    let len = bytes.len();
+    std::thread::scope(|scope| {
         let mut senders = Vec::with_capacity(WRITERS);
         let mut writing = Vec::with_capacity(WRITERS);
         for _ in 0..WRITERS {
             let (tx, blocks) = channel::<(u64, &[u8])>();
             senders.push(tx);
-            let writer = &writer;
             writing.push(
                 std::thread::Builder::new()
                     .name("sojourn-spool-write".into())
@@ -260,27 +325,236 @@ fn take(
             at += n as u64;
         }
         drop(senders);
-        // Every thread is joined; the first failure is the file's.
-        let written = writing
-            .into_iter()
-            .map(|w| match w {
-                Ok(h) => h
-                    .join()
-                    .unwrap_or_else(|_| Err("the writing thread stopped".into())),
-                Err(e) => Err(format!("cannot start the writing thread: {e}")),
-            })
-            .fold(Ok(()), Result::and);
-        (complete, written)
-    });
-    let got = pieces.end()?;
-    if !complete || got != len {
-        return Err(format!("the package ended after {got} of its {len} bytes"));
-    }
-    Ok(Spooled {
-        package,
-        warm: warm_bytes,
-        image: written.map(|()| SpooledImage { writer, pad }),
+        (complete, join_writers(writing))
     })
+}
+
+/// Every writing thread joined; the first failure is the file's.
+fn join_writers(
+    writing: Vec<std::io::Result<std::thread::ScopedJoinHandle<'_, Result<(), String>>>>,
+) -> Result<(), String> {
+    writing
+        .into_iter()
+        .map(|w| match w {
+            Ok(h) => h
+                .join()
+                .unwrap_or_else(|_| Err("the writing thread stopped".into())),
+            Err(e) => Err(format!("cannot start the writing thread: {e}")),
+        })
+        .fold(Ok(()), Result::and)
+}
+
+/// Where the bytes of a package sent with each tag after its segment go in its layout, as
+/// they come.
+struct Placing {
+    /// Bytes taken from the pieces (of the sent order).
+    sent: usize,
+    /// Every byte of the layout before this one is in.
+    filled: usize,
+    /// Where each sent byte goes, once the header is in; `None` before, and for a header
+    /// that is not a package's of this length (its bytes then go where they come, and the
+    /// package is refused when it is opened).
+    order: Option<TagAfterSegment>,
+}
+
+impl Placing {
+    /// Takes bytes from the pieces, each to its place in `buf`, until every byte of the
+    /// layout before `upto` is in; `false` if the pieces end first.
+    fn fill_to(&mut self, pieces: &mut Pieces, buf: &mut [u8], upto: usize) -> bool {
+        let len = buf.len();
+        while self.filled < upto.min(len) {
+            let (to, n) = match (self.sent < HEADER_LEN, self.order) {
+                (true, _) => (self.sent, HEADER_LEN - self.sent),
+                (false, None) => (self.sent, len - self.sent),
+                (false, Some(order)) => match order.place(self.sent) {
+                    Some(p) => p,
+                    None => return false,
+                },
+            };
+            // Not past `upto` in the layout's front part (a tag, behind it, is taken whole).
+            let n = if to < upto { n.min(upto - to) } else { n };
+            let Some(dst) = to.checked_add(n).and_then(|end| buf.get_mut(to..end)) else {
+                return false;
+            };
+            if !pieces.fill(dst) {
+                return false;
+            }
+            self.sent += n;
+            if self.sent == len {
+                self.filled = len;
+            } else if to == self.filled {
+                self.filled += n;
+            }
+            if self.sent == HEADER_LEN && self.order.is_none() {
+                self.order = buf
+                    .get(..HEADER_LEN)
+                    .and_then(|h| TagAfterSegment::of_header(h).ok())
+                    .filter(|o| o.package_len() == len);
+            }
+        }
+        true
+    }
+}
+
+/// A block the writers write from in [`receive_tag_after_segment`]: aligned pages where
+/// they can be had (direct I/O needs the alignment), else the heap.
+enum Bounce {
+    Pages(sojourn_mem::AnonPages),
+    Heap(Vec<u8>),
+}
+
+impl Bounce {
+    fn new() -> Bounce {
+        match sojourn_mem::AnonPages::new(BLOCK) {
+            Ok(pages) => Bounce::Pages(pages),
+            Err(_) => Bounce::Heap(vec![0; BLOCK]),
+        }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        match self {
+            Bounce::Pages(p) => p,
+            Bounce::Heap(h) => h,
+        }
+    }
+}
+
+/// Receives a package sent with each segment's tag right after the segment: puts every byte
+/// at its place in the layout (see [`Placing`]), hands each filled block to one of
+/// [`WRITERS`] writing threads in turn as a copy (a [`Bounce`] block), and then opens, in
+/// place, every segment that is in whole with its tag and has gone to the writers. Returns
+/// whether every byte came, how the file's writes went, and the opener (or why a segment
+/// did not open: nothing more is opened then, and the rest is still received).
+fn receive_tag_after_segment(
+    pieces: &mut Pieces,
+    writer: &KeyedImageWriter,
+    bytes: &mut [u8],
+    pad: usize,
+    opener: Option<OpenerFactory>,
+) -> (
+    bool,
+    Result<(), String>,
+    Option<Result<SegmentOpener, PackageError>>,
+) {
+    let len = bytes.len();
+    let mut placing = Placing {
+        sent: 0,
+        filled: 0,
+        order: None,
+    };
+    let mut factory = opener;
+    let mut opened: Option<Result<SegmentOpener, PackageError>> = None;
+    let padded = match pad {
+        0 => Ok(()),
+        _ => writer
+            .write_at(0, PAD.get(..pad).unwrap_or_default())
+            .map_err(|e| e.to_string()),
+    };
+    let (complete, written) = std::thread::scope(|scope| {
+        let (free_tx, free) = channel::<Bounce>();
+        for _ in 0..=WRITERS {
+            let _ = free_tx.send(Bounce::new());
+        }
+        let mut senders = Vec::with_capacity(WRITERS);
+        let mut writing = Vec::with_capacity(WRITERS);
+        for _ in 0..WRITERS {
+            let (tx, blocks) = channel::<(u64, Bounce, usize)>();
+            senders.push(tx);
+            let free_tx = free_tx.clone();
+            writing.push(
+                std::thread::Builder::new()
+                    .name("sojourn-spool-write".into())
+                    .spawn_scoped(scope, move || write_bounced(writer, blocks, free_tx)),
+            );
+        }
+        drop(free_tx);
+        let mut start = 0;
+        let mut at = pad as u64;
+        let mut complete = true;
+        for (k, n) in piece_lengths(len, pad).into_iter().enumerate() {
+            let end = start + n;
+            if !placing.fill_to(pieces, bytes, end) {
+                complete = false;
+                break;
+            }
+            if placing.filled >= HEADER_LEN {
+                if let (Some(make), Some(header)) = (factory.take(), bytes.get(..HEADER_LEN)) {
+                    opened = Some(make(header));
+                }
+            }
+            // The block, as it arrived, to a writer.
+            let (Ok(mut block), Some(piece)) = (free.recv(), bytes.get(start..end)) else {
+                complete = false;
+                break;
+            };
+            if let Some(dst) = block.bytes_mut().get_mut(..n) {
+                dst.copy_from_slice(piece);
+            }
+            if let Some(tx) = senders.get(k % WRITERS) {
+                // A writer that stopped is reported by its join.
+                let _ = tx.send((at, block, n));
+            }
+            // Then the segments it completes.
+            if let Some(Ok(opener)) = &mut opened {
+                if let Err(e) = open_ready(opener, bytes, placing.sent, end) {
+                    opened = Some(Err(e));
+                }
+            }
+            start = end;
+            at += n as u64;
+        }
+        drop(senders);
+        (complete, join_writers(writing))
+    });
+    (complete, padded.and(written), opened)
+}
+
+/// Opens, in order, every segment that is in whole with its tag (`sent` bytes of the sent
+/// order have arrived) and lies before `copied` in the layout (its ciphertext has gone to
+/// the file's writers).
+fn open_ready(
+    opener: &mut SegmentOpener,
+    buf: &mut [u8],
+    sent: usize,
+    copied: usize,
+) -> Result<(), PackageError> {
+    let order = opener.order();
+    loop {
+        let i = opener.opened();
+        let (Some(seg), Some(tag), Some(through)) =
+            (order.segment(i), order.tag(i), order.sent_through(i))
+        else {
+            return Ok(());
+        };
+        if through > sent || seg.end > copied {
+            return Ok(());
+        }
+        let tag: [u8; 16] = buf
+            .get(tag)
+            .and_then(|t| t.try_into().ok())
+            .ok_or(PackageError::Open)?;
+        let data = buf.get_mut(seg).ok_or(PackageError::Open)?;
+        opener.open_next(data, &tag)?;
+    }
+}
+
+/// Writes each block at its offset and gives the block back, until the blocks end; stops
+/// writing at the first failure (the rest are still received, so the package is whole).
+fn write_bounced(
+    writer: &KeyedImageWriter,
+    blocks: Receiver<(u64, Bounce, usize)>,
+    free: Sender<Bounce>,
+) -> Result<(), String> {
+    let mut outcome = Ok(());
+    for (at, mut block, n) in blocks {
+        if outcome.is_ok() {
+            let bytes = block.bytes_mut().get(..n).unwrap_or_default();
+            outcome = writer.write_at(at, bytes).map_err(|e| e.to_string());
+        }
+        // The spool may have stopped waiting for blocks.
+        let _ = free.send(block);
+    }
+    outcome
 }
 
 /// Writes each block at its offset, until the blocks end; stops writing at the first failure
@@ -342,8 +616,14 @@ mod tests {
         let (_dir, s) = store();
         for len in [300, 3 * BLOCK + 12_345] {
             let bytes = package(len);
-            let mut spool =
-                Spool::start(s.stage_keyed_image(&[1; 16]).unwrap(), len, None).unwrap();
+            let mut spool = Spool::start(
+                s.stage_keyed_image(&[1; 16]).unwrap(),
+                len,
+                None,
+                PackageOrder::Layout,
+                None,
+            )
+            .unwrap();
             push_all(&mut spool, &bytes);
             let spooled = spool.finish().unwrap();
             assert!(spooled.package[..] == bytes[..], "{len}");
@@ -378,7 +658,8 @@ mod tests {
             assert!(pool.wait_ready(std::time::Duration::from_secs(30)));
             let bytes = package(len);
             let image = s.stage_keyed_image(&[4; 16]).unwrap();
-            let mut spool = Spool::start(image, len, Some(pool.clone())).unwrap();
+            let mut spool =
+                Spool::start(image, len, Some(pool.clone()), PackageOrder::Layout, None).unwrap();
             push_all(&mut spool, &bytes);
             let spooled = spool.finish().unwrap();
             assert!(spooled.package[..] == bytes[..], "{len}");
@@ -404,8 +685,14 @@ mod tests {
         let len = BLOCK + 5000;
         let bytes = package(len + 10);
         for given in [0, 100, len - 1, len + 1, len + 10] {
-            let mut spool =
-                Spool::start(s.stage_keyed_image(&[2; 16]).unwrap(), len, None).unwrap();
+            let mut spool = Spool::start(
+                s.stage_keyed_image(&[2; 16]).unwrap(),
+                len,
+                None,
+                PackageOrder::Layout,
+                None,
+            )
+            .unwrap();
             push_all(&mut spool, &bytes[..given]);
             let err = spool.finish().err().unwrap();
             assert!(
@@ -414,7 +701,14 @@ mod tests {
             );
         }
         // A spool dropped before it finished leaves no file behind.
-        let mut spool = Spool::start(s.stage_keyed_image(&[3; 16]).unwrap(), len, None).unwrap();
+        let mut spool = Spool::start(
+            s.stage_keyed_image(&[3; 16]).unwrap(),
+            len,
+            None,
+            PackageOrder::Layout,
+            None,
+        )
+        .unwrap();
         push_all(&mut spool, &bytes[..len / 2]);
         drop(spool);
         let files = || {
@@ -432,6 +726,115 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         assert_eq!(files(), 0);
+    }
+
+    /// A package's layout with a clear header that declares `plaintext` bytes (only the
+    /// header's fields are read here: nothing is decrypted).
+    fn layout(plaintext: usize) -> Vec<u8> {
+        let mut p = b"SJMIGPK2".to_vec();
+        p.extend([0x00, 0x20, 0x00, 0x01, 0xff, 0xff]);
+        p.extend([7u8; 16]);
+        p.extend([9u8; 32]);
+        p.extend((plaintext as u64).to_be_bytes());
+        p.extend((sojourn_migration::package::SEGMENT as u32).to_be_bytes());
+        let order = TagAfterSegment::of_header(&p).unwrap();
+        let body = package(order.package_len());
+        p.extend_from_slice(&body[HEADER_LEN..]);
+        p
+    }
+
+    /// `layout` in the order with each tag after its segment.
+    fn tag_after_segment(layout: &[u8]) -> Vec<u8> {
+        let order = TagAfterSegment::of_header(layout).unwrap();
+        let mut sent = layout[..HEADER_LEN].to_vec();
+        for i in 0..order.segments() {
+            sent.extend_from_slice(&layout[order.segment(i).unwrap()]);
+            sent.extend_from_slice(&layout[order.tag(i).unwrap()]);
+        }
+        assert_eq!(TagAfterSegment::to_layout(&sent).unwrap(), layout);
+        sent
+    }
+
+    /// The one image file in the store's memory directory, without its `pad` bytes.
+    fn file_of(s: &Store, pad: usize) -> Vec<u8> {
+        let dir = s
+            .path()
+            .parent()
+            .unwrap()
+            .join(sojourn_store::raw::MEMORY_DIR);
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(files.len(), 1);
+        let bytes = std::fs::read(files.pop().unwrap()).unwrap();
+        assert!(bytes[..pad].iter().all(|b| *b == 0));
+        bytes[pad..].to_vec()
+    }
+
+    #[test]
+    fn a_package_with_each_tag_after_its_segment_is_put_back_in_its_layout() {
+        let segment = sojourn_migration::package::SEGMENT;
+        for plaintext in [0, 1, segment, 2 * segment + 7, 3 * segment + 12_345] {
+            let (_dir, s) = store();
+            let layout = layout(plaintext);
+            let sent = tag_after_segment(&layout);
+            let len = layout.len();
+            let opener: OpenerFactory = Box::new(|header: &[u8]| {
+                assert_eq!(header.len(), HEADER_LEN);
+                Err(PackageError::WrongKey)
+            });
+            let mut spool = Spool::start(
+                s.stage_keyed_image(&[5; 16]).unwrap(),
+                len,
+                None,
+                PackageOrder::TagAfterSegment,
+                Some(opener),
+            )
+            .unwrap();
+            push_all(&mut spool, &sent);
+            let spooled = spool.finish().unwrap();
+            assert!(spooled.package[..] == layout[..], "{plaintext}");
+            // The opener was asked for once the header was in; its refusal is the package's.
+            assert!(matches!(spooled.opened, Some(Err(PackageError::WrongKey))));
+            // The file holds the package as it lies, every byte.
+            let image = spooled.image.unwrap();
+            assert_eq!(image.writer.written(), (image.pad + len) as u64);
+            assert!(file_of(&s, image.pad) == layout, "{plaintext}");
+        }
+    }
+
+    #[test]
+    fn a_package_with_each_tag_after_its_segment_that_ends_early_is_not_taken() {
+        let (_dir, s) = store();
+        let layout = layout(2 * sojourn_migration::package::SEGMENT + 99);
+        let sent = tag_after_segment(&layout);
+        for given in [10, HEADER_LEN, sent.len() - 17, sent.len() - 1] {
+            let mut spool = Spool::start(
+                s.stage_keyed_image(&[6; 16]).unwrap(),
+                layout.len(),
+                None,
+                PackageOrder::TagAfterSegment,
+                None,
+            )
+            .unwrap();
+            push_all(&mut spool, &sent[..given]);
+            let err = spool.finish().err().unwrap();
+            assert!(err.contains("ended after"), "{given}: {err}");
+        }
+        // Longer than declared.
+        let mut long = sent.clone();
+        long.extend([1, 2, 3]);
+        let mut spool = Spool::start(
+            s.stage_keyed_image(&[6; 16]).unwrap(),
+            layout.len(),
+            None,
+            PackageOrder::TagAfterSegment,
+            None,
+        )
+        .unwrap();
+        push_all(&mut spool, &long);
+        assert!(spool.finish().err().unwrap().contains("longer than"));
     }
 
     #[test]
