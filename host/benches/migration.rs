@@ -474,6 +474,21 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         cpu_model()
     );
+    // As the daemon does at start with its default `[runtime] retain_freed_heap_mib` (or
+    // SOJOURN_BENCH_RETAIN_MIB; 0 leaves the allocator as it is).
+    let retain_mib = std::env::var("SOJOURN_BENCH_RETAIN_MIB")
+        .ok()
+        .map(|v| v.parse::<u64>().expect("SOJOURN_BENCH_RETAIN_MIB: MiB"))
+        .unwrap_or(sojourn_host::daemon::config::DEFAULT_RETAIN_FREED_HEAP_MIB);
+    let retained = sojourn_mem::retain_freed_heap((retain_mib << 20) as usize);
+    println!(
+        "freed heap kept for reuse: {} (`[runtime] retain_freed_heap_mib`; SOJOURN_BENCH_RETAIN_MIB)",
+        if retained {
+            format!("up to {retain_mib} MiB per heap")
+        } else {
+            "as the allocator decides".into()
+        }
+    );
     // As the daemon does at start with its default `[runtime] huge_pages = "auto"`.
     let huge = sojourn_mem::set_huge_pages(sojourn_mem::HugePages::Auto);
     println!(

@@ -116,6 +116,46 @@ fn reports_free_pages(features: &str) -> bool {
     features.as_bytes().get(VIRTIO_BALLOON_F_REPORTING) == Some(&b'1')
 }
 
+/// Allocations at least this large (4 MiB) get a mapping of their own from the C allocator
+/// (and give it back when freed) once [`retain_freed_heap`] has set the allocator up.
+pub const OWN_MAPPING_MIN: usize = 4 << 20;
+
+/// Makes the C allocator (glibc) keep up to `bytes` of freed memory at the top of each of its
+/// heaps for reuse, instead of returning it to the kernel as soon as more than 128 KiB is
+/// free there, and serve allocations below [`OWN_MAPPING_MIN`] from its heaps. A process that
+/// streams large transfers through buffers of some hundred KiB each (TLS records, HTTP read
+/// buffers, a package's parts) otherwise unmaps them as they are freed and faults fresh,
+/// zeroed pages in for the next ones, on every megabyte. The price: up to `bytes` per heap
+/// stays mapped after a burst. Process-wide; a host sets it once, at start. `0` leaves the
+/// allocator's own (adaptive) behaviour. Returns whether the allocator took the setting
+/// (false where it is not glibc's).
+pub fn retain_freed_heap(bytes: usize) -> bool {
+    if bytes == 0 {
+        return false;
+    }
+    set_allocator(bytes)
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn set_allocator(bytes: usize) -> bool {
+    let trim = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    let own = libc::c_int::try_from(OWN_MAPPING_MIN).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `mallopt` only changes the allocator's tuning parameters, under the allocator's
+    // own lock; it takes two integers and reads or writes no memory of ours. Memory already
+    // allocated is unaffected (a block is freed the way it was allocated).
+    #[allow(unsafe_code)]
+    let set = unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, own) == 1
+            && libc::mallopt(libc::M_TRIM_THRESHOLD, trim) == 1
+    };
+    set
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn set_allocator(_bytes: usize) -> bool {
+    false
+}
+
 /// Regions shorter than this (4 MiB) are not advised: they hold at most one whole huge page.
 pub const MIN_ADVISED: usize = 4 << 20;
 

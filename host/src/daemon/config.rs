@@ -181,6 +181,27 @@ pub struct RuntimeSection {
     /// `auto` (default: unless the VM reports free memory to its host), `on` or `off`.
     #[serde(default)]
     pub huge_pages: HugePagesSetting,
+    /// Freed heap memory the allocator keeps for reuse rather than returning it to the
+    /// kernel, per heap, in MiB (default 64; 0: the allocator's own behaviour). See
+    /// `sojourn_mem::retain_freed_heap`: a migration streams its package through buffers
+    /// that would otherwise be unmapped and faulted in again, megabyte after megabyte.
+    pub retain_freed_heap_mib: Option<u64>,
+}
+
+/// Default of `[runtime] retain_freed_heap_mib`.
+pub const DEFAULT_RETAIN_FREED_HEAP_MIB: u64 = 64;
+/// Largest `[runtime] retain_freed_heap_mib` (the allocator takes at most 2 GiB).
+pub const MAX_RETAIN_FREED_HEAP_MIB: u64 = 2047;
+
+impl RuntimeSection {
+    /// `retain_freed_heap_mib` in bytes, its default applied.
+    pub fn retain_freed_heap_bytes(&self) -> usize {
+        let mib = self
+            .retain_freed_heap_mib
+            .unwrap_or(DEFAULT_RETAIN_FREED_HEAP_MIB)
+            .min(MAX_RETAIN_FREED_HEAP_MIB);
+        usize::try_from(mib << 20).unwrap_or(usize::MAX)
+    }
 }
 
 /// `[runtime] huge_pages`.
@@ -239,6 +260,12 @@ impl HostConfig {
         if c.runtime.workers == Some(0) || c.runtime.group_commit_max == Some(0) {
             return Err(format!("{origin}: runtime: values must be at least 1"));
         }
+        if c.runtime.retain_freed_heap_mib > Some(MAX_RETAIN_FREED_HEAP_MIB) {
+            return Err(format!(
+                "{origin}: runtime: retain_freed_heap_mib must be at most \
+                 {MAX_RETAIN_FREED_HEAP_MIB}"
+            ));
+        }
         if c.migration.warm_arrival_mib > Some(MAX_WARM_ARRIVAL_MIB) {
             return Err(format!(
                 "{origin}: migration: warm_arrival_mib must be at most {MAX_WARM_ARRIVAL_MIB}"
@@ -290,6 +317,21 @@ huge_pages = "off"
             let c = HostConfig::parse("t", &format!("[migration]\nwarm_arrival_mib = {text}"));
             assert_eq!(c.unwrap().migration.warm_arrival_bytes(), bytes, "{text}");
         }
+        assert_eq!(
+            HostConfig::parse("t", "")
+                .unwrap()
+                .runtime
+                .retain_freed_heap_bytes(),
+            64 << 20
+        );
+        for (text, bytes) in [("0", 0), ("2047", 2047 << 20)] {
+            let c = HostConfig::parse("t", &format!("[runtime]\nretain_freed_heap_mib = {text}"));
+            assert_eq!(
+                c.unwrap().runtime.retain_freed_heap_bytes(),
+                bytes,
+                "{text}"
+            );
+        }
         for (bad, want) in [
             ("lisen = \"x\"", "unknown field"),
             ("[attestation]\nmode = \"sgx\"", "unknown variant"),
@@ -305,6 +347,7 @@ huge_pages = "off"
             ("[runtime]\nworkers = 0", "at least 1"),
             ("[runtime]\nhuge_pages = \"yes\"", "unknown variant"),
             ("[migration]\nwarm_arrival_mib = 4097", "at most 4096"),
+            ("[runtime]\nretain_freed_heap_mib = 2048", "at most 2047"),
             ("[migration]\nwarm_arrival_mib = -1", "invalid value"),
         ] {
             let e = HostConfig::parse("t", bad).unwrap_err();

@@ -283,6 +283,16 @@ pub fn run_host(config: HostConfig, origin: &str) -> Result<()> {
     if let Some(g) = config.runtime.group_commit_max {
         options.group_commit_max = g;
     }
+    let retain = config.runtime.retain_freed_heap_bytes();
+    let retained = sojourn_mem::retain_freed_heap(retain);
+    println!(
+        "  freed heap:   {}",
+        if retained {
+            format!("up to {} MiB kept for reuse per heap", retain >> 20)
+        } else {
+            "returned as the allocator decides".to_string()
+        }
+    );
     let huge = sojourn_mem::set_huge_pages(config.runtime.huge_pages.into());
     println!(
         "  huge pages:   {} ({:?})",
