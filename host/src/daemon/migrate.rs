@@ -1200,7 +1200,14 @@ impl HostCore {
         };
         let len = usize::try_from(len).ok()?;
         let writer = self.inner.store.stage_keyed_image(&object).ok()?;
-        Spool::start(writer, len, self.inner.warm_arrival.clone(), order, opener)
+        Spool::start(
+            writer,
+            len,
+            self.inner.warm_arrival.clone(),
+            order,
+            opener,
+            self.inner.spool_blocks.clone(),
+        )
     }
 
     /// [`HostCore::on_package`] of a package a [`Spool`] took.

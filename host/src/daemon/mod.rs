@@ -210,6 +210,9 @@ struct Inner {
     claims: BTreeMap<String, String>,
     /// The buffer the next arriving package is received into, faulted in ahead.
     warm_arrival: Option<sojourn_mem::WarmPages>,
+    /// The blocks arriving packages go to the disk through (see `spool`), kept between
+    /// arrivals.
+    spool_blocks: spool::BlockPool,
 }
 
 /// The daemon's core. Cheap to clone (shared).
@@ -544,6 +547,7 @@ impl HostCore {
             self_url: options.self_url.clone(),
             claims: options.claims.clone(),
             warm_arrival: sojourn_mem::WarmPages::new(options.warm_arrival_bytes),
+            spool_blocks: spool::BlockPool::default(),
         });
         let stored = inner.store.load_all().map_err(|e| e.to_string())?;
         let mut due = Vec::new();

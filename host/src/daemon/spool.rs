@@ -112,11 +112,12 @@ impl Spool {
         warm: Option<WarmPages>,
         order: PackageOrder,
         opener: Option<OpenerFactory>,
+        blocks: BlockPool,
     ) -> Option<Spool> {
         let (tx, rx) = channel::<Bytes>();
         let worker = std::thread::Builder::new()
             .name("sojourn-spool".into())
-            .spawn(move || take(rx, writer, len, warm.as_ref(), order, opener))
+            .spawn(move || take(rx, writer, len, warm.as_ref(), order, opener, &blocks))
             .ok()?;
         Some(Spool {
             pieces: Some(tx),
@@ -211,6 +212,7 @@ fn take(
     warm: Option<&WarmPages>,
     order: PackageOrder,
     opener: Option<OpenerFactory>,
+    blocks: &BlockPool,
 ) -> Result<Spooled, String> {
     // Pages of our own where their memory part can be moved into the object (that needs
     // checkpoints that track writes: else the object would need a copy of memory anyway):
@@ -255,7 +257,7 @@ fn take(
             (complete, written, None)
         }
         PackageOrder::TagAfterSegment => {
-            receive_tag_after_segment(&mut pieces, &writer, bytes, pad, opener)
+            receive_tag_after_segment(&mut pieces, &writer, bytes, pad, opener, blocks)
         }
     };
     let got = match pieces.end() {
@@ -396,8 +398,32 @@ impl Placing {
     }
 }
 
+/// The blocks the writers write from in [`receive_tag_after_segment`], kept between arrivals
+/// (at most [`WRITERS`] + 1, 6 MiB), so that their pages are faulted in once, not at every
+/// arrival.
+#[derive(Clone, Default)]
+pub(crate) struct BlockPool(std::sync::Arc<std::sync::Mutex<Vec<Bounce>>>);
+
+impl BlockPool {
+    fn take(&self) -> Bounce {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|mut blocks| blocks.pop())
+            .unwrap_or_else(Bounce::new)
+    }
+
+    fn give(&self, block: Bounce) {
+        if let Ok(mut blocks) = self.0.lock() {
+            if blocks.len() <= WRITERS {
+                blocks.push(block);
+            }
+        }
+    }
+}
+
 /// A block the writers write from in [`receive_tag_after_segment`]: aligned pages where
-/// they can be had (direct I/O needs the alignment), else the heap.
+/// they can be had (direct I/O needs the alignment), else the heap. It holds ciphertext only.
 enum Bounce {
     Pages(sojourn_mem::AnonPages),
     Heap(Vec<u8>),
@@ -431,6 +457,7 @@ fn receive_tag_after_segment(
     bytes: &mut [u8],
     pad: usize,
     opener: Option<OpenerFactory>,
+    blocks: &BlockPool,
 ) -> (
     bool,
     Result<(), String>,
@@ -453,7 +480,7 @@ fn receive_tag_after_segment(
     let (complete, written) = std::thread::scope(|scope| {
         let (free_tx, free) = channel::<Bounce>();
         for _ in 0..=WRITERS {
-            let _ = free_tx.send(Bounce::new());
+            let _ = free_tx.send(blocks.take());
         }
         let mut senders = Vec::with_capacity(WRITERS);
         let mut writing = Vec::with_capacity(WRITERS);
@@ -504,7 +531,12 @@ fn receive_tag_after_segment(
             at += n as u64;
         }
         drop(senders);
-        (complete, join_writers(writing))
+        let written = join_writers(writing);
+        // Every block is back once the writers are done.
+        for block in free.try_iter() {
+            blocks.give(block);
+        }
+        (complete, written)
     });
     (complete, padded.and(written), opened)
 }
@@ -622,6 +654,7 @@ mod tests {
                 None,
                 PackageOrder::Layout,
                 None,
+                BlockPool::default(),
             )
             .unwrap();
             push_all(&mut spool, &bytes);
@@ -658,8 +691,15 @@ mod tests {
             assert!(pool.wait_ready(std::time::Duration::from_secs(30)));
             let bytes = package(len);
             let image = s.stage_keyed_image(&[4; 16]).unwrap();
-            let mut spool =
-                Spool::start(image, len, Some(pool.clone()), PackageOrder::Layout, None).unwrap();
+            let mut spool = Spool::start(
+                image,
+                len,
+                Some(pool.clone()),
+                PackageOrder::Layout,
+                None,
+                BlockPool::default(),
+            )
+            .unwrap();
             push_all(&mut spool, &bytes);
             let spooled = spool.finish().unwrap();
             assert!(spooled.package[..] == bytes[..], "{len}");
@@ -691,6 +731,7 @@ mod tests {
                 None,
                 PackageOrder::Layout,
                 None,
+                BlockPool::default(),
             )
             .unwrap();
             push_all(&mut spool, &bytes[..given]);
@@ -707,6 +748,7 @@ mod tests {
             None,
             PackageOrder::Layout,
             None,
+            BlockPool::default(),
         )
         .unwrap();
         push_all(&mut spool, &bytes[..len / 2]);
@@ -775,6 +817,20 @@ mod tests {
     #[test]
     fn a_package_with_each_tag_after_its_segment_is_put_back_in_its_layout() {
         let segment = sojourn_migration::package::SEGMENT;
+        // One pool of blocks for every arrival: its blocks are taken again, not made anew.
+        let pool = BlockPool::default();
+        let addresses = |pool: &BlockPool| {
+            let mut a: Vec<usize> = pool
+                .0
+                .lock()
+                .unwrap()
+                .iter_mut()
+                .map(|b| b.bytes_mut().as_ptr().addr())
+                .collect();
+            a.sort_unstable();
+            a
+        };
+        let mut first: Option<Vec<usize>> = None;
         for plaintext in [0, 1, segment, 2 * segment + 7, 3 * segment + 12_345] {
             let (_dir, s) = store();
             let layout = layout(plaintext);
@@ -790,6 +846,7 @@ mod tests {
                 None,
                 PackageOrder::TagAfterSegment,
                 Some(opener),
+                pool.clone(),
             )
             .unwrap();
             push_all(&mut spool, &sent);
@@ -801,6 +858,13 @@ mod tests {
             let image = spooled.image.unwrap();
             assert_eq!(image.writer.written(), (image.pad + len) as u64);
             assert!(file_of(&s, image.pad) == layout, "{plaintext}");
+            let now = addresses(&pool);
+            assert_eq!(now.len(), WRITERS + 1, "{plaintext}");
+            assert_eq!(
+                first.get_or_insert_with(|| now.clone()),
+                &now,
+                "{plaintext}"
+            );
         }
     }
 
@@ -816,6 +880,7 @@ mod tests {
                 None,
                 PackageOrder::TagAfterSegment,
                 None,
+                BlockPool::default(),
             )
             .unwrap();
             push_all(&mut spool, &sent[..given]);
@@ -831,6 +896,7 @@ mod tests {
             None,
             PackageOrder::TagAfterSegment,
             None,
+            BlockPool::default(),
         )
         .unwrap();
         push_all(&mut spool, &long);
