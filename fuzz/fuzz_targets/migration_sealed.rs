@@ -1,6 +1,7 @@
 //! The sealed package as it arrives from the network: the structural read (header, lengths)
 //! and the whole open path (`open_owned`: header, HPKE decapsulation, segment authentication,
-//! bundle read) must refuse arbitrary bytes without panicking.
+//! bundle read) must refuse arbitrary bytes without panicking; so must the order with each
+//! tag after its segment (`TagAfterSegment::to_layout`, `SegmentOpener`).
 #![no_main]
 
 use std::collections::BTreeMap;
@@ -8,7 +9,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use sojourn_migration::binding::{Challenge, TransferId};
-use sojourn_migration::package::open_owned;
+use sojourn_migration::package::{open_owned, SegmentOpener, TagAfterSegment};
 use sojourn_migration::{DestinationKey, OfferBinding, RuntimeIdentity, SealedObject};
 
 /// One destination key for the whole run, and a binding for it.
@@ -33,7 +34,34 @@ fn destination() -> &'static (DestinationKey, OfferBinding) {
     })
 }
 
+/// The bytes as a package sent with each tag after its segment: put back in the layout, and
+/// opened segment by segment with the binding of its own transfer. Nothing forged opens.
+fn tag_after_segment(data: &[u8]) {
+    let Ok(layout) = TagAfterSegment::to_layout(data) else {
+        return;
+    };
+    assert_eq!(layout.len(), data.len(), "the same bytes in another order");
+    let (key, binding) = destination();
+    let Ok(order) = TagAfterSegment::of_header(&layout) else {
+        panic!("to_layout took a header of_header refuses");
+    };
+    let Some(transfer) = SealedObject::from_bytes(&layout).ok().map(|s| s.transfer()) else {
+        return;
+    };
+    let mut binding = binding.clone();
+    binding.transfer = transfer;
+    let Ok(mut opener) = SegmentOpener::new(key, &binding, &layout) else {
+        return;
+    };
+    let mut layout = layout;
+    if let (Some(seg), Some(tag)) = (order.segment(0), order.tag(0)) {
+        let tag = layout[tag].to_vec();
+        assert!(opener.open_next(&mut layout[seg], &tag).is_err());
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
+    tag_after_segment(data);
     match SealedObject::from_bytes(data) {
         Ok(s) => {
             assert_eq!(s.to_bytes(), data, "sealed package round trip");

@@ -56,6 +56,14 @@
 //! The tags follow all segments so that the plaintext is sealed where it was written: no byte of
 //! it moves.
 //!
+//! # Sent order
+//!
+//! A package may also be sent with each segment's tag right after the segment and no tag
+//! table ([`SendOrder::TagAfterSegment`], [`seal_streaming_in`]): the same bytes, in an order
+//! in which a receiver can authenticate and decrypt each segment as soon as it has arrived
+//! ([`SegmentOpener`], then [`open_opened`]) and put the bytes back in the layout above
+//! ([`TagAfterSegment`]), which is what it keeps.
+//!
 //! # Bundle encoding (version 2)
 //!
 //! Deterministic CBOR map: `{ "v": 2, "object": bstr(16), "source": tstr, "lineage": bstr,
