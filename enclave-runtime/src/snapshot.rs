@@ -978,38 +978,44 @@ fn skip_item(body: &[u8], pos: &mut usize, depth: usize) -> Option<()> {
     Some(())
 }
 
-/// The memory chunks array at `*pos`, borrowed: `[[index, bytes], …]` with every head in
-/// shortest form. `None` for anything else.
-fn read_chunks<'a>(body: &'a [u8], pos: &mut usize) -> Option<Vec<(u64, &'a [u8])>> {
+/// An array of `[uint, second]` pairs at `*pos`, every head in shortest form, `second` read
+/// by `read_second`. `None` for anything else.
+fn read_pairs<'a, T>(
+    body: &'a [u8],
+    pos: &mut usize,
+    read_second: impl Fn(&'a [u8], &mut usize) -> Option<T>,
+) -> Option<Vec<(u64, T)>> {
     let (major, n, shortest) = read_head(body, pos)?;
     if major != MAJOR_ARRAY || !shortest {
         return None;
     }
-    // Each element takes at least 3 bytes: never reserve for more than the input can hold.
+    // Each pair takes at least 3 bytes: never reserve for more than the input can hold.
     let n = usize::try_from(n).ok()?;
     if n > body.len().saturating_sub(*pos) / 3 {
         return None;
     }
-    let mut chunks = Vec::with_capacity(n);
+    let mut pairs = Vec::with_capacity(n);
     for _ in 0..n {
         if *body.get(*pos)? != 0x82 {
             return None;
         }
         *pos += 1;
-        let (major, index, shortest) = read_head(body, pos)?;
-        if major != MAJOR_UINT || !shortest {
-            return None;
-        }
-        let (major, len, shortest) = read_head(body, pos)?;
-        if major != MAJOR_BYTES || !shortest {
-            return None;
-        }
-        let end = pos.checked_add(usize::try_from(len).ok()?)?;
-        let bytes = body.get(*pos..end)?;
-        *pos = end;
-        chunks.push((index, bytes));
+        let first = read_uint(body, pos)?;
+        pairs.push((first, read_second(body, pos)?));
     }
-    Some(chunks)
+    Some(pairs)
+}
+
+/// An unsigned integer at `*pos` with its head in shortest form.
+fn read_uint(body: &[u8], pos: &mut usize) -> Option<u64> {
+    let (major, n, shortest) = read_head(body, pos)?;
+    (major == MAJOR_UINT && shortest).then_some(n)
+}
+
+/// The memory chunks array at `*pos` (version 1), borrowed: `[[index, bytes], …]` with every
+/// head in shortest form. `None` for anything else.
+fn read_chunks<'a>(body: &'a [u8], pos: &mut usize) -> Option<Vec<(u64, &'a [u8])>> {
+    read_pairs(body, pos, read_bytes)
 }
 
 /// A byte string at `*pos` with its head in shortest form.
@@ -1031,31 +1037,7 @@ fn read_pages<'a>(body: &'a [u8], pos: &mut usize) -> Option<Vec<(u64, &'a [u8])
     if major != MAJOR_ARRAY || n != 3 || !shortest {
         return None;
     }
-    let (major, n, shortest) = read_head(body, pos)?;
-    if major != MAJOR_ARRAY || !shortest {
-        return None;
-    }
-    // Each run takes at least 3 bytes: never reserve for more than the input can hold.
-    let n = usize::try_from(n).ok()?;
-    if n > body.len().saturating_sub(*pos) / 3 {
-        return None;
-    }
-    let mut runs = Vec::with_capacity(n);
-    for _ in 0..n {
-        if *body.get(*pos)? != 0x82 {
-            return None;
-        }
-        *pos += 1;
-        let (major, first, shortest) = read_head(body, pos)?;
-        if major != MAJOR_UINT || !shortest {
-            return None;
-        }
-        let (major, count, shortest) = read_head(body, pos)?;
-        if major != MAJOR_UINT || !shortest {
-            return None;
-        }
-        runs.push((first, count));
-    }
+    let runs = read_pairs(body, pos, read_uint)?;
     let pad = read_bytes(body, pos)?;
     let pages = read_bytes(body, pos)?;
     chunks_of_runs(&runs, pad, pages).ok()
