@@ -30,6 +30,9 @@
 //! (`[migration] warm_arrival_mib`; `SOJOURN_BENCH_WARM_MIB` sets another, 0 for none), and
 //! the bench waits until they are before each migration and each floor: the thread that makes
 //! them runs only on an idle core, but it would still take memory bandwidth from either.
+//! The process keeps freed heap for reuse as the daemon does (`[runtime]
+//! retain_freed_heap_mib`; `SOJOURN_BENCH_RETAIN_MIB` sets another, 0 for the allocator's own
+//! behaviour): it applies to the floor too, which allocates in the same process.
 //!
 //! `SOJOURN_BENCH_MIB` (comma list, default `1,16,64`), `SOJOURN_BENCH_RUNS` (default 3);
 //! `SOJOURN_BENCH_MARKS=1` prints each migration's CLOCK_MONOTONIC window (for
