@@ -66,12 +66,18 @@ pub const MAX_WARM_ARRIVAL_MIB: u64 = 4096;
 impl MigrationSection {
     /// `warm_arrival_mib` in bytes, its default applied.
     pub fn warm_arrival_bytes(&self) -> usize {
-        let mib = self
-            .warm_arrival_mib
-            .unwrap_or(DEFAULT_WARM_ARRIVAL_MIB)
-            .min(MAX_WARM_ARRIVAL_MIB);
-        usize::try_from(mib << 20).unwrap_or(usize::MAX)
+        mib_in_bytes(
+            self.warm_arrival_mib,
+            DEFAULT_WARM_ARRIVAL_MIB,
+            MAX_WARM_ARRIVAL_MIB,
+        )
     }
+}
+
+/// A setting in MiB, `default` where unset and at most `max`, in bytes.
+fn mib_in_bytes(mib: Option<u64>, default: u64, max: u64) -> usize {
+    let mib = mib.unwrap_or(default).min(max);
+    usize::try_from(mib << 20).unwrap_or(usize::MAX)
 }
 
 /// One `[[migration.peers]]`.
@@ -196,11 +202,11 @@ pub const MAX_RETAIN_FREED_HEAP_MIB: u64 = 2047;
 impl RuntimeSection {
     /// `retain_freed_heap_mib` in bytes, its default applied.
     pub fn retain_freed_heap_bytes(&self) -> usize {
-        let mib = self
-            .retain_freed_heap_mib
-            .unwrap_or(DEFAULT_RETAIN_FREED_HEAP_MIB)
-            .min(MAX_RETAIN_FREED_HEAP_MIB);
-        usize::try_from(mib << 20).unwrap_or(usize::MAX)
+        mib_in_bytes(
+            self.retain_freed_heap_mib,
+            DEFAULT_RETAIN_FREED_HEAP_MIB,
+            MAX_RETAIN_FREED_HEAP_MIB,
+        )
     }
 }
 
